@@ -1,0 +1,138 @@
+/* condseg.h — the public API of libcondseg: the ConDSeg segmentation network
+ * (AAAI 2025) and its stage-1 encoder network, their weights, inference, and the image
+ * handling that feeds them exactly as the original pipeline does.
+ *
+ * The command-line program and the GIMP plug-ins use only this header.
+ * Errors are reported through GError in the CS_ERROR domain; messages name the file,
+ * tensor or option at fault and what was expected.
+ */
+#ifndef CONDSEG_H
+#define CONDSEG_H
+
+#include <glib.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------
+ * Errors */
+
+#define CS_ERROR (cs_error_quark())
+GQuark cs_error_quark(void);
+
+typedef enum {
+    CS_ERROR_IO,       /* a file is missing, unreadable or unwritable */
+    CS_ERROR_FORMAT,   /* a file is not what it should be (corrupt, truncated, wrong format) */
+    CS_ERROR_TENSOR,   /* a tensor is missing, unexpected or has the wrong shape or dtype */
+    CS_ERROR_ARG,      /* a bad argument, option value or input size */
+    CS_ERROR_DEVICE,   /* the requested compute device is not available */
+} cs_error_code;
+
+/* ---------------------------------------------------------------------------------
+ * Images: 8-bit, interleaved, rows packed (stride = width * channels). */
+
+typedef struct {
+    int width, height;
+    int channels;      /* 3: B,G,R order (what OpenCV's imread gives); 1: gray */
+    uint8_t *data;
+} cs_image;
+
+cs_image *cs_image_new(int width, int height, int channels);      /* zero-filled */
+void cs_image_free(cs_image *image);
+
+/* Decodes JPEG, PNG, BMP, TIFF (anything gdk-pixbuf reads) the way
+ * cv2.imread(path, IMREAD_COLOR) does: 3 channels, BGR, alpha dropped, EXIF
+ * orientation applied. */
+cs_image *cs_image_load_bgr(const char *path, GError **error);
+/* As cv2.imread(path, IMREAD_GRAYSCALE): 1 channel. For JPEG the luma is decoded
+ * directly (as libjpeg does for OpenCV); other formats use OpenCV's RGB->gray weights. */
+cs_image *cs_image_load_gray(const char *path, GError **error);
+
+/* Writes a 1-channel (gray) or 3-channel (BGR) image as PNG, atomically (temporary
+ * file + rename): on failure nothing is left at `path`. */
+gboolean cs_image_save_png(const cs_image *image, const char *path, GError **error);
+
+/* cv2.resize(src, (dw, dh), interpolation=INTER_LINEAR) on uint8, bit-exact with
+ * OpenCV 4.x (8-bit fixed point, no anti-aliasing). Channels are independent. */
+void cs_resize_linear_u8(const uint8_t *src, int src_w, int src_h, uint8_t *dst, int dst_w,
+                         int dst_h, int channels);
+/* Half-pixel bilinear resize of one float32 plane (cv2 INTER_LINEAR on CV_32F). */
+void cs_resize_linear_f32(const float *src, int src_w, int src_h, float *dst, int dst_w,
+                          int dst_h);
+
+/* Writes a float32 NumPy .npy array (C order), atomically. */
+gboolean cs_write_npy_f32(const char *path, const float *data, int ndim, const int64_t *shape,
+                          GError **error);
+
+/* ---------------------------------------------------------------------------------
+ * The networks */
+
+typedef enum {
+    CS_ARCH_CONDSEG = 0,   /* the full network: outputs mask, fg, bg, uncertainty */
+    CS_ARCH_STAGE1 = 1,    /* the stage-1 (consistency reinforcement) network: one output */
+} cs_arch;
+
+/* Output selection for inference, and the order of the outputs when several are asked. */
+enum {
+    CS_OUT_MASK = 1u << 0,   /* the segmentation (stage 1: its only output) */
+    CS_OUT_FG = 1u << 1,     /* auxiliary foreground map */
+    CS_OUT_BG = 1u << 2,     /* auxiliary background map */
+    CS_OUT_UC = 1u << 3,     /* uncertainty map (SID's third branch) */
+    CS_OUT_ALL = 0xfu,
+};
+
+/* The resolution the original pipeline trains and evaluates at. */
+#define CS_INPUT_SIZE 256
+
+typedef struct cs_model cs_model;
+
+typedef struct {
+    cs_arch arch;
+    const char *preset;          /* "condseg-r50" for the paper's configuration */
+    int n_tensors;               /* state-dict entries, buffers included */
+    int64_t n_parameters;        /* trainable values */
+    int64_t n_buffer_values;     /* BatchNorm running statistics and counters */
+} cs_model_info;
+
+/* Loads weights stored with the PyTorch state-dict names (stage-1 or full network,
+ * recognised from the names). Every missing, unexpected or misshapen tensor is reported. */
+cs_model *cs_model_load(const char *path, GError **error);
+/* A network with PyTorch's default initialisation, seeded. */
+cs_model *cs_model_new(cs_arch arch, const char *preset, uint64_t seed, GError **error);
+gboolean cs_model_save(const cs_model *model, const char *path, GError **error);
+void cs_model_free(cs_model *model);
+void cs_model_get_info(const cs_model *model, cs_model_info *info);
+
+/* Inference (BatchNorm in eval mode) on a batch of preprocessed images:
+ * input is batch x 3 x height x width, BGR in [0, 1]; height and width multiples of 16.
+ * For each output bit set in `outputs`, in the order mask, fg, bg, uc, the next pointer of
+ * `out` receives batch x height x width probabilities. Only what the requested outputs
+ * need is computed. */
+gboolean cs_model_forward(cs_model *model, const float *input, int batch, int height,
+                          int width, unsigned outputs, float *const *out, GError **error);
+
+/* The whole original preprocessing of one image (cv2-exact resize to 256x256, /255)
+ * followed by inference. `prob` receives one 256x256 plane per requested output. */
+gboolean cs_model_predict_image(cs_model *model, const cs_image *bgr, unsigned outputs,
+                                float *prob, GError **error);
+
+/* The binary mask at the image's resolution: the probability plane resized back with
+ * cs_resize_linear_f32, then prob > threshold -> 255 else 0. `mask` is 1-channel and its
+ * size is the target size. */
+void cs_prob_to_mask(const float *prob, int prob_w, int prob_h, float threshold, cs_image *mask);
+
+/* Progress of a forward pass (0..1), for front ends that show a bar. */
+typedef void (*cs_progress_fn)(double fraction, void *user_data);
+void cs_model_set_progress(cs_model *model, cs_progress_fn fn, void *user_data);
+
+/* Worker threads for the CPU kernels (0: all cores). */
+void cs_set_num_threads(int n);
+
+const char *cs_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
