@@ -1,0 +1,147 @@
+/* conv_cpu.c — 2-D convolution on the CPU: im2col + OpenBLAS sgemm, tiled over output
+ * rows so the column buffer stays a few MB (a 3x3 conv over 128 channels at 256x256
+ * would otherwise need a 300 MB buffer), 1x1 convolutions straight on the input, and
+ * the bias + ReLU epilogue applied to each tile while it is still in cache.
+ * im2col/col2im use PyTorch's Unfold layout, so they also serve as CDFA's unfold/fold.
+ */
+#include <cblas.h>
+#include <string.h>
+
+#include "cs_math.h"
+#include "kernels.h"
+
+/* Column-buffer budget of one tile (floats): 8 MB keeps sgemm's panels efficient while
+ * im2col's output is still warm in the last-level cache. */
+#define CS_CONV_TILE_FLOATS ((size_t)2 << 20)
+
+void cs_conv_geometry(cs_conv_shape *s) {
+    s->ho = (s->h + 2 * s->pad - s->dil * (s->k - 1) - 1) / s->stride + 1;
+    s->wo = (s->w + 2 * s->pad - s->dil * (s->k - 1) - 1) / s->stride + 1;
+}
+
+static int conv_is_pointwise(const cs_conv_shape *s) {
+    return s->k == 1 && s->stride == 1 && s->pad == 0;
+}
+
+/* Output rows per im2col tile. */
+static int conv_tile_rows(const cs_conv_shape *s) {
+    size_t kdim = (size_t)s->c * s->k * s->k;
+    size_t rows = CS_CONV_TILE_FLOATS / (kdim * (size_t)s->wo);
+    if (rows < 1) rows = 1;
+    if (rows > (size_t)s->ho) rows = (size_t)s->ho;
+    return (int)rows;
+}
+
+size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s) {
+    if (conv_is_pointwise(s)) return 0;
+    return (size_t)s->c * s->k * s->k * (size_t)conv_tile_rows(s) * s->wo;
+}
+
+/* The output columns ox whose input column ox*stride + off lies in [0, w). */
+static void conv_valid_columns(int off, int stride, int w, int wo, int *lo, int *hi) {
+    int a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int b = w - off <= 0 ? 0 : (w - off + stride - 1) / stride;
+    if (b > wo) b = wo;
+    if (a > b) a = b;
+    *lo = a;
+    *hi = b;
+}
+
+void cs_cpu_im2col(float *col, const float *img, int c, int h, int w, int k, int stride,
+                   int pad, int dil, int wo, int row0, int rows) {
+    const int kk = k * k;
+    const size_t ncols = (size_t)rows * wo;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < c * kk; r++) {
+        const int ch = r / kk, ky = (r % kk) / k, kx = r % k;
+        const float *src = img + (size_t)ch * h * w;
+        float *dst = col + (size_t)r * ncols;
+        /* Output columns whose input column ix = ox*stride - pad + kx*dil is inside. */
+        const int off = kx * dil - pad;
+        int ox_lo, ox_hi;
+        conv_valid_columns(off, stride, w, wo, &ox_lo, &ox_hi);
+        for (int oy = row0; oy < row0 + rows; oy++, dst += wo) {
+            const int iy = oy * stride - pad + ky * dil;
+            if (iy < 0 || iy >= h) {
+                memset(dst, 0, sizeof(float) * wo);
+                continue;
+            }
+            const float *line = src + (size_t)iy * w;
+            memset(dst, 0, sizeof(float) * ox_lo);
+            if (stride == 1) {
+                memcpy(dst + ox_lo, line + ox_lo + off, sizeof(float) * (ox_hi - ox_lo));
+            } else {
+                for (int ox = ox_lo; ox < ox_hi; ox++) dst[ox] = line[ox * stride + off];
+            }
+            memset(dst + ox_hi, 0, sizeof(float) * (wo - ox_hi));
+        }
+    }
+}
+
+void cs_cpu_col2im_accumulate(float *img, const float *col, int c, int h, int w, int k,
+                              int stride, int pad, int dil, int ho, int wo) {
+    const int kk = k * k;
+    /* One thread per channel: the k*k rows of a channel all land in that channel. */
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < c; ch++) {
+        float *dst = img + (size_t)ch * h * w;
+        for (int q = 0; q < kk; q++) {
+            const int ky = q / k, kx = q % k;
+            const float *src = col + ((size_t)ch * kk + q) * ho * wo;
+            const int off = kx * dil - pad;
+            int ox_lo, ox_hi;
+            conv_valid_columns(off, stride, w, wo, &ox_lo, &ox_hi);
+            for (int oy = 0; oy < ho; oy++) {
+                const int iy = oy * stride - pad + ky * dil;
+                if (iy < 0 || iy >= h) continue;
+                float *line = dst + (size_t)iy * w;
+                const float *s = src + (size_t)oy * wo;
+                for (int ox = ox_lo; ox < ox_hi; ox++) line[ox * stride + off] += s[ox];
+            }
+        }
+    }
+}
+
+/* scale/shift + ReLU over columns [col0, col0 + ncols) of the o x (ho*wo) output. */
+static void conv_epilogue(float *y, const float *scale, const float *shift, int o,
+                          size_t plane, size_t col0, size_t ncols, int relu) {
+    if (!scale && !shift && !relu) return;
+#pragma omp parallel for schedule(static)
+    for (int oc = 0; oc < o; oc++) {
+        float *p = y + (size_t)oc * plane + col0;
+        const float a = scale ? scale[oc] : 1.0f, b = shift ? shift[oc] : 0.0f;
+        if (relu) {
+            for (size_t i = 0; i < ncols; i++) p[i] = csm_relu(p[i] * a + b);
+        } else {
+            for (size_t i = 0; i < ncols; i++) p[i] = p[i] * a + b;
+        }
+    }
+}
+
+void cs_cpu_conv2d_forward(float *y, const float *x, const float *w, const float *scale,
+                           const float *shift, const cs_conv_shape *s, int relu,
+                           float *workspace) {
+    const int kdim = s->c * s->k * s->k;
+    const size_t plane = (size_t)s->ho * s->wo;
+    for (int n = 0; n < s->n; n++) {
+        const float *xn = x + (size_t)n * s->c * s->h * s->w;
+        float *yn = y + (size_t)n * s->o * plane;
+        if (conv_is_pointwise(s)) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->o, (int)plane, s->c,
+                        1.0f, w, s->c, xn, (int)plane, 0.0f, yn, (int)plane);
+            conv_epilogue(yn, scale, shift, s->o, plane, 0, plane, relu);
+            continue;
+        }
+        const int tile = conv_tile_rows(s);
+        for (int row0 = 0; row0 < s->ho; row0 += tile) {
+            const int rows = row0 + tile <= s->ho ? tile : s->ho - row0;
+            const int ncols = rows * s->wo;
+            cs_cpu_im2col(workspace, xn, s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil,
+                          s->wo, row0, rows);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->o, ncols, kdim, 1.0f, w,
+                        kdim, workspace, ncols, 0.0f, yn + (size_t)row0 * s->wo, (int)plane);
+            conv_epilogue(yn, scale, shift, s->o, plane, (size_t)row0 * s->wo, (size_t)ncols,
+                          relu);
+        }
+    }
+}

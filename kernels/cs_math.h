@@ -1,0 +1,58 @@
+/* cs_math.h — the per-element math of condseg's operations, written once for the CPU
+ * kernels (C11) and the CUDA kernels (nvcc): activation functions, the bilinear
+ * align_corners=True sampling rule, the folded BatchNorm, the outlook-attention
+ * neighbourhood. Everything here is a static inline function on scalars, prefixed csm_
+ * ("condseg math") to keep them apart from the tensor-level operations.
+ */
+#ifndef CONDSEG_CS_MATH_H
+#define CONDSEG_CS_MATH_H
+
+#include <math.h>
+
+#ifdef __CUDACC__
+#define CS_HD __host__ __device__ __forceinline__
+#else
+#define CS_HD static inline
+#endif
+
+/* BatchNorm2d epsilon (PyTorch's default, spec §1.5) and momentum of the running stats. */
+#define CS_BN_EPS 1e-5f
+#define CS_BN_MOMENTUM 0.1f
+
+CS_HD float csm_relu(float x) { return x > 0.0f ? x : 0.0f; }
+CS_HD float csm_relu_grad(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+
+CS_HD float csm_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+CS_HD float csm_sigmoid_grad(float y, float dy) { return dy * y * (1.0f - y); }
+
+/* Eval-mode BatchNorm as y = x * scale + shift. Computed in double so that folding it into
+ * a convolution loses nothing measurable against the unfolded form. */
+CS_HD void csm_bn_fold(float gamma, float beta, float mean, float var, float *scale,
+                      float *shift) {
+    double s = (double)gamma / sqrt((double)var + (double)CS_BN_EPS);
+    *scale = (float)s;
+    *shift = (float)((double)beta - (double)mean * s);
+}
+
+/* Bilinear upsampling with align_corners=True (spec §1.4). For an axis of length n
+ * sampled to length m: the float32 scale (as PyTorch computes it), then for destination
+ * index d the two source taps and the weight of the second one. */
+CS_HD float csm_bilinear_ac_scale(int n, int m) {
+    return m > 1 ? (float)(n - 1) / (float)(m - 1) : 0.0f;
+}
+
+CS_HD void csm_bilinear_ac_tap(int d, int n, float scale, int *i0, int *i1, float *lambda1) {
+    float x = scale * (float)d;
+    int lo = (int)x;               /* x >= 0, so truncation is floor */
+    if (lo > n - 1) lo = n - 1;
+    *i0 = lo;
+    *i1 = lo + 1 < n ? lo + 1 : n - 1;
+    *lambda1 = x - (float)lo;
+}
+
+/* Outlook attention (CDFA, spec §2.9.1): neighbour k = 0..8 of a pixel lies at
+ * (row + csm_nb_dy(k), col + csm_nb_dx(k)); k = 4 is the pixel itself. */
+CS_HD int csm_nb_dy(int k) { return k / 3 - 1; }
+CS_HD int csm_nb_dx(int k) { return k % 3 - 1; }
+
+#endif

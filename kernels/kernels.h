@@ -1,0 +1,96 @@
+/* kernels.h — condseg's CPU operations on plain float arrays (NCHW, row-major).
+ *
+ * Conventions, after llm.c: outputs first, then inputs, then sizes; no allocation
+ * inside (scratch memory is passed in); parameter gradients accumulate (+=), input
+ * gradients are overwritten unless the name says "accumulate". Work is spread over the
+ * OpenMP threads (the same pool OpenBLAS uses).
+ */
+#ifndef CONDSEG_KERNELS_H
+#define CONDSEG_KERNELS_H
+
+#include <stddef.h>
+
+/* ---- runtime ---------------------------------------------------------------------- */
+
+/* Threads for our loops and for OpenBLAS (0: all cores), and flush-to-zero /
+ * denormals-are-zero in every worker: subnormal activations are many times slower on
+ * x86 and carry no information here. */
+void cs_cpu_init(int n_threads);
+int cs_cpu_threads(void);
+
+/* ---- convolution ------------------------------------------------------------------ */
+
+typedef struct {
+    int n, c, h, w;          /* input */
+    int o, k;                /* output channels, square kernel size */
+    int stride, pad, dil;
+    int ho, wo;              /* output size (cs_conv_geometry fills them in) */
+} cs_conv_shape;
+
+void cs_conv_geometry(cs_conv_shape *s);
+
+/* Floats of scratch memory cs_cpu_conv2d_forward needs for this shape (0 for 1x1/s1/p0). */
+size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s);
+
+/* y[o] = conv(x, w)[o] * scale[o] + shift[o], then ReLU when relu != 0.
+ * scale == NULL means 1 and shift == NULL means 0: a bias is (NULL, bias), an eval-mode
+ * BatchNorm after the conv is its folded (scale, shift), so it costs no extra pass.
+ * w is O x C x k x k. y must not alias x. */
+void cs_cpu_conv2d_forward(float *y, const float *x, const float *w, const float *scale,
+                           const float *shift, const cs_conv_shape *s, int relu,
+                           float *workspace);
+
+/* im2col / col2im with dilation, PyTorch's Unfold layout: row (c*k + ky)*k + kx, column
+ * oy*wo + ox, for the output rows [row0, row0 + rows). col2im accumulates into img. */
+void cs_cpu_im2col(float *col, const float *img, int c, int h, int w, int k, int stride,
+                   int pad, int dil, int wo, int row0, int rows);
+void cs_cpu_col2im_accumulate(float *img, const float *col, int c, int h, int w, int k,
+                              int stride, int pad, int dil, int ho, int wo);
+
+/* ---- per-channel affine (eval BatchNorm), activations, elementwise ---------------- */
+
+/* y[n,c,:] = x[n,c,:] * scale[c] + shift[c], then ReLU when relu != 0. y may alias x. */
+void cs_cpu_channel_affine(float *y, const float *x, const float *scale, const float *shift,
+                           int n, int c, int hw, int relu);
+void cs_cpu_relu(float *y, const float *x, size_t count);
+void cs_cpu_sigmoid(float *y, const float *x, size_t count);
+/* y = a + b (y may alias a or b), then ReLU when relu != 0. */
+void cs_cpu_add(float *y, const float *a, const float *b, size_t count, int relu);
+/* y[n,c,:] = x[n,c,:] * s[n,c] */
+void cs_cpu_mul_channel(float *y, const float *x, const float *s, int n, int c, int hw);
+/* y[n,c,p] = x[n,c,p] * m[n,p] */
+void cs_cpu_mul_spatial(float *y, const float *x, const float *m, int n, int c, int hw);
+/* Channel concatenation, one input at a time: copies x (n x cx x hw) into channels
+ * [c0, c0 + cx) of y (n x cy x hw). */
+void cs_cpu_copy_channels(float *y, int cy, int c0, const float *x, int cx, int n, int hw);
+
+/* ---- pooling and reductions ------------------------------------------------------- */
+
+/* MaxPool2d(3, stride 2, padding 1), padding as -inf. */
+void cs_cpu_maxpool3s2(float *y, const float *x, int n, int c, int h, int w, int ho, int wo);
+/* Per (n, c): mean and max over the hw pixels. */
+void cs_cpu_global_avgpool(float *y, const float *x, int n, int c, int hw);
+void cs_cpu_global_maxpool(float *y, const float *x, int n, int c, int hw);
+/* Per (n, pixel): mean and max over the c channels. y is n x 1 x hw. */
+void cs_cpu_channel_mean(float *y, const float *x, int n, int c, int hw);
+void cs_cpu_channel_max(float *y, const float *x, int n, int c, int hw);
+
+/* ---- resampling --------------------------------------------------------------------- */
+
+/* Bilinear, align_corners=True, to (ho, wo). */
+void cs_cpu_upsample_bilinear(float *y, const float *x, int n, int c, int h, int w, int ho,
+                              int wo);
+
+/* ---- attention (CDFA) -------------------------------------------------------------- */
+
+/* Softmax over the last axis of rows x cols. */
+void cs_cpu_softmax_rows(float *y, const float *x, size_t rows, int cols);
+
+/* Outlook attention without its projections (spec §2.9.1 steps 3.1-3.5):
+ * logits a is n x (heads*81) x h x w (channel h*81 + i*9 + j), v is n x c x h x w with
+ * c = heads * head_dim. prob (n x heads*81 x h x w) receives softmax_j(scale * a), which
+ * the backward pass needs; y receives the folded result. */
+void cs_cpu_outlook_attention(float *y, float *prob, const float *v, const float *a, int n,
+                              int c, int heads, int h, int w, float scale);
+
+#endif

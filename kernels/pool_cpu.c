@@ -1,0 +1,86 @@
+/* pool_cpu.c — pooling and reductions on the CPU: the ResNet stem's 3x3/2 max-pool, the
+ * per-channel global mean/max of channel attention, and the per-pixel channel mean/max
+ * of spatial attention. Means accumulate in double: the maps reach 65536 pixels. */
+#include <float.h>
+
+#include "kernels.h"
+
+void cs_cpu_maxpool3s2(float *y, const float *x, int n, int c, int h, int w, int ho, int wo) {
+#pragma omp parallel for schedule(static)
+    for (int nc = 0; nc < n * c; nc++) {
+        const float *src = x + (size_t)nc * h * w;
+        float *dst = y + (size_t)nc * ho * wo;
+        for (int oy = 0; oy < ho; oy++) {
+            for (int ox = 0; ox < wo; ox++) {
+                float m = -FLT_MAX;
+                for (int ky = 0; ky < 3; ky++) {
+                    const int iy = oy * 2 - 1 + ky;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int kx = 0; kx < 3; kx++) {
+                        const int ix = ox * 2 - 1 + kx;
+                        if (ix < 0 || ix >= w) continue;
+                        const float v = src[(size_t)iy * w + ix];
+                        if (v > m) m = v;
+                    }
+                }
+                dst[(size_t)oy * wo + ox] = m;
+            }
+        }
+    }
+}
+
+void cs_cpu_global_avgpool(float *y, const float *x, int n, int c, int hw) {
+#pragma omp parallel for schedule(static)
+    for (int nc = 0; nc < n * c; nc++) {
+        const float *src = x + (size_t)nc * hw;
+        double sum = 0.0;
+        for (int i = 0; i < hw; i++) sum += src[i];
+        y[nc] = (float)(sum / hw);
+    }
+}
+
+void cs_cpu_global_maxpool(float *y, const float *x, int n, int c, int hw) {
+#pragma omp parallel for schedule(static)
+    for (int nc = 0; nc < n * c; nc++) {
+        const float *src = x + (size_t)nc * hw;
+        float m = src[0];
+        for (int i = 1; i < hw; i++) m = src[i] > m ? src[i] : m;
+        y[nc] = m;
+    }
+}
+
+/* Pixels per work item of the channel reductions: a stripe of every channel. */
+#define CS_STRIPE 1024
+
+void cs_cpu_channel_mean(float *y, const float *x, int n, int c, int hw) {
+    const int stripes = (hw + CS_STRIPE - 1) / CS_STRIPE;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < n * stripes; t++) {
+        const int b = t / stripes, p0 = (t % stripes) * CS_STRIPE;
+        const int len = p0 + CS_STRIPE <= hw ? CS_STRIPE : hw - p0;
+        double acc[CS_STRIPE];
+        for (int i = 0; i < len; i++) acc[i] = 0.0;
+        for (int ch = 0; ch < c; ch++) {
+            const float *src = x + ((size_t)b * c + ch) * hw + p0;
+            for (int i = 0; i < len; i++) acc[i] += src[i];
+        }
+        float *dst = y + (size_t)b * hw + p0;
+        for (int i = 0; i < len; i++) dst[i] = (float)(acc[i] / c);
+    }
+}
+
+void cs_cpu_channel_max(float *y, const float *x, int n, int c, int hw) {
+    const int stripes = (hw + CS_STRIPE - 1) / CS_STRIPE;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < n * stripes; t++) {
+        const int b = t / stripes, p0 = (t % stripes) * CS_STRIPE;
+        const int len = p0 + CS_STRIPE <= hw ? CS_STRIPE : hw - p0;
+        float *dst = y + (size_t)b * hw + p0;
+        const float *first = x + (size_t)b * c * hw + p0;
+        for (int i = 0; i < len; i++) dst[i] = first[i];
+        for (int ch = 1; ch < c; ch++) {
+            const float *src = x + ((size_t)b * c + ch) * hw + p0;
+            for (int i = 0; i < len; i++) dst[i] = src[i] > dst[i] ? src[i] : dst[i];
+        }
+    }
+}

@@ -1,0 +1,91 @@
+/* graph.h — activations and the operations the networks are written with.
+ *
+ * A cs_ctx runs a network eagerly: each operation allocates its output from the
+ * context's caching pool, computes it, and (in training mode, later) records itself on
+ * a tape for the backward pass. Network code reads like the PyTorch forward: it names
+ * its parameters by their state-dict names and never touches memory management beyond
+ * scopes: cs_scope_end releases every activation created since cs_scope_begin except
+ * the ones it returns, so inference holds only what is still needed, while training
+ * keeps everything the backward pass needs.
+ */
+#ifndef CONDSEG_GRAPH_H
+#define CONDSEG_GRAPH_H
+
+#include <glib.h>
+#include <stddef.h>
+
+#include "params.h"
+
+/* An activation: n x c x h x w float32, NCHW. */
+typedef struct {
+    float *data;
+    int n, c, h, w;
+} cs_tensor;
+
+static inline size_t cs_numel(const cs_tensor *t) { return (size_t)t->n * t->c * t->h * t->w; }
+
+typedef struct cs_ctx cs_ctx;
+
+/* Called with each named module output (tests compare them with the reference). */
+typedef void (*cs_probe_fn)(const char *name, const cs_tensor *t, void *user_data);
+
+cs_ctx *cs_ctx_new(const cs_paramset *params);
+void cs_ctx_free(cs_ctx *ctx);
+/* Releases every activation (memory stays in the pool for the next run). */
+void cs_ctx_reset(cs_ctx *ctx);
+const cs_paramset *cs_ctx_params(const cs_ctx *ctx);
+void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data);
+void cs_probe(cs_ctx *ctx, const char *name, const cs_tensor *t);
+/* Bytes held by the pool (in use + cached) and the most ever held. */
+size_t cs_ctx_pool_bytes(const cs_ctx *ctx);
+
+cs_tensor *cs_tensor_new(cs_ctx *ctx, int n, int c, int h, int w);
+cs_tensor *cs_tensor_from(cs_ctx *ctx, const float *data, int n, int c, int h, int w);
+/* Gives t's memory back now (inference); t must not be used afterwards. */
+void cs_release(cs_ctx *ctx, cs_tensor *t);
+
+typedef unsigned cs_scope;
+cs_scope cs_scope_begin(cs_ctx *ctx);
+/* Releases what was created since `scope` except `keep` (which may be NULL). */
+cs_tensor *cs_scope_end(cs_ctx *ctx, cs_scope scope, cs_tensor *keep);
+
+/* ---- operations ---------------------------------------------------------------------
+ * Parameters are named by their state-dict names; a conv's kernel size comes from its
+ * weight's shape. */
+
+/* Conv2d (no bias when bias_name is NULL). */
+cs_tensor *cs_conv2d(cs_ctx *ctx, const cs_tensor *x, const char *weight_name,
+                     const char *bias_name, int stride, int pad, int dil);
+/* Conv2d (no bias) followed by the BatchNorm2d `bn_prefix` and an optional ReLU; in
+ * inference the BatchNorm is folded into the convolution's output pass. */
+cs_tensor *cs_conv2d_bn(cs_ctx *ctx, const cs_tensor *x, const char *weight_name,
+                        const char *bn_prefix, int stride, int pad, int dil, int relu);
+/* BatchNorm2d on its own, optional ReLU. */
+cs_tensor *cs_batchnorm(cs_ctx *ctx, const cs_tensor *x, const char *bn_prefix, int relu);
+/* nn.Linear on each pixel's channel vector: `prefix`.weight (out x in), `prefix`.bias. */
+cs_tensor *cs_linear(cs_ctx *ctx, const cs_tensor *x, const char *prefix);
+
+cs_tensor *cs_relu(cs_ctx *ctx, const cs_tensor *x);
+cs_tensor *cs_sigmoid(cs_ctx *ctx, const cs_tensor *x);
+/* a + b, then ReLU when relu != 0. */
+cs_tensor *cs_add(cs_ctx *ctx, const cs_tensor *a, const cs_tensor *b, int relu);
+/* x * s with s n x c x 1 x 1 (channel attention). */
+cs_tensor *cs_mul_channel(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *s);
+/* x * m with m n x 1 x h x w (spatial attention). */
+cs_tensor *cs_mul_spatial(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *m);
+/* Channel concatenation of `count` tensors, first one first. */
+cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts);
+/* Bilinear, align_corners=True, by an integer factor. */
+cs_tensor *cs_upsample(cs_ctx *ctx, const cs_tensor *x, int factor);
+/* MaxPool2d(3, stride 2, padding 1). */
+cs_tensor *cs_maxpool3s2(cs_ctx *ctx, const cs_tensor *x);
+cs_tensor *cs_global_avgpool(cs_ctx *ctx, const cs_tensor *x);
+cs_tensor *cs_global_maxpool(cs_ctx *ctx, const cs_tensor *x);
+cs_tensor *cs_channel_mean(cs_ctx *ctx, const cs_tensor *x);
+cs_tensor *cs_channel_max(cs_ctx *ctx, const cs_tensor *x);
+/* CDFA's outlook attention pass before its projection (spec §2.9.1 steps 3.1-3.5):
+ * values v (n x c x h x w), raw attention logits a (n x heads*81 x h x w). */
+cs_tensor *cs_outlook_attention(cs_ctx *ctx, const cs_tensor *v, const cs_tensor *a,
+                                int heads);
+
+#endif

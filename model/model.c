@@ -1,0 +1,247 @@
+/* model.c — the public model API of condseg.h: loading and saving weights, creating a
+ * freshly initialised network, inference on preprocessed batches and on images. */
+#include <math.h>
+#include <string.h>
+
+#include "condseg.h"
+#include "graph.h"
+#include "kernels.h"
+#include "net.h"
+#include "params.h"
+#include "safetensors.h"
+
+struct cs_model {
+    cs_arch arch;
+    const cs_netcfg *cfg;
+    cs_paramset *params;
+    cs_ctx *ctx;              /* kept between runs: its pool makes repeat runs allocation-free */
+    cs_progress_fn progress;
+    void *progress_data;
+};
+
+/* Metadata keys condseg writes into its weights files. */
+#define CS_META_ARCH "condseg.arch"
+#define CS_META_PRESET "condseg.preset"
+
+static const char *arch_name(cs_arch arch) { return arch == CS_ARCH_STAGE1 ? "stage1" : "condseg"; }
+
+static cs_model *model_alloc(cs_arch arch, const cs_netcfg *cfg) {
+    cs_model *m = g_new0(cs_model, 1);
+    m->arch = arch;
+    m->cfg = cfg;
+    m->params = cs_paramset_new();
+    if (arch == CS_ARCH_STAGE1) cs_stage1_declare(m->params, cfg);
+    else cs_condseg_declare(m->params, cfg);
+    cs_paramset_allocate(m->params);
+    m->ctx = cs_ctx_new(m->params);
+    return m;
+}
+
+void cs_model_free(cs_model *model) {
+    if (!model) return;
+    cs_ctx_free(model->ctx);
+    cs_paramset_free(model->params);
+    g_free(model);
+}
+
+static const cs_netcfg *preset_or_error(const char *preset, const char *where, GError **error) {
+    const cs_netcfg *cfg = cs_netcfg_find(preset ? preset : cs_preset_condseg_r50.name);
+    if (!cfg)
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "%s: unknown network preset '%s' (known: %s)", where, preset,
+                    cs_preset_condseg_r50.name);
+    return cfg;
+}
+
+cs_model *cs_model_load(const char *path, GError **error) {
+    cs_safetensors *file = cs_st_open(path, error);
+    if (!file) return NULL;
+    cs_arch arch;
+    if (cs_st_find(file, "output_block.c3.weight")) {
+        arch = CS_ARCH_CONDSEG;
+    } else if (cs_st_find(file, "head.conv_fuse.weight")) {
+        arch = CS_ARCH_STAGE1;
+    } else {
+        g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
+                    "weights file '%s' holds neither a ConDSeg network (no tensor "
+                    "'output_block.c3.weight') nor a stage-1 network (no tensor "
+                    "'head.conv_fuse.weight')", path);
+        cs_st_close(file);
+        return NULL;
+    }
+    char *where = g_strdup_printf("weights file '%s'", path);
+    const cs_netcfg *cfg = preset_or_error(cs_st_metadata(file, CS_META_PRESET), where, error);
+    g_free(where);
+    if (!cfg) {
+        cs_st_close(file);
+        return NULL;
+    }
+    cs_model *m = model_alloc(arch, cfg);
+    gboolean ok = cs_paramset_load(m->params, file, error);
+    cs_st_close(file);
+    if (!ok) {
+        cs_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+gboolean cs_model_save(const cs_model *model, const char *path, GError **error) {
+    const char *metadata[] = {"format", "pt", CS_META_ARCH, arch_name(model->arch),
+                              CS_META_PRESET, model->cfg->name, NULL};
+    return cs_paramset_save(model->params, path, metadata, error);
+}
+
+/* ---- initialisation (PyTorch defaults, spec §1.8) --------------------------------- */
+
+static double rand_normal(GRand *rng) {
+    /* Box-Muller; 1 - u keeps the logarithm finite. */
+    double u = 1.0 - g_rand_double(rng), v = g_rand_double(rng);
+    return sqrt(-2.0 * log(u)) * cos(2.0 * G_PI * v);
+}
+
+static gboolean is_trunk(const char *name) {
+    return g_str_has_prefix(name, "layer0.") || g_str_has_prefix(name, "layer1.") ||
+           g_str_has_prefix(name, "layer2.") || g_str_has_prefix(name, "layer3.");
+}
+
+static gboolean is_bn_field(const cs_paramset *ps, const char *name) {
+    /* A BatchNorm's weight/bias sit next to its running_mean. */
+    const char *dot = strrchr(name, '.');
+    char *mean = g_strdup_printf("%.*s.running_mean", (int)(dot - name), name);
+    gboolean bn = cs_param_find(ps, mean) != NULL;
+    g_free(mean);
+    return bn;
+}
+
+static void init_params(cs_paramset *ps, uint64_t seed) {
+    GRand *rng = g_rand_new_with_seed_array((const guint32[]){(guint32)seed, (guint32)(seed >> 32)}, 2);
+    const cs_param *last_weight = NULL;
+    for (int i = 0; i < cs_paramset_count(ps); i++) {
+        cs_param *p = cs_paramset_at(ps, i);
+        const char *leaf = strrchr(p->name, '.') + 1;
+        if (p->kind == CS_COUNTER) {
+            *p->count = 0;
+        } else if (p->kind == CS_BUFFER) {
+            const float v = strcmp(leaf, "running_var") == 0 ? 1.0f : 0.0f;
+            for (int64_t j = 0; j < p->numel; j++) p->data[j] = v;
+        } else if (is_bn_field(ps, p->name)) {
+            const float v = strcmp(leaf, "weight") == 0 ? 1.0f : 0.0f;
+            for (int64_t j = 0; j < p->numel; j++) p->data[j] = v;
+        } else if (strcmp(leaf, "weight") == 0 && is_trunk(p->name)) {
+            /* Kaiming normal, fan_out, ReLU gain (torchvision's ResNet). */
+            const int64_t fan_out = p->numel / p->shape[1];
+            const double std = sqrt(2.0 / (double)fan_out);
+            for (int64_t j = 0; j < p->numel; j++) p->data[j] = (float)(std * rand_normal(rng));
+            last_weight = p;
+        } else {
+            /* Conv2d / Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weight
+             * and for its bias (fan_in of the weight declared just before). */
+            const cs_param *w = strcmp(leaf, "weight") == 0 ? p : last_weight;
+            const int64_t fan_in = w->numel / w->shape[0];
+            const double bound = 1.0 / sqrt((double)fan_in);
+            for (int64_t j = 0; j < p->numel; j++)
+                p->data[j] = (float)(bound * (2.0 * g_rand_double(rng) - 1.0));
+            last_weight = w;
+        }
+    }
+    g_rand_free(rng);
+}
+
+cs_model *cs_model_new(cs_arch arch, const char *preset, uint64_t seed, GError **error) {
+    const cs_netcfg *cfg = preset_or_error(preset, "network", error);
+    if (!cfg) return NULL;
+    cs_model *m = model_alloc(arch, cfg);
+    init_params(m->params, seed);
+    return m;
+}
+
+void cs_model_get_info(const cs_model *model, cs_model_info *info) {
+    info->arch = model->arch;
+    info->preset = model->cfg->name;
+    info->n_tensors = cs_paramset_count(model->params);
+    info->n_parameters = model->params->n_trainable;
+    info->n_buffer_values = model->params->n_buffer + model->params->n_counters;
+}
+
+void cs_model_set_progress(cs_model *model, cs_progress_fn fn, void *user_data) {
+    model->progress = fn;
+    model->progress_data = user_data;
+}
+
+void cs_set_num_threads(int n) { cs_cpu_init(n); }
+
+/* ---- inference -------------------------------------------------------------------- */
+
+gboolean cs_model_forward(cs_model *model, const float *input, int batch, int height,
+                          int width, unsigned outputs, float *const *out, GError **error) {
+    if (batch < 1 || height < 16 || width < 16 || height % 16 || width % 16) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "input of %d image(s) of %dx%d: need at least one image, with height and "
+                    "width positive multiples of 16", batch, width, height);
+        return FALSE;
+    }
+    const unsigned allowed = model->arch == CS_ARCH_STAGE1 ? CS_OUT_MASK : CS_OUT_ALL;
+    if (!outputs || (outputs & ~allowed)) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "outputs 0x%x requested from a %s network, which has %s", outputs,
+                    arch_name(model->arch),
+                    model->arch == CS_ARCH_STAGE1 ? "one output (the mask)"
+                                                  : "four (mask, fg, bg, uncertainty)");
+        return FALSE;
+    }
+    cs_ctx *ctx = model->ctx;
+    cs_ctx_reset(ctx);
+    cs_tensor *image = cs_tensor_from(ctx, input, batch, 3, height, width);
+    cs_tensor *result[4] = {NULL, NULL, NULL, NULL};
+    if (model->arch == CS_ARCH_STAGE1) {
+        result[0] = cs_stage1_forward(ctx, model->cfg, image);
+        if (model->progress) model->progress(1.0, model->progress_data);
+    } else {
+        cs_condseg_forward(ctx, model->cfg, image, outputs, result, model->progress,
+                           model->progress_data);
+    }
+    int k = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!(outputs & (1u << i))) continue;
+        memcpy(out[k++], result[i]->data, sizeof(float) * cs_numel(result[i]));
+    }
+    cs_ctx_reset(ctx);
+    return TRUE;
+}
+
+gboolean cs_model_predict_image(cs_model *model, const cs_image *bgr, unsigned outputs,
+                                float *prob, GError **error) {
+    if (!bgr || bgr->channels != 3 || bgr->width < 1 || bgr->height < 1) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG, "predict: expected a 3-channel BGR image");
+        return FALSE;
+    }
+    const int size = CS_INPUT_SIZE, plane = size * size;
+    guint8 *resized = g_malloc((size_t)plane * 3);
+    cs_resize_linear_u8(bgr->data, bgr->width, bgr->height, resized, size, size, 3);
+    float *input = g_malloc(sizeof(float) * 3 * plane);
+    /* HWC -> CHW, /255 in double as the original does (spec §1.2 step 6). */
+    for (int p = 0; p < plane; p++)
+        for (int c = 0; c < 3; c++) input[c * plane + p] = (float)(resized[p * 3 + c] / 255.0);
+    g_free(resized);
+    float *out[4];
+    int k = 0;
+    for (int i = 0; i < 4; i++)
+        if (outputs & (1u << i)) out[k] = prob + (size_t)k * plane, k++;
+    gboolean ok = cs_model_forward(model, input, 1, size, size, outputs, out, error);
+    g_free(input);
+    return ok;
+}
+
+void cs_prob_to_mask(const float *prob, int prob_w, int prob_h, float threshold, cs_image *mask) {
+    const size_t n = (size_t)mask->width * mask->height;
+    float *plane = NULL;
+    const float *src = prob;
+    if (mask->width != prob_w || mask->height != prob_h) {
+        plane = g_malloc(sizeof(float) * n);
+        cs_resize_linear_f32(prob, prob_w, prob_h, plane, mask->width, mask->height);
+        src = plane;
+    }
+    for (size_t i = 0; i < n; i++) mask->data[i] = src[i] > threshold ? 255 : 0;
+    g_free(plane);
+}
