@@ -1,0 +1,507 @@
+/* image.c — images in and out of libcondseg, decoded exactly as cv2.imread does:
+ * colour through gdk-pixbuf (BGR, alpha dropped, EXIF orientation applied), gray through
+ * the same libjpeg/libpng calls OpenCV makes; PNG masks and float32 .npy arrays written
+ * atomically (temporary file in the target directory, then rename).
+ */
+#include <errno.h>
+#include <fcntl.h>        /* O_WRONLY, O_CLOEXEC for g_mkstemp_full */
+#include <gdk-pixbuf/gdk-pixbuf.h>
+#include <glib/gstdio.h>  /* g_fopen, g_rename, g_unlink */
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+#include <jpeglib.h>      /* after stdio.h: it needs FILE */
+#include <png.h>
+#include <unistd.h>       /* fsync, close */
+
+#include "condseg.h"
+
+/* OpenCV refuses images above CV_IO_MAX_IMAGE_PIXELS (2^30); so do we. */
+#define MAX_IMAGE_PIXELS ((guint64)1 << 30)
+
+cs_image *cs_image_new(int width, int height, int channels) {
+    g_return_val_if_fail(width >= 0 && height >= 0 && channels >= 1, NULL);
+    cs_image *image = g_new0(cs_image, 1);
+    image->width = width;
+    image->height = height;
+    image->channels = channels;
+    /* g_malloc0_n checks the size product for overflow */
+    image->data = g_malloc0_n((gsize)width * (gsize)height, (gsize)channels);
+    return image;
+}
+
+void cs_image_free(cs_image *image) {
+    if (!image) return;
+    g_free(image->data);
+    g_free(image);
+}
+
+static gboolean check_image_size(const char *path, guint64 width, guint64 height,
+                                 GError **error) {
+    if (width == 0 || height == 0 || width > G_MAXINT || height > G_MAXINT ||
+        width * height > MAX_IMAGE_PIXELS) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s: image size %" G_GUINT64_FORMAT "x%" G_GUINT64_FORMAT " is empty or "
+                    "above the %" G_GUINT64_FORMAT "-pixel limit", path, width, height,
+                    MAX_IMAGE_PIXELS);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+// ---------------------------------------------------------------------------------
+// decoding through gdk-pixbuf
+
+/* Decodes `path` with gdk-pixbuf, EXIF orientation applied. */
+static GdkPixbuf *load_oriented_pixbuf(const char *path, GError **error) {
+    GError *pixbuf_error = NULL;
+    GdkPixbuf *pixbuf = gdk_pixbuf_new_from_file(path, &pixbuf_error);
+    if (!pixbuf) {
+        /* G_FILE_ERROR: the file could not be opened or read; anything else: its content */
+        gboolean io = pixbuf_error->domain == G_FILE_ERROR;
+        g_set_error(error, CS_ERROR, io ? CS_ERROR_IO : CS_ERROR_FORMAT,
+                    io ? "cannot read image %s: %s" : "%s is not a readable image: %s", path,
+                    pixbuf_error->message);
+        g_error_free(pixbuf_error);
+        return NULL;
+    }
+    GdkPixbuf *oriented = gdk_pixbuf_apply_embedded_orientation(pixbuf);
+    g_object_unref(pixbuf);
+    if (gdk_pixbuf_get_bits_per_sample(oriented) != 8 || gdk_pixbuf_get_n_channels(oriented) < 3) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s: gdk-pixbuf gave an unexpected pixel layout", path);
+        g_object_unref(oriented);
+        return NULL;
+    }
+    if (!check_image_size(path, (guint64)gdk_pixbuf_get_width(oriented),
+                          (guint64)gdk_pixbuf_get_height(oriented), error)) {
+        g_object_unref(oriented);
+        return NULL;
+    }
+    return oriented;
+}
+
+/* OpenCV's fixed-point RGB->gray (cvtColor and its BMP/TIFF decoders): weights
+ * 0.299, 0.587, 0.114 in 14-bit fixed point, rounded. */
+static uint8_t gray_from_rgb(unsigned r, unsigned g, unsigned b) {
+    return (uint8_t)((r * 4899u + g * 9617u + b * 1868u + (1u << 13)) >> 14);
+}
+
+/* Packs a pixbuf into BGR (channels 3) or OpenCV gray (channels 1). */
+static cs_image *image_from_pixbuf(const GdkPixbuf *pixbuf, int channels) {
+    int width = gdk_pixbuf_get_width(pixbuf), height = gdk_pixbuf_get_height(pixbuf);
+    int pixbuf_channels = gdk_pixbuf_get_n_channels(pixbuf);   /* 3, or 4 with alpha */
+    int stride = gdk_pixbuf_get_rowstride(pixbuf);
+    const guint8 *pixels = gdk_pixbuf_read_pixels(pixbuf);
+    cs_image *image = cs_image_new(width, height, channels);
+    for (int y = 0; y < height; y++) {
+        const guint8 *in = pixels + (size_t)y * (size_t)stride;
+        uint8_t *out = image->data + (size_t)y * (size_t)width * (size_t)channels;
+        for (int x = 0; x < width; x++, in += pixbuf_channels) {
+            if (channels == 3) {
+                out[3 * x + 0] = in[2];
+                out[3 * x + 1] = in[1];
+                out[3 * x + 2] = in[0];
+            } else {
+                out[x] = gray_from_rgb(in[0], in[1], in[2]);
+            }
+        }
+    }
+    return image;
+}
+
+/* Opens `path` and reads its first 8 bytes (fewer for a shorter file), rewound after; a
+ * missing or unreadable file (a folder, say) is an I/O error naming it. */
+static FILE *open_image_file(const char *path, guint8 magic[8], size_t *n_magic, GError **error) {
+    FILE *fp = g_fopen(path, "rb");
+    if (fp) {
+        memset(magic, 0, 8);
+        *n_magic = fread(magic, 1, 8, fp);
+        if (!ferror(fp)) {
+            rewind(fp);
+            return fp;
+        }
+    }
+    int saved = errno;
+    if (fp) fclose(fp);
+    g_set_error(error, CS_ERROR, CS_ERROR_IO, "cannot read image %s: %s", path, g_strerror(saved));
+    return NULL;
+}
+
+cs_image *cs_image_load_bgr(const char *path, GError **error) {
+    g_return_val_if_fail(path != NULL, NULL);
+    guint8 magic[8];
+    size_t n_magic;
+    FILE *fp = open_image_file(path, magic, &n_magic, error);
+    if (!fp) return NULL;
+    fclose(fp);
+    GdkPixbuf *pixbuf = load_oriented_pixbuf(path, error);
+    if (!pixbuf) return NULL;
+    cs_image *image = image_from_pixbuf(pixbuf, 3);
+    g_object_unref(pixbuf);
+    return image;
+}
+
+/* Rotates/flips a gray image as EXIF `orientation` ("1".."8") says, with gdk-pixbuf's own
+ * transform so that gray and colour loads agree. */
+static cs_image *orient_gray(cs_image *gray, const char *orientation) {
+    GdkPixbuf *rgb = gdk_pixbuf_new(GDK_COLORSPACE_RGB, FALSE, 8, gray->width, gray->height);
+    int stride = gdk_pixbuf_get_rowstride(rgb);
+    guint8 *pixels = gdk_pixbuf_get_pixels(rgb);
+    for (int y = 0; y < gray->height; y++)
+        for (int x = 0; x < gray->width; x++)
+            memset(pixels + (size_t)y * (size_t)stride + 3 * (size_t)x,
+                   gray->data[(size_t)y * (size_t)gray->width + (size_t)x], 3);
+    gdk_pixbuf_set_option(rgb, "orientation", orientation);
+    GdkPixbuf *oriented = gdk_pixbuf_apply_embedded_orientation(rgb);
+    g_object_unref(rgb);
+
+    int width = gdk_pixbuf_get_width(oriented), height = gdk_pixbuf_get_height(oriented);
+    cs_image *result = cs_image_new(width, height, 1);
+    stride = gdk_pixbuf_get_rowstride(oriented);
+    int n_channels = gdk_pixbuf_get_n_channels(oriented);
+    const guint8 *in = gdk_pixbuf_read_pixels(oriented);
+    for (int y = 0; y < height; y++)
+        for (int x = 0; x < width; x++)
+            result->data[(size_t)y * (size_t)width + (size_t)x] =
+                in[(size_t)y * (size_t)stride + (size_t)n_channels * (size_t)x];
+    g_object_unref(oriented);
+    cs_image_free(gray);
+    return result;
+}
+
+// ---------------------------------------------------------------------------------
+// gray JPEG: libjpeg's own luma, as OpenCV asks for it (out_color_space = JCS_GRAYSCALE)
+
+typedef struct {
+    struct jpeg_error_mgr base;
+    jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+} jpeg_error_state;
+
+static void jpeg_error_longjmp(j_common_ptr cinfo) {
+    jpeg_error_state *state = (jpeg_error_state *)cinfo->err;
+    state->base.format_message(cinfo, state->message);
+    longjmp(state->jump, 1);
+}
+
+/* Warnings (e.g. a truncated file) do not stop OpenCV's decode either; keep stderr quiet. */
+static void jpeg_ignore_message(j_common_ptr cinfo, int level) {
+    (void)cinfo;
+    (void)level;
+}
+
+typedef enum { JPEG_DECODED, JPEG_FAILED, JPEG_IS_CMYK } jpeg_gray_result;
+
+/* Decodes the luma of the JPEG in `fp`. *has_exif tells whether an Exif APP1 segment
+ * (which may hold an orientation) is present. */
+static jpeg_gray_result load_gray_jpeg(const char *path, FILE *fp, cs_image **out,
+                                       gboolean *has_exif, GError **error) {
+    struct jpeg_decompress_struct cinfo;
+    jpeg_error_state state;
+    cs_image *volatile image = NULL;   /* volatile: assigned between setjmp and longjmp */
+    cinfo.err = jpeg_std_error(&state.base);
+    state.base.error_exit = jpeg_error_longjmp;
+    state.base.emit_message = jpeg_ignore_message;
+    if (setjmp(state.jump)) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s is not a readable JPEG image: %s",
+                    path, state.message);
+        jpeg_destroy_decompress(&cinfo);
+        cs_image_free(image);
+        return JPEG_FAILED;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_stdio_src(&cinfo, fp);
+    jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xffff);
+    jpeg_read_header(&cinfo, TRUE);
+    if (cinfo.num_components == 4) {
+        jpeg_destroy_decompress(&cinfo);
+        return JPEG_IS_CMYK;
+    }
+    if (!check_image_size(path, cinfo.image_width, cinfo.image_height, error)) {
+        jpeg_destroy_decompress(&cinfo);
+        return JPEG_FAILED;
+    }
+    cinfo.out_color_space = JCS_GRAYSCALE;
+    jpeg_start_decompress(&cinfo);
+    image = cs_image_new((int)cinfo.output_width, (int)cinfo.output_height, 1);
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW row = image->data + (size_t)cinfo.output_scanline * cinfo.output_width;
+        jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    *has_exif = FALSE;
+    for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
+        if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 &&
+            memcmp(m->data, "Exif\0\0", 6) == 0)
+            *has_exif = TRUE;
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    *out = image;
+    return JPEG_DECODED;
+}
+
+// ---------------------------------------------------------------------------------
+// gray PNG: libpng with OpenCV's transformations (its rgb_to_gray, not cvtColor's)
+
+typedef struct {
+    jmp_buf jump;
+    char message[256];
+} png_error_state;
+
+static void png_error_longjmp(png_structp png, png_const_charp message) {
+    png_error_state *state = png_get_error_ptr(png);
+    g_strlcpy(state->message, message, sizeof state->message);
+    longjmp(state->jump, 1);
+}
+
+static void png_ignore_warning(png_structp png, png_const_charp message) {
+    (void)png;
+    (void)message;
+}
+
+static cs_image *load_gray_png(const char *path, FILE *fp, GError **error) {
+    png_error_state state;
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &state, png_error_longjmp,
+                                             png_ignore_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        png_destroy_read_struct(&png, NULL, NULL);
+        g_set_error(error, CS_ERROR, CS_ERROR_IO, "cannot read image %s: out of memory", path);
+        return NULL;
+    }
+    cs_image *volatile image = NULL;   /* volatile: assigned between setjmp and longjmp */
+    png_bytep *volatile rows = NULL;
+    if (setjmp(state.jump)) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s is not a readable PNG image: %s",
+                    path, state.message);
+        png_destroy_read_struct(&png, &info, NULL);
+        g_free(rows);
+        cs_image_free(image);
+        return NULL;
+    }
+    png_init_io(png, fp);
+    png_read_info(png, info);
+    png_uint_32 width, height;
+    int bit_depth, color_type;
+    png_get_IHDR(png, info, &width, &height, &bit_depth, &color_type, NULL, NULL, NULL);
+    if (!check_image_size(path, width, height, error)) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return NULL;
+    }
+    /* the transformations of OpenCV's PngDecoder::readData for an 8-bit, 1-channel result */
+    if (bit_depth == 16) png_set_strip_16(png);
+    png_set_strip_alpha(png);
+    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (!(color_type & PNG_COLOR_MASK_COLOR) && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    png_set_rgb_to_gray(png, PNG_ERROR_ACTION_NONE, 0.299, 0.587);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    if (png_get_channels(png, info) != 1 || png_get_rowbytes(png, info) != width)
+        png_error(png, "unexpected row layout after the gray conversion");
+
+    image = cs_image_new((int)width, (int)height, 1);
+    rows = g_new(png_bytep, height);
+    for (png_uint_32 y = 0; y < height; y++) rows[y] = image->data + (size_t)y * width;
+    png_read_image(png, rows);
+    png_read_end(png, NULL);
+    png_destroy_read_struct(&png, &info, NULL);
+    g_free(rows);
+    return image;
+}
+
+// ---------------------------------------------------------------------------------
+// gray loading: by format
+
+cs_image *cs_image_load_gray(const char *path, GError **error) {
+    g_return_val_if_fail(path != NULL, NULL);
+    guint8 magic[8];
+    size_t n_magic;
+    FILE *fp = open_image_file(path, magic, &n_magic, error);
+    if (!fp) return NULL;
+
+    static const guint8 jpeg_magic[3] = {0xff, 0xd8, 0xff};
+    static const guint8 png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    cs_image *image = NULL;
+    if (n_magic >= 3 && memcmp(magic, jpeg_magic, 3) == 0) {
+        gboolean has_exif = FALSE;
+        jpeg_gray_result result = load_gray_jpeg(path, fp, &image, &has_exif, error);
+        fclose(fp);
+        if (result == JPEG_FAILED) return NULL;
+        if (result == JPEG_DECODED) {
+            if (!has_exif) return image;
+            /* gdk-pixbuf reads the orientation tag (rare: only Exif JPEGs pay this decode) */
+            GdkPixbuf *pixbuf = gdk_pixbuf_new_from_file(path, NULL);
+            const char *orientation = pixbuf ? gdk_pixbuf_get_option(pixbuf, "orientation") : NULL;
+            if (orientation && strcmp(orientation, "1") != 0)
+                image = orient_gray(image, orientation);
+            if (pixbuf) g_object_unref(pixbuf);
+            return image;
+        }
+        /* CMYK JPEG: gdk-pixbuf's conversion below (may differ from OpenCV by a few LSB) */
+    } else if (n_magic == 8 && memcmp(magic, png_magic, 8) == 0) {
+        image = load_gray_png(path, fp, error);
+        fclose(fp);
+        return image;
+    } else {
+        fclose(fp);
+    }
+    GdkPixbuf *pixbuf = load_oriented_pixbuf(path, error);
+    if (!pixbuf) return NULL;
+    image = image_from_pixbuf(pixbuf, 1);
+    g_object_unref(pixbuf);
+    return image;
+}
+
+// ---------------------------------------------------------------------------------
+// atomic writing
+
+/* Writes the file's content to fp; on failure returns FALSE and a reason to g_free. */
+typedef gboolean (*content_writer)(FILE *fp, const void *content, char **reason);
+
+/* Writes `path` through a temporary file in the same directory, renamed over it once
+ * complete: readers never see a partial file, and on failure nothing is left behind. */
+static gboolean write_atomically(const char *path, const char *what,
+                                 content_writer write_content, const void *content,
+                                 GError **error) {
+    char *temp_path = g_strconcat(path, ".XXXXXX", NULL);
+    int fd = g_mkstemp_full(temp_path, O_WRONLY | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        int saved = errno;
+        g_set_error(error, CS_ERROR, CS_ERROR_IO,
+                    "cannot write %s %s: cannot create a temporary file there: %s", what, path,
+                    g_strerror(saved));
+        g_free(temp_path);
+        return FALSE;
+    }
+    FILE *fp = fdopen(fd, "wb");
+    char *reason = NULL;
+    gboolean ok;
+    if (!fp) {
+        reason = g_strdup(g_strerror(errno));
+        close(fd);
+        ok = FALSE;
+    } else {
+        ok = write_content(fp, content, &reason);
+        if (ok && (fflush(fp) != 0 || fsync(fileno(fp)) != 0)) {
+            ok = FALSE;
+            reason = g_strdup(g_strerror(errno));
+        }
+        if (fclose(fp) != 0 && ok) {
+            ok = FALSE;
+            reason = g_strdup(g_strerror(errno));
+        }
+    }
+    if (ok && g_rename(temp_path, path) != 0) {
+        ok = FALSE;
+        reason = g_strdup(g_strerror(errno));
+    }
+    if (!ok) {
+        g_set_error(error, CS_ERROR, CS_ERROR_IO, "cannot write %s %s: %s", what, path,
+                    reason ? reason : "write failed");
+        g_unlink(temp_path);
+    }
+    g_free(reason);
+    g_free(temp_path);
+    return ok;
+}
+
+// ---------------------------------------------------------------------------------
+// PNG
+
+static gboolean write_png_content(FILE *fp, const void *content, char **reason) {
+    const cs_image *image = content;
+    png_error_state state;
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, png_error_longjmp,
+                                              png_ignore_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        png_destroy_write_struct(&png, NULL);
+        *reason = g_strdup("out of memory");
+        return FALSE;
+    }
+    if (setjmp(state.jump)) {
+        png_destroy_write_struct(&png, &info);
+        *reason = g_strdup(state.message);
+        return FALSE;
+    }
+    png_init_io(png, fp);
+    /* a plain PNG (no gamma or colour-space chunk), as cv2.imwrite writes */
+    png_set_IHDR(png, info, (png_uint_32)image->width, (png_uint_32)image->height, 8,
+                 image->channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    if (image->channels == 3) png_set_bgr(png);   /* our rows are BGR, PNG stores RGB */
+    size_t stride = (size_t)image->width * (size_t)image->channels;
+    for (int y = 0; y < image->height; y++) png_write_row(png, image->data + (size_t)y * stride);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    return TRUE;
+}
+
+gboolean cs_image_save_png(const cs_image *image, const char *path, GError **error) {
+    g_return_val_if_fail(path != NULL, FALSE);
+    if (!image || !image->data || image->width < 1 || image->height < 1 ||
+        (image->channels != 1 && image->channels != 3)) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "cannot write PNG %s: expected a non-empty 1-channel (gray) or 3-channel "
+                    "(BGR) image", path);
+        return FALSE;
+    }
+    return write_atomically(path, "PNG", write_png_content, image, error);
+}
+
+// ---------------------------------------------------------------------------------
+// NPY
+
+typedef struct {
+    GString *header;
+    const float *data;
+    size_t count;
+} npy_content;
+
+static gboolean write_npy_content(FILE *fp, const void *content, char **reason) {
+    const npy_content *npy = content;
+    if (fwrite(npy->header->str, 1, npy->header->len, fp) != npy->header->len ||
+        (npy->count && fwrite(npy->data, sizeof(float), npy->count, fp) != npy->count)) {
+        *reason = g_strdup(g_strerror(errno));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean cs_write_npy_f32(const char *path, const float *data, int ndim, const int64_t *shape,
+                          GError **error) {
+    g_return_val_if_fail(path != NULL, FALSE);
+    guint64 count = 1;
+    gboolean valid = ndim >= 0 && ndim <= 32 && (ndim == 0 || shape);
+    for (int d = 0; valid && d < ndim; d++)
+        valid = shape[d] >= 0 && g_uint64_checked_mul(&count, count, (guint64)shape[d]) &&
+                count <= G_MAXSIZE / sizeof(float);
+    if (!valid || (count > 0 && !data)) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "cannot write array %s: invalid shape (%d dimensions) or no data", path, ndim);
+        return FALSE;
+    }
+
+    /* NPY 1.0: magic, version, little-endian u16 header length, then a Python dict literal
+     * padded with spaces and ended by '\n' so that the data starts at a multiple of 64. */
+    GString *dict = g_string_new("{'descr': '<f4', 'fortran_order': False, 'shape': (");
+    for (int d = 0; d < ndim; d++)
+        g_string_append_printf(dict, "%s%" G_GINT64_FORMAT, d ? ", " : "", shape[d]);
+    g_string_append(dict, ndim == 1 ? ",), }" : "), }");
+    const gsize preamble = 10;   /* "\x93NUMPY", 2 version bytes, 2 length bytes */
+    gsize total = (preamble + dict->len + 1 + 63) / 64 * 64;
+    while (preamble + dict->len + 1 < total) g_string_append_c(dict, ' ');
+    g_string_append_c(dict, '\n');
+
+    GString *header = g_string_new_len("\x93NUMPY\x01\x00", 8);
+    guint16 dict_len = GUINT16_TO_LE((guint16)dict->len);
+    g_string_append_len(header, (const char *)&dict_len, 2);
+    g_string_append_len(header, dict->str, (gssize)dict->len);
+    g_string_free(dict, TRUE);
+
+    npy_content content = {header, data, (size_t)count};
+    gboolean ok = write_atomically(path, "array", write_npy_content, &content, error);
+    g_string_free(header, TRUE);
+    return ok;
+}
