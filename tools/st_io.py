@@ -23,7 +23,9 @@ def _as_numpy(t):
     """Accepts numpy arrays, numpy scalars and torch tensors (without importing torch)."""
     if hasattr(t, "detach"):
         t = t.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(t))
+    # np.ascontiguousarray would turn a 0-d scalar (num_batches_tracked) into shape [1].
+    a = np.asarray(t)
+    return a if a.flags["C_CONTIGUOUS"] else a.copy(order="C")
 
 
 def save_file(tensors, path, metadata=None):
