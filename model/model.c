@@ -169,6 +169,10 @@ void cs_model_set_progress(cs_model *model, cs_progress_fn fn, void *user_data) 
     model->progress_data = user_data;
 }
 
+void cs_model_set_probe(cs_model *model, cs_probe_fn fn, void *user_data) {
+    cs_ctx_set_probe(model->ctx, fn, user_data);
+}
+
 void cs_set_num_threads(int n) { cs_cpu_init(n); }
 
 /* ---- inference -------------------------------------------------------------------- */

@@ -66,6 +66,9 @@ void cs_condseg_forward(cs_ctx *ctx, const cs_netcfg *cfg, const cs_tensor *imag
                         unsigned outputs, cs_tensor *out[4], cs_progress_fn progress,
                         void *progress_data);
 
+/* Tests: observe every named module output of the model's next forward passes. */
+void cs_model_set_probe(cs_model *model, cs_probe_fn fn, void *user_data);
+
 void cs_stage1_declare(cs_paramset *ps, const cs_netcfg *cfg);
 cs_tensor *cs_stage1_forward(cs_ctx *ctx, const cs_netcfg *cfg, const cs_tensor *image);
 

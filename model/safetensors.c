@@ -641,9 +641,10 @@ static char *build_header(const cs_st_entry *entries, int n_entries, const char 
     guint64 offset = 0;
     for (int i = 0; i < n_entries; i++) {
         const cs_st_entry *e = &entries[i];
-        int64_t numel;
-        size_t nbytes;
-        shape_sizes(e->shape, e->ndim, cs_dtype_size(e->dtype), &numel, &nbytes);
+        int64_t numel = 0;
+        size_t nbytes = 0;
+        /* Validated by the caller already. */
+        (void)shape_sizes(e->shape, e->ndim, cs_dtype_size(e->dtype), &numel, &nbytes);
         json_builder_set_member_name(builder, e->name);
         json_builder_begin_object(builder);
         json_builder_set_member_name(builder, "dtype");
@@ -719,8 +720,8 @@ gboolean cs_st_save(const char *path, const cs_st_entry *entries, int n_entries,
     memcpy(length_le, &length_value, 8);
     gboolean ok = write_all(fd, length_le, 8) && write_all(fd, header, header_len);
     for (int i = 0; ok && i < n_entries; i++) {
-        int64_t numel;
-        size_t nbytes;
+        int64_t numel = 0;
+        size_t nbytes = 0;
         shape_sizes(entries[i].shape, entries[i].ndim, cs_dtype_size(entries[i].dtype), &numel,
                     &nbytes);
         ok = write_all(fd, entries[i].data, nbytes);

@@ -1,6 +1,6 @@
 /* test_params.c — the parameter stores of both networks against the official state-dict
- * key lists (tests/data/*_keys.tsv, from the original code): every name, shape, dtype and
- * the order; the parameter counts of spec §3.3 and §4.1; save/load round trip; and the
+ * key lists (tests/data/condseg_keys.tsv and stage1_keys.tsv, from the original code):
+ * every name, shape, dtype and the order; the parameter counts of spec §3.3 and §4.1; save/load round trip; and the
  * weights-file errors a user can meet (missing, unexpected, misshapen tensors). */
 #include <glib/gstdio.h>
 #include <string.h>
