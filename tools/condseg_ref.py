@@ -537,9 +537,14 @@ def randomize_(model, seed, calib, nbt=7, verbose=True):
                     bound = 1.0 / math.sqrt(m.weight[0].numel())
                     m.bias.uniform_(-bound, bound)
             elif isinstance(m, nn.BatchNorm2d):
-                # γ/β away from 1/0 so that a swapped γ/β or mean/var shows up in the tests
+                # γ/β away from 1/0 so that a swapped γ/β or mean/var shows up in the tests.
+                # β > 0 keeps most units active after each ReLU: with β centred on 0, half
+                # of every layer is cut and this random network amplifies float32 rounding
+                # ~1.3x per layer, so that even PyTorch float32 misses the float64 mask by
+                # 1.6e-4; with β in [0.2, 0.6] it is ~1.6e-5, well under the 1e-4 the tests
+                # demand of condseg (measured: see pytorch_f32_rel_err in the golden files).
                 m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
+                m.bias.uniform_(0.2, 0.6)
         bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
         for m in bns:
             m.reset_running_stats()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# tests/run.sh — the whole test suite, as the README and CI run it: installs the Debian
+# packages (build + the PyTorch/OpenCV reference side), builds condseg, runs every ctest
+# test (reference files are generated on the way), then the fast tests again in an
+# AddressSanitizer + UndefinedBehaviorSanitizer build.
+#
+#   tests/run.sh              everything
+#   tests/run.sh --no-sanitize
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+sanitize=1
+[ "${1:-}" = "--no-sanitize" ] && sanitize=0
+
+./install.sh --deps-only --test-deps
+
+jobs=$(nproc)
+export CONDSEG_DATA="${CONDSEG_DATA:-$root/../shared/data}"
+if [ ! -d "$CONDSEG_DATA/kvasir-seg/images" ]; then
+  echo "tests/run.sh: Kvasir-SEG not found under CONDSEG_DATA=$CONDSEG_DATA" >&2
+  exit 1
+fi
+
+echo "== build (Release) and ctest"
+cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build build/test -j"$jobs"
+ctest --test-dir build/test --output-on-failure -j"$jobs"
+
+if [ "$sanitize" = 1 ]; then
+  echo "== ASan/UBSan build: the C tests again"
+  # The reference files are the Release build's: no fixture setup runs again (-FS).
+  cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DCONDSEG_SANITIZE=ON \
+    -DCONDSEG_GOLDEN_DIR="$root/build/test/golden" > /dev/null
+  cmake --build build/sanitize -j"$jobs"
+  ASAN_OPTIONS=detect_leaks=1 \
+    ctest --test-dir build/sanitize --output-on-failure -j"$jobs" -L sanitize -FS '.*' 
+fi
+echo "tests/run.sh: all tests passed"
