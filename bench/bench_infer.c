@@ -64,6 +64,7 @@ static int compare_double(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
+    cs_select_blas_kernels(argv); /* what `condseg` runs with; CONDSEG_BLAS_AUTO=0 keeps OpenBLAS's choice */
     char *weights = NULL, *image_path = NULL;
     int runs = 5, threads = 0;
     gboolean all_outputs = FALSE;
@@ -84,11 +85,7 @@ int main(int argc, char **argv) {
     if (runs < 1) runs = 1;
     cs_set_num_threads(threads);
 
-    char *corename = NULL;
-    {
-        extern char *openblas_get_corename(void);
-        corename = openblas_get_corename();
-    }
+    const char *corename = cs_blas_kernels();
     const double peak = sgemm_rate(2048, 2048, 2048);
     const double conv_rate = sgemm_rate(128, 16384, 1152);
     printf("OpenBLAS core %s, %d threads: sgemm 2048^3 %.1f GFLOP/s; conv-shaped "

@@ -17,6 +17,13 @@
  * x86 and carry no information here. */
 void cs_cpu_init(int n_threads);
 int cs_cpu_threads(void);
+/* The OpenBLAS kernel set in use ("SkylakeX", "Haswell", ...). */
+const char *cs_cpu_blas_core(void);
+/* OpenBLAS picks its generic SSE3 kernels ("Prescott") on x86 CPUs it does not know,
+ * which are the newest ones (Debian 12's 0.3.21 on Xeon 5th generation: 3-4x slower
+ * sgemm). Returns the kernel set this CPU can run instead ("SKYLAKEX", "HASWELL"), or
+ * NULL when OpenBLAS chose well or OPENBLAS_CORETYPE is set. */
+const char *cs_cpu_better_blas_core(void);
 
 /* ---- convolution ------------------------------------------------------------------ */
 

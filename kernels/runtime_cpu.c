@@ -2,6 +2,8 @@
  * the OpenMP build where available, so one pool of OpenMP threads runs both BLAS and our
  * own loops; flush-to-zero is set once in each of those threads. */
 #include <omp.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -9,7 +11,9 @@
 #include <xmmintrin.h>
 #endif
 
-void openblas_set_num_threads(int num_threads); /* from OpenBLAS, not in cblas.h */
+/* From OpenBLAS, not in cblas.h. */
+void openblas_set_num_threads(int num_threads);
+char *openblas_get_corename(void);
 
 static int cs_threads = 0;
 
@@ -34,4 +38,22 @@ void cs_cpu_init(int n_threads) {
 int cs_cpu_threads(void) {
     if (cs_threads == 0) cs_cpu_init(0);
     return cs_threads;
+}
+
+const char *cs_cpu_blas_core(void) { return openblas_get_corename(); }
+
+const char *cs_cpu_better_blas_core(void) {
+    if (getenv("OPENBLAS_CORETYPE")) return NULL; /* the user (or the machine) chose */
+    const char *core = openblas_get_corename();
+    /* OpenBLAS names its generic x86-64 fallback after the Prescott core (SSE3). */
+    if (!core || strcmp(core, "Prescott") != 0) return NULL;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512cd"))
+        return "SKYLAKEX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "HASWELL";
+#endif
+    return NULL;
 }

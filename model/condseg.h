@@ -130,6 +130,15 @@ void cs_model_set_progress(cs_model *model, cs_progress_fn fn, void *user_data);
 /* Worker threads for the CPU kernels (0: all cores). */
 void cs_set_num_threads(int n);
 
+/* For programs, first thing in main(): OpenBLAS chooses its kernels when it is loaded and
+ * falls back to generic SSE3 ones on x86 CPUs newer than itself (3-4x slower). In that
+ * case this re-executes the program with OPENBLAS_CORETYPE naming the kernels the CPU
+ * supports. It does nothing when OPENBLAS_CORETYPE is already set, when the environment
+ * has CONDSEG_BLAS_AUTO=0, or when re-execution fails (the program then just goes on). */
+void cs_select_blas_kernels(char **argv);
+/* The OpenBLAS kernel set in use ("SkylakeX", "Haswell", "Prescott", ...). */
+const char *cs_blas_kernels(void);
+
 const char *cs_version(void);
 
 #ifdef __cplusplus

@@ -2,6 +2,7 @@
  * freshly initialised network, inference on preprocessed batches and on images. */
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "condseg.h"
 #include "graph.h"
@@ -174,6 +175,16 @@ void cs_model_set_probe(cs_model *model, cs_probe_fn fn, void *user_data) {
 }
 
 void cs_set_num_threads(int n) { cs_cpu_init(n); }
+
+void cs_select_blas_kernels(char **argv) {
+    const char *better = cs_cpu_better_blas_core();
+    if (!better || g_strcmp0(g_getenv("CONDSEG_BLAS_AUTO"), "0") == 0) return;
+    g_setenv("OPENBLAS_CORETYPE", better, TRUE);
+    execv("/proc/self/exe", argv);
+    g_unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with what we have */
+}
+
+const char *cs_blas_kernels(void) { return cs_cpu_blas_core(); }
 
 /* ---- inference -------------------------------------------------------------------- */
 

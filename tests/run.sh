@@ -15,11 +15,20 @@ sanitize=1
 ./install.sh --deps-only --test-deps
 
 jobs=$(nproc)
+# The data: $CONDSEG_DATA, else ../shared/data beside the checkout, else the workplace's
+# shared folder (a clone made elsewhere, e.g. /tmp/ci).
+if [ -z "${CONDSEG_DATA:-}" ]; then
+  for d in "$root/../shared/data" /work/shared/data; do
+    if [ -d "$d/kvasir-seg/images" ]; then CONDSEG_DATA="$d"; break; fi
+  done
+fi
 export CONDSEG_DATA="${CONDSEG_DATA:-$root/../shared/data}"
 if [ ! -d "$CONDSEG_DATA/kvasir-seg/images" ]; then
-  echo "tests/run.sh: Kvasir-SEG not found under CONDSEG_DATA=$CONDSEG_DATA" >&2
+  echo "tests/run.sh: Kvasir-SEG not found under CONDSEG_DATA=$CONDSEG_DATA;" \
+       "set CONDSEG_DATA to the folder that holds kvasir-seg/" >&2
   exit 1
 fi
+echo "tests/run.sh: data from $CONDSEG_DATA"
 
 echo "== build (Release) and ctest"
 cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Release > /dev/null

@@ -277,6 +277,7 @@ static void print_help(FILE *to) {
 }
 
 int main(int argc, char **argv) {
+    cs_select_blas_kernels(argv);
     if (argc < 2) {
         print_help(stderr);
         return EXIT_USAGE;
@@ -286,7 +287,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("condseg %s\n", cs_version());
+        printf("condseg %s (OpenBLAS kernels: %s)\n", cs_version(), cs_blas_kernels());
         return 0;
     }
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
