@@ -5,12 +5,16 @@
  * fold (overlap-add). Here the fold is turned into a gather, so that every output pixel
  * is written by one thread and the inner loop runs along image rows:
  *   Y[c](q) = sum_i sum_j P_{q - d(i)}[i][j] * V[c](q - d(i) + d(j)),
- * over the i for which q - d(i) is inside the image and the j for which the value pixel
- * is inside too (unfold pads with zeros). For fixed (c, i, j) that is a shifted
- * multiply-add over whole rows, which vectorises.
+ * where P and V are zero outside the image (unfold pads with zeros, fold drops what falls
+ * outside). Work is split into tiles of (image, head, a few output rows); each tile first
+ * gathers its softmax probabilities and values into a compact buffer with a zero border
+ * of 2 pixels (the planes of a map are a power of two apart, which would make the caches
+ * thrash, and the border removes every bounds test), then accumulates Y with one
+ * multiply-add per (channel, i, j) over whole rows.
  */
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cs_math.h"
@@ -34,80 +38,144 @@ void cs_cpu_softmax_rows(float *y, const float *x, size_t rows, int cols) {
 }
 
 #define CS_NB 9          /* neighbours of the 3x3 window */
-#define CS_CHUNK 256     /* pixels per softmax work item */
-#define CS_TILE_ROWS 8   /* output rows per attention work item */
+#define CS_TILE_ROWS 8   /* output rows per work item */
+#define CS_HALO 2        /* V is read up to 2 pixels away from an output pixel */
 
-/* prob[n][h*81 + i*9 + j][p] = softmax over j of scale * a[...][p]; the 9 logits of one
- * (head, i) row are 9 planes apart, so the softmax runs over pixel chunks. */
-static void outlook_softmax(float *prob, const float *a, int n, int heads, int hw,
-                            float scale) {
-    const int chunks = (hw + CS_CHUNK - 1) / CS_CHUNK;
-    const int rows = n * heads * CS_NB; /* (image, head, i) */
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < rows * chunks; t++) {
-        const int row = t / chunks, p0 = (t % chunks) * CS_CHUNK;
-        const int len = p0 + CS_CHUNK <= hw ? CS_CHUNK : hw - p0;
-        const size_t base = (size_t)row * CS_NB * hw + p0; /* plane (row*9 + 0) */
-        float m[CS_CHUNK], s[CS_CHUNK];
-        for (int p = 0; p < len; p++) m[p] = -FLT_MAX, s[p] = 0.0f;
-        for (int j = 0; j < CS_NB; j++) {
-            const float *src = a + base + (size_t)j * hw;
-            for (int p = 0; p < len; p++) m[p] = fmaxf(m[p], scale * src[p]);
+static int imin(int a, int b) { return a < b ? a : b; }
+
+typedef struct {
+    int c, heads, head_dim, h, w;
+    float scale;
+    int pw, pr;                   /* padded tile width and height */
+} outlook_dims;
+
+static size_t tile_floats(const outlook_dims *d) {
+    const size_t plane = (size_t)d->pr * d->pw;
+    return CS_NB * CS_NB * plane + (size_t)d->head_dim * plane +
+           (size_t)d->head_dim * CS_TILE_ROWS * d->pw + 2 * (size_t)d->w;
+}
+
+/* One local row of a padded plane: the image row `src` (w values) in the middle, zeros in
+ * the borders; src == NULL (a row outside the image) gives zeros throughout. */
+static void put_row(float *dst, const float *src, int w) {
+    if (!src) {
+        memset(dst, 0, sizeof(float) * (w + 2 * CS_HALO));
+        return;
+    }
+    dst[0] = dst[1] = 0.0f;
+    memcpy(dst + CS_HALO, src, sizeof(float) * w);
+    dst[CS_HALO + w] = dst[CS_HALO + w + 1] = 0.0f;
+}
+
+/* Softmax over j of scale * logits[j * hw + x] for x < w, into the 9 padded rows
+ * out[j * plane + x] (the logits are copied there first). m and s are w floats of scratch. */
+static inline void softmax9_row(float *out, size_t plane, const float *logits, size_t hw, int w,
+                                float scale, float *restrict m, float *restrict s) {
+    for (int x = 0; x < w; x++) m[x] = -FLT_MAX, s[x] = 0.0f;
+    for (int j = 0; j < CS_NB; j++) {
+        const float *restrict src = logits + j * hw;
+        for (int x = 0; x < w; x++) {
+            const float t = scale * src[x];
+            m[x] = t > m[x] ? t : m[x];
         }
-        for (int j = 0; j < CS_NB; j++) {
-            const float *src = a + base + (size_t)j * hw;
-            float *dst = prob + base + (size_t)j * hw;
-            for (int p = 0; p < len; p++) {
-                dst[p] = expf(scale * src[p] - m[p]);
-                s[p] += dst[p];
-            }
+    }
+    for (int j = 0; j < CS_NB; j++) {
+        put_row(out + j * plane, logits + j * hw, w);
+        float *restrict e = out + j * plane + CS_HALO;
+        for (int x = 0; x < w; x++) {
+            e[x] = csm_exp_nonpositive(scale * e[x] - m[x]);
+            s[x] += e[x];
         }
-        for (int p = 0; p < len; p++) s[p] = 1.0f / s[p];
-        for (int j = 0; j < CS_NB; j++) {
-            float *dst = prob + base + (size_t)j * hw;
-            for (int p = 0; p < len; p++) dst[p] *= s[p];
-        }
+    }
+    for (int x = 0; x < w; x++) s[x] = 1.0f / s[x];
+    for (int j = 0; j < CS_NB; j++) {
+        float *restrict e = out + j * plane + CS_HALO;
+        for (int x = 0; x < w; x++) e[x] *= s[x];
     }
 }
 
-static int imax(int a, int b) { return a > b ? a : b; }
-static int imin(int a, int b) { return a < b ? a : b; }
+CS_VECTOR_CLONES
+static void outlook_tile(float *y, float *prob, const float *v, const float *a,
+                         const outlook_dims *d, int b, int hd, int y0, int y1, float *scratch) {
+    const int w = d->w, pw = d->pw, pr = d->pr, hw = d->h * w, rows = y1 - y0;
+    const size_t plane = (size_t)pr * pw;
+    float *P = scratch;                                   /* 81 planes, padded */
+    float *V = P + CS_NB * CS_NB * plane;                 /* head_dim planes, padded */
+    float *Y = V + (size_t)d->head_dim * plane;           /* head_dim x rows x pw */
+    float *m = Y + (size_t)d->head_dim * CS_TILE_ROWS * pw, *s = m + w;
+
+    /* Softmax over j of the logits, for the image rows [y0-1, y1+1) (local row lr); the
+     * other local rows of P are zero. */
+    const float *logits = a + ((size_t)b * d->heads + hd) * CS_NB * CS_NB * hw;
+    for (int lr = 0; lr < pr; lr++) {
+        const int r = y0 - CS_HALO + lr;
+        const int inside = r >= 0 && r < d->h && r >= y0 - 1 && r < y1 + 1;
+        for (int i = 0; i < CS_NB; i++) {
+            float *row = P + (size_t)(i * CS_NB) * plane + (size_t)lr * pw;
+            if (!inside) {
+                for (int j = 0; j < CS_NB; j++) put_row(row + j * plane, NULL, w);
+                continue;
+            }
+            softmax9_row(row, plane, logits + (size_t)(i * CS_NB) * hw + (size_t)r * w, hw, w,
+                         d->scale, m, s);
+            if (prob && r >= y0 && r < y1) /* kept for the backward pass */
+                for (int j = 0; j < CS_NB; j++)
+                    memcpy(prob + (((size_t)b * d->heads + hd) * CS_NB * CS_NB + i * CS_NB + j) * hw +
+                               (size_t)r * w,
+                           row + j * plane + CS_HALO, sizeof(float) * w);
+        }
+    }
+    /* The head's values, rows [y0-2, y1+2). */
+    for (int dd = 0; dd < d->head_dim; dd++) {
+        const float *vc = v + ((size_t)b * d->c + hd * d->head_dim + dd) * hw;
+        for (int lr = 0; lr < pr; lr++) {
+            const int r = y0 - CS_HALO + lr;
+            put_row(V + dd * plane + (size_t)lr * pw,
+                    r >= 0 && r < d->h ? vc + (size_t)r * w : NULL, w);
+        }
+    }
+    /* Y[dd](y, x) += P_ij(y - ay, x - ax) * V[dd](y - ay + by, x - ax + bx). Y has the
+     * padded row length too, so that the rows of a tile form one long run per (i, j); the
+     * 4 columns past w hold garbage and are not copied out. */
+    const size_t run = (size_t)rows * pw - 2 * CS_HALO;
+    for (int dd = 0; dd < d->head_dim; dd++) {
+        float *restrict yd = Y + (size_t)dd * CS_TILE_ROWS * pw;
+        const float *vd = V + dd * plane;
+        memset(yd, 0, sizeof(float) * run);
+        for (int i = 0; i < CS_NB; i++) {
+            const int ay = csm_nb_dy(i), ax = csm_nb_dx(i);
+            for (int j = 0; j < CS_NB; j++) {
+                const int by = csm_nb_dy(j), bx = csm_nb_dx(j);
+                const float *restrict prow =
+                    P + (size_t)(i * CS_NB + j) * plane + (size_t)(CS_HALO - ay) * pw + CS_HALO - ax;
+                const float *restrict vrow =
+                    vd + (size_t)(CS_HALO - ay + by) * pw + CS_HALO - ax + bx;
+                for (size_t k = 0; k < run; k++) yd[k] += prow[k] * vrow[k];
+            }
+        }
+        float *out = y + ((size_t)b * d->c + hd * d->head_dim + dd) * hw + (size_t)y0 * w;
+        for (int ly = 0; ly < rows; ly++)
+            memcpy(out + (size_t)ly * w, yd + (size_t)ly * pw, sizeof(float) * w);
+    }
+}
 
 void cs_cpu_outlook_attention(float *y, float *prob, const float *v, const float *a, int n,
                               int c, int heads, int h, int w, float scale) {
-    const int hw = h * w, head_dim = c / heads;
-    outlook_softmax(prob, a, n, heads, hw, scale);
-
+    outlook_dims d = {.c = c, .heads = heads, .head_dim = c / heads, .h = h, .w = w,
+                      .scale = scale, .pw = w + 2 * CS_HALO, .pr = CS_TILE_ROWS + 2 * CS_HALO};
     const int tiles = (h + CS_TILE_ROWS - 1) / CS_TILE_ROWS;
-#pragma omp parallel for schedule(dynamic)
-    for (int t = 0; t < n * heads * tiles; t++) {
-        const int b = t / (heads * tiles), hd = (t / tiles) % heads;
-        const int ty0 = (t % tiles) * CS_TILE_ROWS, ty1 = imin(ty0 + CS_TILE_ROWS, h);
-        const float *pb = prob + ((size_t)b * heads + hd) * CS_NB * CS_NB * hw;
-        for (int d = 0; d < head_dim; d++) {
-            const int ch = hd * head_dim + d;
-            const float *vc = v + ((size_t)b * c + ch) * hw;
-            float *yc = y + ((size_t)b * c + ch) * hw;
-            for (int yy = ty0; yy < ty1; yy++) memset(yc + (size_t)yy * w, 0, sizeof(float) * w);
-            for (int i = 0; i < CS_NB; i++) {
-                const int ay = csm_nb_dy(i), ax = csm_nb_dx(i);
-                for (int j = 0; j < CS_NB; j++) {
-                    const int by = csm_nb_dy(j), bx = csm_nb_dx(j);
-                    const float *pij = pb + (size_t)(i * CS_NB + j) * hw;
-                    /* Output pixel (y, x) reads P at (y-ay, x-ax), V at (y-ay+by, x-ax+bx);
-                     * both must be inside. */
-                    const int y_lo = imax(ty0, imax(ay, ay - by));
-                    const int y_hi = imin(ty1, imin(h + ay, h + ay - by));
-                    const int x_lo = imax(0, imax(ax, ax - bx));
-                    const int x_hi = imin(w, imin(w + ax, w + ax - bx));
-                    for (int yy = y_lo; yy < y_hi; yy++) {
-                        const float *prow = pij + (size_t)(yy - ay) * w + (x_lo - ax);
-                        const float *vrow = vc + (size_t)(yy - ay + by) * w + (x_lo - ax + bx);
-                        float *yrow = yc + (size_t)yy * w + x_lo;
-                        for (int k = 0; k < x_hi - x_lo; k++) yrow[k] += prow[k] * vrow[k];
-                    }
-                }
-            }
+    const size_t scratch_floats = tile_floats(&d);
+#pragma omp parallel
+    {
+        /* Each thread's tile buffer: about 1 MB at 128 pixels wide, kept in its L2. */
+        float *scratch = malloc(sizeof(float) * scratch_floats);
+        if (!scratch) abort();
+#pragma omp for schedule(dynamic)
+        for (int t = 0; t < n * heads * tiles; t++) {
+            const int b = t / (heads * tiles), hd = (t / tiles) % heads;
+            const int y0 = (t % tiles) * CS_TILE_ROWS, y1 = imin(y0 + CS_TILE_ROWS, h);
+            outlook_tile(y, prob, v, a, &d, b, hd, y0, y1, scratch);
         }
+        free(scratch);
     }
 }

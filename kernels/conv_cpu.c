@@ -12,7 +12,7 @@
 
 /* Column-buffer budget of one tile (floats): 8 MB keeps sgemm's panels efficient while
  * im2col's output is still warm in the last-level cache. */
-#define CS_CONV_TILE_FLOATS ((size_t)2 << 20)
+#define CS_CONV_TILE_FLOATS ((size_t)1 << 23)
 
 void cs_conv_geometry(cs_conv_shape *s) {
     s->ho = (s->h + 2 * s->pad - s->dil * (s->k - 1) - 1) / s->stride + 1;

@@ -8,6 +8,7 @@
 #define CONDSEG_CS_MATH_H
 
 #include <math.h>
+#include <string.h>
 
 #ifdef __CUDACC__
 #define CS_HD __host__ __device__ __forceinline__
@@ -48,6 +49,28 @@ CS_HD void csm_bilinear_ac_tap(int d, int n, float scale, int *i0, int *i1, floa
     *i0 = lo;
     *i1 = lo + 1 < n ? lo + 1 : n - 1;
     *lambda1 = x - (float)lo;
+}
+
+/* e^x for x <= 0 (softmax logits after subtracting their maximum), within 2 ulp of expf,
+ * without library calls so that loops over it vectorise (with -fno-trapping-math, which
+ * the kernels are built with). Cody-Waite range reduction to r in [-ln2/2, ln2/2], Cephes'
+ * degree-6 polynomial for e^r; below -87 (e^x < 1.7e-38) the result is 0. */
+CS_HD float csm_exp_nonpositive(float x) {
+    int n = (int)(x * 1.44269504f - 0.5f);    /* round(x / ln2) for x <= 0 */
+    n = n < -126 ? -126 : n;                  /* keeps 2^n a normal float */
+    const float fn = (float)n;
+    const float r = (x - fn * 0.693359375f) - fn * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int bits = (n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return x >= -87.0f ? p * two_n : 0.0f;
 }
 
 /* Outlook attention (CDFA, spec §2.9.1): neighbour k = 0..8 of a pixel lies at

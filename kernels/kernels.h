@@ -10,6 +10,15 @@
 
 #include <stddef.h>
 
+/* The hot loops are compiled for AVX-512, AVX2 + FMA and baseline x86-64; the loader
+ * picks the best the CPU has (GCC function multi-versioning). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CS_VECTOR_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CS_VECTOR_CLONES
+#endif
+
 /* ---- runtime ---------------------------------------------------------------------- */
 
 /* Threads for our loops and for OpenBLAS (0: all cores), and flush-to-zero /

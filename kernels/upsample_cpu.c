@@ -1,28 +1,81 @@
 /* upsample_cpu.c — bilinear resampling with align_corners=True (every nn.Upsample of the
- * network), on the CPU. */
+ * network), on the CPU. Separable: each source row needed is interpolated horizontally
+ * once (the taps are tabulated per call), then each output row is a blend of two such
+ * rows, which vectorises. */
+#include <stdlib.h>
+
 #include "cs_math.h"
 #include "kernels.h"
 
+typedef struct {
+    int *i0, *i1;
+    float *l1;
+} taps;
+
+static taps make_taps(int n, int m) {
+    taps t = {malloc(sizeof(int) * m), malloc(sizeof(int) * m), malloc(sizeof(float) * m)};
+    if (!t.i0 || !t.i1 || !t.l1) abort();
+    const float scale = csm_bilinear_ac_scale(n, m);
+    for (int d = 0; d < m; d++) csm_bilinear_ac_tap(d, n, scale, &t.i0[d], &t.i1[d], &t.l1[d]);
+    return t;
+}
+
+static void free_taps(taps *t) {
+    free(t->i0);
+    free(t->i1);
+    free(t->l1);
+}
+
+CS_VECTOR_CLONES
+static void interpolate_row(float *restrict dst, const float *restrict src, const taps *tx,
+                            int wo) {
+    const int *restrict i0 = tx->i0, *restrict i1 = tx->i1;
+    const float *restrict l1 = tx->l1;
+    for (int x = 0; x < wo; x++) dst[x] = (1.0f - l1[x]) * src[i0[x]] + l1[x] * src[i1[x]];
+}
+
+CS_VECTOR_CLONES
+static void blend_rows(float *restrict out, const float *restrict a, const float *restrict b,
+                       float lambda, int wo) {
+    for (int x = 0; x < wo; x++) out[x] = (1.0f - lambda) * a[x] + lambda * b[x];
+}
+
 void cs_cpu_upsample_bilinear(float *y, const float *x, int n, int c, int h, int w, int ho,
                               int wo) {
-    const float sy = csm_bilinear_ac_scale(h, ho), sx = csm_bilinear_ac_scale(w, wo);
-#pragma omp parallel for schedule(static)
-    for (int nc = 0; nc < n * c; nc++) {
-        const float *src = x + (size_t)nc * h * w;
-        float *dst = y + (size_t)nc * ho * wo;
-        for (int oy = 0; oy < ho; oy++) {
-            int y0, y1;
-            float ly;
-            csm_bilinear_ac_tap(oy, h, sy, &y0, &y1, &ly);
-            const float *r0 = src + (size_t)y0 * w, *r1 = src + (size_t)y1 * w;
-            float *out = dst + (size_t)oy * wo;
-            for (int ox = 0; ox < wo; ox++) {
-                int x0, x1;
-                float lx;
-                csm_bilinear_ac_tap(ox, w, sx, &x0, &x1, &lx);
-                out[ox] = (1.0f - ly) * ((1.0f - lx) * r0[x0] + lx * r0[x1]) +
-                          ly * ((1.0f - lx) * r1[x0] + lx * r1[x1]);
+    taps tx = make_taps(w, wo), ty = make_taps(h, ho);
+#pragma omp parallel
+    {
+        /* The horizontally interpolated source rows ty.i0 / ty.i1 of the current output
+         * row; consecutive output rows mostly share them. */
+        float *rows[2] = {malloc(sizeof(float) * wo), malloc(sizeof(float) * wo)};
+        if (!rows[0] || !rows[1]) abort();
+#pragma omp for schedule(static)
+        for (int nc = 0; nc < n * c; nc++) {
+            const float *src = x + (size_t)nc * h * w;
+            float *dst = y + (size_t)nc * ho * wo;
+            int have[2] = {-1, -1};
+            for (int oy = 0; oy < ho; oy++) {
+                const int want0 = ty.i0[oy], want1 = ty.i1[oy];
+                if (have[0] != want0) {
+                    if (have[1] == want0) { /* moving down: the second row becomes the first */
+                        float *t = rows[0];
+                        rows[0] = rows[1], rows[1] = t;
+                        have[0] = have[1], have[1] = -1;
+                    } else {
+                        interpolate_row(rows[0], src + (size_t)want0 * w, &tx, wo);
+                        have[0] = want0;
+                    }
+                }
+                if (have[1] != want1) {
+                    interpolate_row(rows[1], src + (size_t)want1 * w, &tx, wo);
+                    have[1] = want1;
+                }
+                blend_rows(dst + (size_t)oy * wo, rows[0], rows[1], ty.l1[oy], wo);
             }
         }
+        free(rows[0]);
+        free(rows[1]);
     }
+    free_taps(&tx);
+    free_taps(&ty);
 }

@@ -4,6 +4,7 @@
 #include "graph.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +20,59 @@ struct cs_ctx {
     size_t workspace_floats;
     cs_probe_fn probe;
     void *probe_user;
+    GHashTable *profile;          /* CONDSEG_PROFILE set: op kind -> op_time */
 };
+
+/* ---- profile: where the time goes, per kind of operation ----------------------------- */
+
+typedef struct {
+    double seconds, gflop;
+    long calls;
+} op_time;
+
+static gint64 profile_start(const cs_ctx *ctx) { return ctx->profile ? g_get_monotonic_time() : 0; }
+
+static void profile_end(cs_ctx *ctx, const char *kind, gint64 start, double gflop) {
+    if (!ctx->profile) return;
+    op_time *t = g_hash_table_lookup(ctx->profile, kind);
+    if (!t) {
+        t = g_new0(op_time, 1);
+        g_hash_table_insert(ctx->profile, g_strdup(kind), t);
+    }
+    t->seconds += (g_get_monotonic_time() - start) / 1e6;
+    t->gflop += gflop;
+    t->calls++;
+}
+
+/* Runs `call`, charging its time to `kind` (ctx must be in scope). */
+#define PROFILED(kind, call)                        \
+    do {                                            \
+        gint64 t0_ = profile_start(ctx);            \
+        call;                                       \
+        profile_end(ctx, kind, t0_, 0.0);           \
+    } while (0)
+
+static gint compare_time(gconstpointer a, gconstpointer b, gpointer table) {
+    const op_time *x = g_hash_table_lookup(table, a), *y = g_hash_table_lookup(table, b);
+    return (x->seconds < y->seconds) - (x->seconds > y->seconds);
+}
+
+static void profile_report(cs_ctx *ctx) {
+    GList *kinds = g_list_sort_with_data(g_hash_table_get_keys(ctx->profile), compare_time,
+                                         ctx->profile);
+    double total = 0;
+    for (GList *k = kinds; k; k = k->next)
+        total += ((op_time *)g_hash_table_lookup(ctx->profile, k->data))->seconds;
+    fprintf(stderr, "condseg profile (all runs of this context): %.3f s in operations\n", total);
+    for (GList *k = kinds; k; k = k->next) {
+        const op_time *t = g_hash_table_lookup(ctx->profile, k->data);
+        fprintf(stderr, "  %-16s %8.1f ms %5.1f%% %6ld calls", (const char *)k->data,
+                t->seconds * 1e3, 100 * t->seconds / total, t->calls);
+        if (t->gflop > 0) fprintf(stderr, " %7.1f GFLOP/s", t->gflop / t->seconds);
+        fputc('\n', stderr);
+    }
+    g_list_free(kinds);
+}
 
 /* ---- pool ------------------------------------------------------------------------- */
 
@@ -60,6 +113,8 @@ cs_ctx *cs_ctx_new(const cs_paramset *params) {
     ctx->params = params;
     ctx->live = g_ptr_array_new();
     ctx->free_blocks = g_hash_table_new(g_direct_hash, g_direct_equal);
+    if (g_getenv("CONDSEG_PROFILE"))
+        ctx->profile = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     return ctx;
 }
 
@@ -75,6 +130,10 @@ void cs_ctx_reset(cs_ctx *ctx) {
 
 void cs_ctx_free(cs_ctx *ctx) {
     if (!ctx) return;
+    if (ctx->profile) {
+        profile_report(ctx);
+        g_hash_table_destroy(ctx->profile);
+    }
     cs_ctx_reset(ctx);
     g_hash_table_foreach(ctx->free_blocks, free_block_list, NULL);
     g_hash_table_destroy(ctx->free_blocks);
@@ -174,7 +233,14 @@ static cs_tensor *conv_run(cs_ctx *ctx, const cs_tensor *x, const char *weight_n
     cs_conv_geometry(&s);
     cs_tensor *y = cs_tensor_new(ctx, x->n, o, s.ho, s.wo);
     float *ws = workspace(ctx, cs_cpu_conv2d_workspace(&s));
+    gint64 t0 = profile_start(ctx);
     cs_cpu_conv2d_forward(y->data, x->data, w->data, scale, shift, &s, relu, ws);
+    if (ctx->profile) {
+        char kind[32];
+        g_snprintf(kind, sizeof kind, "conv%dx%d%s%s", k, k, dil > 1 ? " dilated" : "",
+                   stride > 1 ? " s2" : "");
+        profile_end(ctx, kind, t0, 2e-9 * (double)cs_numel(y) * x->c * k * k);
+    }
     return y;
 }
 
@@ -213,8 +279,8 @@ cs_tensor *cs_batchnorm(cs_ctx *ctx, const cs_tensor *x, const char *bn_prefix, 
     float *affine = g_new(float, 2 * x->c);
     bn_folded(ctx, bn_prefix, x->c, affine, affine + x->c);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    cs_cpu_channel_affine(y->data, x->data, affine, affine + x->c, x->n, x->c, x->h * x->w,
-                          relu);
+    PROFILED("batchnorm", cs_cpu_channel_affine(y->data, x->data, affine, affine + x->c, x->n, x->c, x->h * x->w,
+                          relu));
     g_free(affine);
     return y;
 }
@@ -228,20 +294,20 @@ cs_tensor *cs_linear(cs_ctx *ctx, const cs_tensor *x, const char *prefix) {
 
 cs_tensor *cs_relu(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    cs_cpu_relu(y->data, x->data, cs_numel(x));
+    PROFILED("relu", cs_cpu_relu(y->data, x->data, cs_numel(x)));
     return y;
 }
 
 cs_tensor *cs_sigmoid(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    cs_cpu_sigmoid(y->data, x->data, cs_numel(x));
+    PROFILED("sigmoid", cs_cpu_sigmoid(y->data, x->data, cs_numel(x)));
     return y;
 }
 
 cs_tensor *cs_add(cs_ctx *ctx, const cs_tensor *a, const cs_tensor *b, int relu) {
     check_same_shape(a, b, "add");
     cs_tensor *y = cs_tensor_new(ctx, a->n, a->c, a->h, a->w);
-    cs_cpu_add(y->data, a->data, b->data, cs_numel(a), relu);
+    PROFILED("add", cs_cpu_add(y->data, a->data, b->data, cs_numel(a), relu));
     return y;
 }
 
@@ -250,7 +316,7 @@ cs_tensor *cs_mul_channel(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *s) {
         g_error("internal error: channel product with a %dx%dx%dx%d factor", s->n, s->c, s->h,
                 s->w);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    cs_cpu_mul_channel(y->data, x->data, s->data, x->n, x->c, x->h * x->w);
+    PROFILED("mul_channel", cs_cpu_mul_channel(y->data, x->data, s->data, x->n, x->c, x->h * x->w));
     return y;
 }
 
@@ -259,7 +325,7 @@ cs_tensor *cs_mul_spatial(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *m) {
         g_error("internal error: spatial product with a %dx%dx%dx%d factor", m->n, m->c, m->h,
                 m->w);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    cs_cpu_mul_spatial(y->data, x->data, m->data, x->n, x->c, x->h * x->w);
+    PROFILED("mul_spatial", cs_cpu_mul_spatial(y->data, x->data, m->data, x->n, x->c, x->h * x->w));
     return y;
 }
 
@@ -274,43 +340,43 @@ cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts) {
     const cs_tensor *p0 = parts[0];
     cs_tensor *y = cs_tensor_new(ctx, p0->n, c, p0->h, p0->w);
     for (int i = 0, c0 = 0; i < count; c0 += parts[i]->c, i++)
-        cs_cpu_copy_channels(y->data, c, c0, parts[i]->data, parts[i]->c, p0->n, p0->h * p0->w);
+        PROFILED("concat", cs_cpu_copy_channels(y->data, c, c0, parts[i]->data, parts[i]->c, p0->n, p0->h * p0->w));
     return y;
 }
 
 cs_tensor *cs_upsample(cs_ctx *ctx, const cs_tensor *x, int factor) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h * factor, x->w * factor);
-    cs_cpu_upsample_bilinear(y->data, x->data, x->n, x->c, x->h, x->w, y->h, y->w);
+    PROFILED("upsample_bilinear", cs_cpu_upsample_bilinear(y->data, x->data, x->n, x->c, x->h, x->w, y->h, y->w));
     return y;
 }
 
 cs_tensor *cs_maxpool3s2(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, (x->h - 1) / 2 + 1, (x->w - 1) / 2 + 1);
-    cs_cpu_maxpool3s2(y->data, x->data, x->n, x->c, x->h, x->w, y->h, y->w);
+    PROFILED("maxpool3s2", cs_cpu_maxpool3s2(y->data, x->data, x->n, x->c, x->h, x->w, y->h, y->w));
     return y;
 }
 
 cs_tensor *cs_global_avgpool(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, 1, 1);
-    cs_cpu_global_avgpool(y->data, x->data, x->n, x->c, x->h * x->w);
+    PROFILED("global_avgpool", cs_cpu_global_avgpool(y->data, x->data, x->n, x->c, x->h * x->w));
     return y;
 }
 
 cs_tensor *cs_global_maxpool(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, 1, 1);
-    cs_cpu_global_maxpool(y->data, x->data, x->n, x->c, x->h * x->w);
+    PROFILED("global_maxpool", cs_cpu_global_maxpool(y->data, x->data, x->n, x->c, x->h * x->w));
     return y;
 }
 
 cs_tensor *cs_channel_mean(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, 1, x->h, x->w);
-    cs_cpu_channel_mean(y->data, x->data, x->n, x->c, x->h * x->w);
+    PROFILED("channel_mean", cs_cpu_channel_mean(y->data, x->data, x->n, x->c, x->h * x->w));
     return y;
 }
 
 cs_tensor *cs_channel_max(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, 1, x->h, x->w);
-    cs_cpu_channel_max(y->data, x->data, x->n, x->c, x->h * x->w);
+    PROFILED("channel_max", cs_cpu_channel_max(y->data, x->data, x->n, x->c, x->h * x->w));
     return y;
 }
 
@@ -322,8 +388,8 @@ cs_tensor *cs_outlook_attention(cs_ctx *ctx, const cs_tensor *v, const cs_tensor
     cs_tensor *y = cs_tensor_new(ctx, v->n, v->c, v->h, v->w);
     cs_tensor *prob = cs_tensor_new(ctx, a->n, a->c, a->h, a->w);
     const float scale = 1.0f / sqrtf((float)(v->c / heads));
-    cs_cpu_outlook_attention(y->data, prob->data, v->data, a->data, v->n, v->c, heads, v->h,
-                             v->w, scale);
+    PROFILED("outlook_attention", cs_cpu_outlook_attention(y->data, prob->data, v->data, a->data, v->n, v->c, heads, v->h,
+                             v->w, scale));
     cs_release(ctx, prob); /* the backward pass will keep it */
     return y;
 }
