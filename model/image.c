@@ -15,6 +15,7 @@
 #include <unistd.h>       /* fsync, close */
 
 #include "condseg.h"
+#include "fileio.h"
 
 /* OpenCV refuses images above CV_IO_MAX_IMAGE_PIXELS (2^30); so do we. */
 #define MAX_IMAGE_PIXELS ((guint64)1 << 30)
@@ -353,59 +354,6 @@ cs_image *cs_image_load_gray(const char *path, GError **error) {
 }
 
 // ---------------------------------------------------------------------------------
-// atomic writing
-
-/* Writes the file's content to fp; on failure returns FALSE and a reason to g_free. */
-typedef gboolean (*content_writer)(FILE *fp, const void *content, char **reason);
-
-/* Writes `path` through a temporary file in the same directory, renamed over it once
- * complete: readers never see a partial file, and on failure nothing is left behind. */
-static gboolean write_atomically(const char *path, const char *what,
-                                 content_writer write_content, const void *content,
-                                 GError **error) {
-    char *temp_path = g_strconcat(path, ".XXXXXX", NULL);
-    int fd = g_mkstemp_full(temp_path, O_WRONLY | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        int saved = errno;
-        g_set_error(error, CS_ERROR, CS_ERROR_IO,
-                    "cannot write %s %s: cannot create a temporary file there: %s", what, path,
-                    g_strerror(saved));
-        g_free(temp_path);
-        return FALSE;
-    }
-    FILE *fp = fdopen(fd, "wb");
-    char *reason = NULL;
-    gboolean ok;
-    if (!fp) {
-        reason = g_strdup(g_strerror(errno));
-        close(fd);
-        ok = FALSE;
-    } else {
-        ok = write_content(fp, content, &reason);
-        if (ok && (fflush(fp) != 0 || fsync(fileno(fp)) != 0)) {
-            ok = FALSE;
-            reason = g_strdup(g_strerror(errno));
-        }
-        if (fclose(fp) != 0 && ok) {
-            ok = FALSE;
-            reason = g_strdup(g_strerror(errno));
-        }
-    }
-    if (ok && g_rename(temp_path, path) != 0) {
-        ok = FALSE;
-        reason = g_strdup(g_strerror(errno));
-    }
-    if (!ok) {
-        g_set_error(error, CS_ERROR, CS_ERROR_IO, "cannot write %s %s: %s", what, path,
-                    reason ? reason : "write failed");
-        g_unlink(temp_path);
-    }
-    g_free(reason);
-    g_free(temp_path);
-    return ok;
-}
-
-// ---------------------------------------------------------------------------------
 // PNG
 
 static gboolean write_png_content(FILE *fp, const void *content, char **reason) {
@@ -447,7 +395,7 @@ gboolean cs_image_save_png(const cs_image *image, const char *path, GError **err
                     "(BGR) image", path);
         return FALSE;
     }
-    return write_atomically(path, "PNG", write_png_content, image, error);
+    return cs_write_atomically(path, "PNG image", write_png_content, image, error);
 }
 
 // ---------------------------------------------------------------------------------
@@ -501,7 +449,7 @@ gboolean cs_write_npy_f32(const char *path, const float *data, int ndim, const i
     g_string_free(dict, TRUE);
 
     npy_content content = {header, data, (size_t)count};
-    gboolean ok = write_atomically(path, "array", write_npy_content, &content, error);
+    gboolean ok = cs_write_atomically(path, "NumPy array", write_npy_content, &content, error);
     g_string_free(header, TRUE);
     return ok;
 }

@@ -6,15 +6,13 @@
  * GError in the CS_ERROR domain whose message names the file (and the tensor).
  */
 #include "safetensors.h"
+#include "fileio.h"
 
 #include <errno.h>
-#include <fcntl.h>        /* O_WRONLY for g_mkstemp_full */
-#include <glib/gstdio.h>  /* g_unlink, g_rename */
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>       /* write, fsync, close */
 
 #include "condseg.h"
 
@@ -680,18 +678,30 @@ static char *build_header(const cs_st_entry *entries, int n_entries, const char 
     return header;
 }
 
-static gboolean write_all(int fd, const void *buffer, size_t size) {
-    const guint8 *p = buffer;
-    while (size > 0) {
-        ssize_t written = write(fd, p, size);
-        if (written < 0) {
-            if (errno == EINTR) continue;
-            return FALSE;
-        }
-        p += written;
-        size -= (size_t)written;
+
+typedef struct {
+    const char *header;
+    gsize header_len;
+    const cs_st_entry *entries;
+    int n_entries;
+} st_content;
+
+/* The 8-byte header length, the header, then every tensor's bytes in order. */
+static gboolean write_st_content(FILE *fp, const void *content, char **reason) {
+    (void)reason; /* errno tells */
+    const st_content *c = content;
+    guint64 length_le = GUINT64_TO_LE((guint64)c->header_len);
+    gboolean ok = fwrite(&length_le, 8, 1, fp) == 1 &&
+                  fwrite(c->header, 1, c->header_len, fp) == c->header_len;
+    for (int i = 0; ok && i < c->n_entries; i++) {
+        int64_t numel = 0;
+        size_t nbytes = 0;
+        /* Validated by the caller already. */
+        (void)shape_sizes(c->entries[i].shape, c->entries[i].ndim,
+                          cs_dtype_size(c->entries[i].dtype), &numel, &nbytes);
+        ok = fwrite(c->entries[i].data, 1, nbytes, fp) == nbytes;
     }
-    return TRUE;
+    return ok;
 }
 
 gboolean cs_st_save(const char *path, const cs_st_entry *entries, int n_entries,
@@ -702,46 +712,8 @@ gboolean cs_st_save(const char *path, const cs_st_entry *entries, int n_entries,
     gsize header_len;
     char *header = build_header(entries, n_entries, metadata, &header_len);
 
-    /* Temporary next to the target so that the final rename stays within one file system. */
-    char *temp_path = g_strconcat(path, ".XXXXXX", NULL);
-    int fd = g_mkstemp_full(temp_path, O_WRONLY | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        int saved = errno;
-        g_set_error(error, CS_ERROR, CS_ERROR_IO,
-                    "cannot write safetensors file %s: cannot create a temporary file there: %s",
-                    path, g_strerror(saved));
-        g_free(temp_path);
-        g_free(header);
-        return FALSE;
-    }
-
-    guint8 length_le[8];
-    guint64 length_value = GUINT64_TO_LE((guint64)header_len);
-    memcpy(length_le, &length_value, 8);
-    gboolean ok = write_all(fd, length_le, 8) && write_all(fd, header, header_len);
-    for (int i = 0; ok && i < n_entries; i++) {
-        int64_t numel = 0;
-        size_t nbytes = 0;
-        shape_sizes(entries[i].shape, entries[i].ndim, cs_dtype_size(entries[i].dtype), &numel,
-                    &nbytes);
-        ok = write_all(fd, entries[i].data, nbytes);
-    }
-    ok = ok && fsync(fd) == 0;
-    int saved = errno;
-    if (close(fd) != 0 && ok) {
-        ok = FALSE;
-        saved = errno;
-    }
-    if (ok && g_rename(temp_path, path) != 0) {
-        ok = FALSE;
-        saved = errno;
-    }
-    if (!ok) {
-        g_set_error(error, CS_ERROR, CS_ERROR_IO, "cannot write safetensors file %s: %s", path,
-                    g_strerror(saved));
-        g_unlink(temp_path);
-    }
-    g_free(temp_path);
+    const st_content content = {header, header_len, entries, n_entries};
+    gboolean ok = cs_write_atomically(path, "safetensors file", write_st_content, &content, error);
     g_free(header);
     return ok;
 }
