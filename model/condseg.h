@@ -96,6 +96,11 @@ typedef struct {
     int64_t n_buffer_values;     /* BatchNorm running statistics and counters */
 } cs_model_info;
 
+/* The default weights file, or NULL when none is installed (g_free the result). Looked up
+ * in order: $CONDSEG_WEIGHTS; share/condseg/condseg-default.safetensors under the
+ * installation prefix; models/ of the source tree the program was built from. */
+char *cs_default_weights_path(void);
+
 /* Loads weights stored with the PyTorch state-dict names (stage-1 or full network,
  * recognised from the names). Every missing, unexpected or misshapen tensor is reported. */
 cs_model *cs_model_load(const char *path, GError **error);

@@ -93,6 +93,20 @@ gboolean cs_model_save(const cs_model *model, const char *path, GError **error) 
     return cs_paramset_save(model->params, path, metadata, error);
 }
 
+#define CS_DEFAULT_WEIGHTS_NAME "condseg-default.safetensors"
+
+char *cs_default_weights_path(void) {
+    const char *env = g_getenv("CONDSEG_WEIGHTS");
+    if (env && *env) return g_strdup(env);
+    const char *const candidates[] = {
+        CONDSEG_DATADIR "/" CS_DEFAULT_WEIGHTS_NAME,   /* installed */
+        CONDSEG_SOURCE_DIR "/models/" CS_DEFAULT_WEIGHTS_NAME, /* the build tree's source */
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(candidates); i++)
+        if (g_file_test(candidates[i], G_FILE_TEST_IS_REGULAR)) return g_strdup(candidates[i]);
+    return NULL;
+}
+
 /* ---- initialisation (PyTorch defaults, spec §1.8) --------------------------------- */
 
 static double rand_normal(GRand *rng) {
