@@ -630,6 +630,110 @@ def stage1_loss(pred, pred_aug, y1):
     return dice_bce(pred, y1) + dice_bce(pred_aug, y1) + cons
 
 
+def stage1_loss_parts(pred, pred_aug, y1):
+    """§5.3 split into its terms (OrderedDict: loss, loss_pred = L_DB(pred, y1),
+    loss_pred_aug = L_DB(pred_aug, y1), loss_cons); loss equals stage1_loss."""
+    t_aug = (pred_aug > 0.5).to(pred.dtype).detach()
+    t = (pred > 0.5).to(pred.dtype).detach()
+    out = OrderedDict()
+    out["loss_pred"] = dice_bce(pred, y1)
+    out["loss_pred_aug"] = dice_bce(pred_aug, y1)
+    out["loss_cons"] = F.binary_cross_entropy(pred, t_aug) + F.binary_cross_entropy(pred_aug, t)
+    out["loss"] = out["loss_pred"] + out["loss_pred_aug"] + out["loss_cons"]
+    out.move_to_end("loss", last=False)
+    return out
+
+
+# ---------------------------------------------------------------------------------
+# §6.6 stage-1 photometric augmentation (deterministic, given its parameters)
+# ---------------------------------------------------------------------------------
+def _gray(img):
+    """torchvision rgb_to_grayscale weights on channels 0/1/2 (BGR data treated as RGB)."""
+    return (0.2989 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2]).unsqueeze(1)
+
+
+def _blend(a, b, ratio):
+    return (ratio * a + (1.0 - ratio) * b).clamp(0.0, 1.0)
+
+
+def _rgb2hsv(img):
+    r, g, b = img.unbind(dim=1)
+    mx = img.amax(dim=1)
+    mn = img.amin(dim=1)
+    eqc = mx == mn
+    cr = mx - mn
+    ones = torch.ones_like(mx)
+    s = cr / torch.where(eqc, ones, mx)
+    d = torch.where(eqc, ones, cr)
+    rc, gc, bc = (mx - r) / d, (mx - g) / d, (mx - b) / d
+    h = torch.where(mx == r, bc - gc, torch.where(mx == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.fmod(h / 6.0 + 1.0, 1.0)
+    return h, s, mx
+
+
+def _hsv2rgb(h, s, v):
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p = (v * (1.0 - s)).clamp(0.0, 1.0)
+    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
+    table = ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))
+    out = torch.zeros(h.shape[0], 3, *h.shape[1:], dtype=h.dtype)
+    for k, rgb in enumerate(table):
+        sel = (i == k).unsqueeze(1)
+        out = torch.where(sel, torch.stack(rgb, dim=1), out)
+    return out
+
+
+def gaussian_taps(sigma, k=7):
+    """Normalized taps exp(−j²/(2σ²)) / Σ, j = −k//2 … k//2 (float64)."""
+    j = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    w = torch.exp(-0.5 * (j / sigma) ** 2)
+    return w / w.sum()
+
+
+def photometric_aug(x, p):
+    """§6.6 on a batch B×3×H×W in [0,1] with explicit parameters p (one set for the batch):
+    p["order"] = permutation of 0 brightness, 1 contrast, 2 saturation, 3 hue; factors
+    p["brightness"], p["contrast"], p["saturation"], p["hue"]; p["grayscale"] (bool);
+    p["sigma"] of the vertical 1×7 Gaussian blur (reflect padding). Channels 0/1/2 are
+    treated as R/G/B as torchvision does on the original's BGR data. Computed in x's dtype."""
+    img = x
+    for op in p["order"]:
+        if op == 0:
+            img = _blend(img, torch.zeros_like(img), p["brightness"])
+        elif op == 1:
+            mean = _gray(img).mean(dim=(1, 2, 3), keepdim=True)  # one scalar per image
+            img = _blend(img, mean, p["contrast"])
+        elif op == 2:
+            img = _blend(img, _gray(img), p["saturation"])
+        elif op == 3:
+            h, s, v = _rgb2hsv(img)
+            img = _hsv2rgb(torch.remainder(h + p["hue"], 1.0), s, v)
+        else:
+            raise ValueError(f"unknown ColorJitter op {op}")
+    if p["grayscale"]:
+        img = _gray(img).expand(-1, 3, -1, -1).clone()
+    w = gaussian_taps(p["sigma"]).to(img.dtype).reshape(1, 1, 7, 1).expand(3, 1, 7, 1)
+    img = F.conv2d(F.pad(img, (0, 0, 3, 3), mode="reflect"), w, groups=3)
+    return img
+
+
+# ---------------------------------------------------------------------------------
+# §6.1 Adam, written out (to check torch.optim.Adam against the spec's formula)
+# ---------------------------------------------------------------------------------
+def adam_reference_step(theta, grad, m, v, t, lr, betas=(0.9, 0.999), eps=1e-8):
+    """One PyTorch-style Adam step (weight decay 0, no amsgrad) on tensors; returns the new
+    (theta, m, v). t is the step count starting at 1."""
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad * grad
+    step_size = lr / (1 - b1 ** t)
+    denom = v.sqrt() / math.sqrt(1 - b2 ** t) + eps
+    return theta - step_size * m / denom, m, v
+
+
 # ---------------------------------------------------------------------------------
 # self-check (ctest reference_selfcheck)
 # ---------------------------------------------------------------------------------

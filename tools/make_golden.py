@@ -16,6 +16,8 @@ Subcommands:
         metadata "cases" = JSON list of {"name", "op", attributes, "inputs", "outputs", "grads"}
   all   --out DIR --data KVASIR_DIR
         ops + net full + net stage1 (image = first id of val.txt)
+  train --stage 1|2 --out DIR --data KVASIR_DIR [--size 64] [--batch 2] [--seed 3]
+        one training step of ConDSegStage1 (1) or ConDSeg (2); see TRAIN_DOC below
 """
 import argparse
 import json
@@ -438,6 +440,289 @@ def cmd_all(args):
     log(f"[all] done in {time.time() - t0:.1f} s")
 
 
+# ---------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------
+TRAIN_DOC = """train: the reference for ONE training step (spec §5, §6.1–§6.3, §6.6), for the C
+training step's tests. Computed in float64 from float32-exact inputs and weights, stored
+float32 (I64 for num_batches_tracked).
+
+Network: ConDSeg (--stage 2) or ConDSegStage1 (--stage 1) of condseg_ref.py, randomized
+with randomize_(seed) and BN-calibrated (running statistics = the batch statistics of one
+train-mode pass, num_batches_tracked = 7) on a calibration batch: the train.txt ids
+batch…2·batch−1, resized to size×size, plus N(0, 0.03²) noise clipped to [0,1]. The
+weights are rounded to float32, written, and the step runs in float64 from exactly those.
+
+Batch: the first `batch` ids of train.txt, preprocessed as §1.2 but resized to size×size
+(default 64; the network accepts any multiple of 16): image cv2.imread BGR, cv2.resize
+INTER_LINEAR, /255; y1 = resized IMREAD_GRAYSCALE mask / 255; y2 = resized (255 − mask)
+/ 255. No spatial augmentation.
+
+Step (model in train mode: BN uses batch statistics and updates its running statistics,
+momentum 0.1, unbiased variance, num_batches_tracked += 1 per forward):
+  stage 2: (mask, fg, bg, uc) = model(x); loss = §5.2 stage2_loss(mask, fg, bg, uc, y1, y2)
+  stage 1: pred = model(x); pred_aug = model(x_aug) (two forwards, in this order: the BN
+           running statistics are updated twice, num_batches_tracked 7 → 9);
+           loss = §5.3 stage1_loss(pred, pred_aug, y1)
+  loss.backward(); then one torch.optim.Adam step (betas (0.9, 0.999), eps 1e-8, no weight
+  decay, from zero moments, t = 1):
+  stage 2: two param groups: backbone (parameter names starting layer0. … layer3.) with
+           lr_backbone = 3e-5 (deliberately ≠ lr, so that a group mix-up shows), the rest
+           with lr = 1e-4; stage 1: one group, lr = 1e-4.
+x_aug (stage 1): condseg_ref.photometric_aug(x) with the FIXED parameters in the metadata
+key "photometric" (ColorJitter brightness 1.2, contrast 0.8, saturation 1.1, hue 0.05, in
+that order, no grayscale, vertical 1×7 Gaussian blur σ 1.3, reflect padding; the factors
+are the float32 roundings of these decimals, as a C float holds them), computed in float64
+from x and rounded to float32; the network is fed exactly the stored float32 x_aug.
+
+Files (default size 64, batch 2; B = batch, S = size):
+  DIR/train{stage}_weights.safetensors  the state dict BEFORE the step, same format as
+      `net`'s weights files (F32, num_batches_tracked I64 0-d; metadata condseg.arch)
+  DIR/train{stage}_golden.safetensors:
+    x             F32 [B,3,S,S]   input batch (BGR, [0,1])
+    y1, y2        F32 [B,1,S,S]   targets
+    x_aug         F32 [B,3,S,S]   stage 1 only: the perturbed batch fed to the 2nd forward
+    out.mask, out.fg, out.bg, out.uc   F32 [B,1,S,S]   stage 2 train-mode outputs
+    out.pred, out.pred_aug             F32 [B,1,S,S]   stage 1 train-mode outputs
+    grad_out.<o>  F32 [B,1,S,S]   dloss/d out.<o> (what the losses hand to the backward)
+    cons_target.pred, cons_target.pred_aug   F32 [B,1,S,S]   stage 1 only: the gradient-free
+                  consistency targets 1[pred_aug > .5] (for pred) and 1[pred > .5]
+    loss          F32 [1]         total loss
+    stage 2 parts F32 [1]: loss_mask, loss_fg, loss_bg, beta1, beta2, loss_comp
+    stage 1 parts F32 [1]: loss_pred, loss_pred_aug, loss_cons (loss = their sum)
+    grad.<name>   F32, the parameter's shape: dloss/dparameter for every trainable
+                  parameter (every state-dict entry except the BN running_mean,
+                  running_var, num_batches_tracked), state-dict order
+    after.<name>  every state-dict entry after the optimizer step: parameters after Adam,
+                  running_mean/running_var after the train-mode forward(s), F32;
+                  num_batches_tracked I64 0-d
+  metadata: stage, arch, size, batch, seed, lr, lr_backbone (stage 1: = lr, one group),
+    adam (JSON: betas, eps, weight_decay, step), param_groups (JSON), ids, calibration_ids,
+    weights (file name), num_batches_tracked_before, photometric (stage 1, JSON with the
+    field names of cs_photometric_params: order, brightness, contrast, saturation, hue,
+    grayscale, sigma), cons_min_margin, cons_near_half (stage 1: min |p − 0.5|
+    over pred and pred_aug, and how many pixels lie within 1e-6/1e-5/1e-4 of 0.5), stats
+    (JSON: gradient and update magnitudes, exact-zero gradient count, Adam vs the §6.1
+    formula), precision.
+
+Notes for the consumer:
+  * Stage 1 thresholds its predictions (consistency targets 1[p > .5]). With 2·B·S² pixels
+    spread around 0.5 some always lie within float32 forward error of 0.5 (seed 3: one at
+    3e-8 from it; PyTorch's own float32 forward flips that target, which moves some
+    parameter gradients by up to 3e-3 of their scale). So test the stage-1 backward from
+    the stored outputs: cs_loss_stage1(out.pred, out.pred_aug, y1) reproduces grad_out.*
+    (the stored float32 outputs threshold exactly to cons_target.*, checked here), and
+    back-propagating grad_out.* through the network gives grad.*; compare end-to-end
+    gradients only loosely.
+  * At 64×64 the maps entering dconv2/3/4 are 16², 8², 4²: the taps of the dilated
+    (6/12/18) 3×3 convolutions that reach only padding get an exact-zero gradient (most of
+    dconv4's weights), hence an exact-zero Adam update.
+  * At step 1 Adam's update is lr·g/(|g| + 1e-8) ≈ ±lr wherever |g| ≫ 1e-8, so
+    `after − before` is ±lr up to float32 storage (|θ|·6e-8); an element whose gradient
+    is within float32 error of 0 can flip sign — compare updates where |grad| is well
+    above the gradient tolerance, elsewhere only |after − before| ≤ lr.
+"""
+
+TRAIN_LR = 1e-4
+TRAIN_LR_BACKBONE = 3e-5
+TRAIN_BETAS = (0.9, 0.999)
+TRAIN_EPS = 1e-8
+# Fixed stage-1 photometric parameters (order: brightness, contrast, saturation, hue).
+TRAIN_PHOTOMETRIC = OrderedDict(order=[0, 1, 2, 3], brightness=1.2, contrast=0.8,
+                                saturation=1.1, hue=0.05, grayscale=False, sigma=1.3)
+
+
+def load_sample(data, sample_id, size):
+    """§1.2 at size×size: x (3×S×S), y1 and y2 (1×S×S), float32."""
+    import cv2
+    x = load_image(os.path.join(data, "images", sample_id + ".jpg"), size)
+    m = cv2.imread(os.path.join(data, "masks", sample_id + ".jpg"), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise SystemExit(f"cannot read mask of {sample_id}")
+    # background from the un-augmented mask, resized independently (§1.2 step 3, 5)
+    y1 = cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)
+    y2 = cv2.resize(255 - m, (size, size), interpolation=cv2.INTER_LINEAR)
+    f = lambda a: (a.astype(np.float64) / 255.0).astype(np.float32)[None]  # noqa: E731
+    return x, f(y1), f(y2)
+
+
+def _f32(v):
+    """A decimal parameter as the float32 a C `float` holds, back in double."""
+    return float(np.float32(v))
+
+
+def cmd_train(args):
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.time()
+    stage, S, B = args.stage, args.size, args.batch
+    if S % 16:
+        raise SystemExit("--size must be a multiple of 16")
+    arch = "stage1" if stage == 1 else "condseg"
+    os.makedirs(args.out, exist_ok=True)
+    ids = read_ids(os.path.join(args.data, "train.txt"))
+    batch_ids, calib_ids = ids[:B], ids[B:2 * B]
+    samples = [load_sample(args.data, i, S) for i in batch_ids]
+    x = np.stack([s[0] for s in samples])
+    y1 = np.stack([s[1] for s in samples])
+    y2 = np.stack([s[2] for s in samples])
+    rng = np.random.RandomState(args.seed)
+    calib = np.stack([np.clip(load_image(os.path.join(args.data, "images", i + ".jpg"), S) +
+                              0.03 * rng.standard_normal((3, S, S)), 0, 1)
+                      for i in calib_ids]).astype(np.float32)
+
+    model = R.build(arch)
+    R.check_keys(model)
+    log(f"[train {stage}] batch {batch_ids}, calibration {calib_ids}, {S}x{S}")
+    R.randomize_(model, args.seed, torch.from_numpy(calib))
+    sd = R.state_dict_np(model)
+    wpath = os.path.join(args.out, f"train{stage}_weights.safetensors")
+    st_io.save_file(sd, wpath, R.weights_metadata(arch))
+    nbt_before = int(sd[next(k for k in sd if k.endswith("num_batches_tracked"))])
+    t1 = time.time()
+
+    # float64 from exactly the stored float32 weights; train mode (batch statistics)
+    model.load_state_dict(OrderedDict((k, torch.from_numpy(np.asarray(v))) for k, v in sd.items()))
+    model.double().train()
+    model.zero_grad(set_to_none=True)
+    xt = torch.from_numpy(x).double()
+    y1t, y2t = torch.from_numpy(y1).double(), torch.from_numpy(y2).double()
+    tensors = OrderedDict(x=x, y1=y1, y2=y2)
+    meta = OrderedDict()
+    if stage == 2:
+        outs = OrderedDict(zip(("mask", "fg", "bg", "uc"), model(xt)))
+        for o in outs.values():
+            o.retain_grad()
+        parts = R.stage2_loss(*outs.values(), y1t, y2t)
+    else:
+        photo = OrderedDict((k, _f32(v) if isinstance(v, float) else v)
+                            for k, v in TRAIN_PHOTOMETRIC.items())
+        x_aug = R.photometric_aug(xt, photo).float().numpy()
+        tensors["x_aug"] = x_aug
+        pred = model(xt)
+        pred_aug = model(torch.from_numpy(x_aug).double())
+        outs = OrderedDict(pred=pred, pred_aug=pred_aug)
+        for o in outs.values():
+            o.retain_grad()
+        parts = R.stage1_loss_parts(pred, pred_aug, y1t)
+        total2 = R.stage1_loss(pred, pred_aug, y1t)
+        assert abs(total2.item() - parts["loss"].item()) <= 1e-12 * abs(total2.item())
+        meta["photometric"] = json.dumps(TRAIN_PHOTOMETRIC)
+        dist = torch.cat([(pred.detach() - 0.5).abs().reshape(-1),
+                          (pred_aug.detach() - 0.5).abs().reshape(-1)])
+        meta["cons_min_margin"] = f"{dist.min().item():.3e}"
+        meta["cons_near_half"] = json.dumps({f"{e:.0e}": int((dist < e).sum())
+                                             for e in (1e-6, 1e-5, 1e-4)})
+        # the stored float32 outputs must give the float64 consistency targets (they do
+        # unless a probability lies within half a float32 ulp above 0.5)
+        for o in (pred, pred_aug):
+            if not torch.equal(o.detach() > 0.5, o.detach().float() > 0.5):
+                raise SystemExit("a stored float32 probability rounds across 0.5; "
+                                 "use another --seed")
+    loss = parts["loss"]
+    if not math.isfinite(loss.item()):
+        raise SystemExit(f"loss is not finite: {loss.item()}")
+    loss.backward()
+    t2 = time.time()
+
+    named = list(model.named_parameters())
+    grads = OrderedDict((n, p.grad.detach()) for n, p in named)  # Adam leaves .grad alone
+    before = OrderedDict((n, p.detach().clone()) for n, p in named)
+    if stage == 2:
+        backbone = [p for n, p in named if n.startswith(R.TRUNK_PREFIXES)]
+        rest = [p for n, p in named if not n.startswith(R.TRUNK_PREFIXES)]
+        groups = [{"params": backbone, "lr": TRAIN_LR_BACKBONE}, {"params": rest, "lr": TRAIN_LR}]
+        lr_of = {n: TRAIN_LR_BACKBONE if n.startswith(R.TRUNK_PREFIXES) else TRAIN_LR
+                 for n, _ in named}
+        meta["param_groups"] = json.dumps([
+            {"name": "backbone", "prefixes": list(R.TRUNK_PREFIXES), "lr": TRAIN_LR_BACKBONE,
+             "tensors": len(backbone)},
+            {"name": "rest", "lr": TRAIN_LR, "tensors": len(rest)}])
+        lr_backbone = TRAIN_LR_BACKBONE
+    else:
+        groups = [{"params": [p for _, p in named], "lr": TRAIN_LR}]
+        lr_of = {n: TRAIN_LR for n, _ in named}
+        meta["param_groups"] = json.dumps([{"name": "all", "lr": TRAIN_LR, "tensors": len(named)}])
+        lr_backbone = TRAIN_LR
+    opt = torch.optim.Adam(groups, betas=TRAIN_BETAS, eps=TRAIN_EPS, weight_decay=0)
+    opt.step()
+    t3 = time.time()
+
+    # Adam check: torch.optim.Adam against the spec's formula (§6.1), in float64
+    adam_err = 0.0
+    for n, p in named:
+        ref, _, _ = R.adam_reference_step(before[n], grads[n], torch.zeros_like(p),
+                                          torch.zeros_like(p), 1, lr_of[n], TRAIN_BETAS,
+                                          TRAIN_EPS)
+        adam_err = max(adam_err, (ref - p.detach()).abs().max().item() / lr_of[n])
+    if adam_err > 1e-9:
+        raise SystemExit(f"torch.optim.Adam differs from the §6.1 formula: {adam_err:.3e} lr")
+
+    # sanity: gradients not all zero, BN statistics moved, counters advanced
+    sd_after = model.state_dict()
+    gmax = {n: g.abs().max().item() for n, g in grads.items()}
+    zero_grads = [n for n, m in gmax.items() if m == 0.0]
+    if zero_grads:
+        raise SystemExit(f"parameters with an all-zero gradient: {zero_grads[:10]}")
+    zero = sum(int((g == 0).sum()) for g in grads.values())
+    tiny = sum(int(((g.abs() < 1e-8) & (g != 0)).sum()) for g in grads.values())
+    n_params = sum(g.numel() for g in grads.values())
+    moved = [k for k in sd_after if k.endswith("running_mean") and
+             torch.equal(sd_after[k].float(), torch.from_numpy(sd[k]))]
+    if moved:
+        raise SystemExit(f"BN running statistics that did not move: {moved[:10]}")
+    forwards = 2 if stage == 1 else 1
+    nbt_after = {int(v) for k, v in sd_after.items() if k.endswith("num_batches_tracked")}
+    if nbt_after != {nbt_before + forwards}:
+        raise SystemExit(f"num_batches_tracked after the step: {nbt_after}")
+    upd = max((sd_after[n].detach() - before[n]).abs().max().item() / lr_of[n] for n, _ in named)
+    dvar = max(((sd_after[k] - torch.from_numpy(sd[k]).double()).abs().max().item()
+                for k in sd if k.endswith("running_var")))
+    stats = OrderedDict(
+        grad_abs_max=max(gmax.values()), grad_abs_max_min_over_tensors=min(gmax.values()),
+        grad_elements=n_params, grad_elements_zero=zero, grad_elements_nonzero_below_1e8=tiny,
+        update_max_over_lr=upd,
+        running_var_max_change=dvar, adam_vs_formula_max_over_lr=adam_err)
+
+    for name, o in outs.items():
+        tensors["out." + name] = o.detach().float().numpy()
+    for name, o in outs.items():
+        tensors["grad_out." + name] = o.grad.detach().float().numpy()
+    if stage == 1:
+        tensors["cons_target.pred"] = (outs["pred_aug"].detach() > 0.5).float().numpy()
+        tensors["cons_target.pred_aug"] = (outs["pred"].detach() > 0.5).float().numpy()
+    for k, v in parts.items():
+        tensors[k] = np.array([v.item()], np.float32)
+    for n, g in grads.items():
+        tensors["grad." + n] = g.float().numpy()
+    for k, v in sd_after.items():
+        v = v.detach()
+        tensors["after." + k] = (v.numpy().astype(np.int64) if k.endswith("num_batches_tracked")
+                                 else v.float().numpy())
+    meta.update(stage=str(stage), arch=arch, size=str(S), batch=str(B), seed=str(args.seed),
+                lr=repr(TRAIN_LR), lr_backbone=repr(lr_backbone),
+                adam=json.dumps({"betas": list(TRAIN_BETAS), "eps": TRAIN_EPS,
+                                 "weight_decay": 0.0, "step": 1}),
+                ids=json.dumps(batch_ids), calibration_ids=json.dumps(calib_ids),
+                weights=os.path.basename(wpath), num_batches_tracked_before=str(nbt_before),
+                stats=json.dumps(stats),
+                precision="computed in float64 from float32 inputs/weights, stored float32")
+    gpath = os.path.join(args.out, f"train{stage}_golden.safetensors")
+    st_io.save_file(tensors, gpath, meta)
+    t4 = time.time()
+    log("  loss " + ", ".join(f"{k} {v.item():.6f}" for k, v in parts.items()))
+    for name, o in outs.items():
+        log("  " + R.saturation_report(name, o))
+    log("  " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in stats.items()))
+    if stage == 1:
+        log(f"  consistency targets: min |p - 0.5| = {meta['cons_min_margin']}, pixels within "
+            f"1e-6/1e-5/1e-4 of 0.5: {meta['cons_near_half']}")
+    log(f"[train {stage}] randomize+calibrate {t1 - t0:.1f} s, float64 forward+backward "
+        f"{t2 - t1:.1f} s, Adam {t3 - t2:.1f} s, checks+write {t4 - t3:.1f} s, total "
+        f"{t4 - t0:.1f} s; {wpath} {os.path.getsize(wpath) / 1e6:.1f} MB, {gpath} "
+        f"{os.path.getsize(gpath) / 1e6:.1f} MB")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -463,6 +748,15 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--data", required=True, help="Kvasir-SEG folder (images/, val.txt)")
     p.set_defaults(fn=cmd_all)
+    p = sub.add_parser("train", help="one training step (see TRAIN_DOC)",
+                       description=TRAIN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", required=True, help="Kvasir-SEG folder (images/, masks/, train.txt)")
+    p.add_argument("--size", type=int, default=64, help="input size (multiple of 16)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--seed", type=int, default=3)
+    p.set_defaults(fn=cmd_train)
     args = ap.parse_args(argv)
     args.fn(args)
 
