@@ -67,6 +67,21 @@ static void put_row(float *dst, const float *src, int w) {
     dst[CS_HALO + w] = dst[CS_HALO + w + 1] = 0.0f;
 }
 
+/* Fills `count` padded planes (local row lr = image row y0 - CS_HALO + lr) from the image
+ * planes src (hw floats apart): the image rows in [r_lo, r_hi) are copied, all others are
+ * zero. */
+static void load_planes(float *dst, size_t dst_plane, const float *src, size_t src_plane,
+                        int count, const outlook_dims *d, int y0, int r_lo, int r_hi) {
+    if (r_lo < 0) r_lo = 0;
+    if (r_hi > d->h) r_hi = d->h;
+    for (int k = 0; k < count; k++)
+        for (int lr = 0; lr < d->pr; lr++) {
+            const int r = y0 - CS_HALO + lr;
+            put_row(dst + k * dst_plane + (size_t)lr * d->pw,
+                    r >= r_lo && r < r_hi ? src + k * src_plane + (size_t)r * d->w : NULL, d->w);
+        }
+}
+
 /* Softmax over j of scale * logits[j * hw + x] for x < w, into the 9 padded rows
  * out[j * plane + x] (the logits are copied there first). m and s are w floats of scratch. */
 static inline void softmax9_row(float *out, size_t plane, const float *logits, size_t hw, int w,
@@ -126,14 +141,8 @@ static void outlook_tile(float *y, float *prob, const float *v, const float *a,
         }
     }
     /* The head's values, rows [y0-2, y1+2). */
-    for (int dd = 0; dd < d->head_dim; dd++) {
-        const float *vc = v + ((size_t)b * d->c + hd * d->head_dim + dd) * hw;
-        for (int lr = 0; lr < pr; lr++) {
-            const int r = y0 - CS_HALO + lr;
-            put_row(V + dd * plane + (size_t)lr * pw,
-                    r >= 0 && r < d->h ? vc + (size_t)r * w : NULL, w);
-        }
-    }
+    load_planes(V, plane, v + ((size_t)b * d->c + hd * d->head_dim) * hw, hw, d->head_dim, d,
+                y0, y0 - CS_HALO, y1 + CS_HALO);
     /* Y[dd](y, x) += P_ij(y - ay, x - ax) * V[dd](y - ay + by, x - ax + bx). Y has the
      * padded row length too, so that the rows of a tile form one long run per (i, j); the
      * 4 columns past w hold garbage and are not copied out. */
@@ -177,5 +186,122 @@ void cs_cpu_outlook_attention(float *y, float *prob, const float *v, const float
             outlook_tile(y, prob, v, a, &d, b, hd, y0, y1, scratch);
         }
         free(scratch);
+    }
+}
+
+/* ---- backward ------------------------------------------------------------------------- */
+
+static size_t backward_tile_floats(const outlook_dims *d) {
+    const size_t plane = (size_t)d->pr * d->pw, local = (size_t)CS_TILE_ROWS * d->pw;
+    return CS_NB * CS_NB * (plane + local) + (size_t)d->head_dim * (2 * plane + local) +
+           (size_t)d->w;
+}
+
+/* For the source pixels p and value pixels r of rows [y0, y1):
+ *   dP_p[i][j] = sum_d dY_d(p + d(i)) V_d(p + d(j))
+ *   dA_p[i][j] = scale P_p[i][j] (dP_p[i][j] - sum_k P_p[i][k] dP_p[i][k])
+ *   dV_d(r)   += sum_ij P_{r - d(j)}[i][j] dY_d(r - d(j) + d(i))
+ * on the same padded tile buffers as the forward pass. */
+CS_VECTOR_CLONES
+static void outlook_backward_tile(float *dv, float *da, const float *dy, const float *prob,
+                                  const float *v, const outlook_dims *d, int b, int hd, int y0,
+                                  int y1, float *scratch) {
+    const int w = d->w, pw = d->pw, hw = d->h * w, rows = y1 - y0, hdim = d->head_dim;
+    const size_t plane = (size_t)d->pr * pw, local = (size_t)CS_TILE_ROWS * pw;
+    const size_t run = (size_t)rows * pw - 2 * CS_HALO;
+    float *P = scratch;                           /* 81 padded planes */
+    float *dP = P + CS_NB * CS_NB * plane;        /* 81 local planes (rows x pw) */
+    float *G = dP + CS_NB * CS_NB * local;        /* head_dim padded planes of dY */
+    float *V = G + (size_t)hdim * plane;          /* head_dim padded planes of V */
+    float *dV = V + (size_t)hdim * plane;         /* head_dim local planes */
+    float *s = dV + (size_t)hdim * local;         /* w floats */
+    const size_t head_planes = (size_t)CS_NB * CS_NB;
+    const float *pb = prob + ((size_t)b * d->heads + hd) * head_planes * hw;
+    const size_t ch0 = (size_t)b * d->c + (size_t)hd * hdim;
+
+    load_planes(P, plane, pb, hw, CS_NB * CS_NB, d, y0, y0 - 1, y1 + 1);
+    load_planes(G, plane, dy + ch0 * hw, hw, hdim, d, y0, y0 - CS_HALO, y1 + CS_HALO);
+    load_planes(V, plane, v + ch0 * hw, hw, hdim, d, y0, y0 - CS_HALO, y1 + CS_HALO);
+    memset(dP, 0, sizeof(float) * CS_NB * CS_NB * local);
+    memset(dV, 0, sizeof(float) * hdim * local);
+
+    for (int dd = 0; dd < hdim; dd++) {
+        const float *g = G + dd * plane, *vd = V + dd * plane;
+        float *restrict dvd = dV + dd * local;
+        for (int i = 0; i < CS_NB; i++) {
+            const int ai = csm_nb_dy(i), bi = csm_nb_dx(i);
+            for (int j = 0; j < CS_NB; j++) {
+                const int aj = csm_nb_dy(j), bj = csm_nb_dx(j);
+                /* dP at p (local k): dY at p + d(i), V at p + d(j). */
+                float *restrict dpij = dP + (size_t)(i * CS_NB + j) * local;
+                const float *restrict gi = g + (size_t)(CS_HALO + ai) * pw + CS_HALO + bi;
+                const float *restrict vj = vd + (size_t)(CS_HALO + aj) * pw + CS_HALO + bj;
+                for (size_t k = 0; k < run; k++) dpij[k] += gi[k] * vj[k];
+                /* dV at r (local k): P at r - d(j), dY at r - d(j) + d(i). */
+                const float *restrict pij =
+                    P + (size_t)(i * CS_NB + j) * plane + (size_t)(CS_HALO - aj) * pw + CS_HALO - bj;
+                const float *restrict gij =
+                    g + (size_t)(CS_HALO - aj + ai) * pw + CS_HALO - bj + bi;
+                for (size_t k = 0; k < run; k++) dvd[k] += pij[k] * gij[k];
+            }
+        }
+    }
+    /* Softmax backward per (p, i), added to da; dV added to dv. */
+    float *dab = da + ((size_t)b * d->heads + hd) * head_planes * hw;
+    for (int ly = 0; ly < rows; ly++) {
+        const int r = y0 + ly;
+        for (int i = 0; i < CS_NB; i++) {
+            for (int x = 0; x < w; x++) s[x] = 0.0f;
+            for (int j = 0; j < CS_NB; j++) {
+                const float *restrict p = P + (size_t)(i * CS_NB + j) * plane +
+                                          (size_t)(ly + CS_HALO) * pw + CS_HALO;
+                const float *restrict q = dP + (size_t)(i * CS_NB + j) * local + (size_t)ly * pw;
+                for (int x = 0; x < w; x++) s[x] += p[x] * q[x];
+            }
+            for (int j = 0; j < CS_NB; j++) {
+                const float *restrict p = P + (size_t)(i * CS_NB + j) * plane +
+                                          (size_t)(ly + CS_HALO) * pw + CS_HALO;
+                const float *restrict q = dP + (size_t)(i * CS_NB + j) * local + (size_t)ly * pw;
+                float *restrict out = dab + (size_t)(i * CS_NB + j) * hw + (size_t)r * w;
+                for (int x = 0; x < w; x++) out[x] += d->scale * p[x] * (q[x] - s[x]);
+            }
+        }
+        for (int dd = 0; dd < hdim; dd++) {
+            float *restrict out = dv + (ch0 + dd) * hw + (size_t)r * w;
+            const float *restrict src = dV + dd * local + (size_t)ly * pw;
+            for (int x = 0; x < w; x++) out[x] += src[x];
+        }
+    }
+}
+
+void cs_cpu_outlook_attention_backward(float *dv, float *da, const float *dy, const float *prob,
+                                       const float *v, int n, int c, int heads, int h, int w,
+                                       float scale) {
+    outlook_dims d = {.c = c, .heads = heads, .head_dim = c / heads, .h = h, .w = w,
+                      .scale = scale, .pw = w + 2 * CS_HALO, .pr = CS_TILE_ROWS + 2 * CS_HALO};
+    const int tiles = (h + CS_TILE_ROWS - 1) / CS_TILE_ROWS;
+    const size_t scratch_floats = backward_tile_floats(&d);
+#pragma omp parallel
+    {
+        float *scratch = malloc(sizeof(float) * scratch_floats);
+        if (!scratch) abort();
+#pragma omp for schedule(dynamic)
+        for (int t = 0; t < n * heads * tiles; t++) {
+            const int b = t / (heads * tiles), hd = (t / tiles) % heads;
+            const int y0 = (t % tiles) * CS_TILE_ROWS, y1 = imin(y0 + CS_TILE_ROWS, h);
+            outlook_backward_tile(dv, da, dy, prob, v, &d, b, hd, y0, y1, scratch);
+        }
+        free(scratch);
+    }
+}
+
+void cs_cpu_softmax_rows_backward(float *dx, const float *dy, const float *y, size_t rows,
+                                  int cols) {
+#pragma omp parallel for schedule(static) if (rows * cols > 32768)
+    for (size_t r = 0; r < rows; r++) {
+        const float *g = dy + r * cols, *p = y + r * cols;
+        double dot = 0.0;
+        for (int j = 0; j < cols; j++) dot += (double)g[j] * p[j];
+        for (int j = 0; j < cols; j++) dx[r * cols + j] += p[j] * (float)(g[j] - dot);
     }
 }

@@ -79,23 +79,24 @@ void cs_cpu_im2col(float *col, const float *img, int c, int h, int w, int k, int
 }
 
 void cs_cpu_col2im_accumulate(float *img, const float *col, int c, int h, int w, int k,
-                              int stride, int pad, int dil, int ho, int wo) {
+                              int stride, int pad, int dil, int wo, int row0, int rows) {
     const int kk = k * k;
+    const size_t ncols = (size_t)rows * wo;
     /* One thread per channel: the k*k rows of a channel all land in that channel. */
 #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < c; ch++) {
         float *dst = img + (size_t)ch * h * w;
         for (int q = 0; q < kk; q++) {
             const int ky = q / k, kx = q % k;
-            const float *src = col + ((size_t)ch * kk + q) * ho * wo;
+            const float *src = col + ((size_t)ch * kk + q) * ncols;
             const int off = kx * dil - pad;
             int ox_lo, ox_hi;
             conv_valid_columns(off, stride, w, wo, &ox_lo, &ox_hi);
-            for (int oy = 0; oy < ho; oy++) {
+            for (int oy = row0; oy < row0 + rows; oy++) {
                 const int iy = oy * stride - pad + ky * dil;
                 if (iy < 0 || iy >= h) continue;
                 float *line = dst + (size_t)iy * w;
-                const float *s = src + (size_t)oy * wo;
+                const float *s = src + (size_t)(oy - row0) * wo;
                 for (int ox = ox_lo; ox < ox_hi; ox++) line[ox * stride + off] += s[ox];
             }
         }
@@ -142,6 +143,51 @@ void cs_cpu_conv2d_forward(float *y, const float *x, const float *w, const float
                         kdim, workspace, ncols, 0.0f, yn + (size_t)row0 * s->wo, (int)plane);
             conv_epilogue(yn, scale, shift, s->o, plane, (size_t)row0 * s->wo, (size_t)ncols,
                           relu);
+        }
+    }
+}
+
+void cs_cpu_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, const cs_conv_shape *s, float *workspace) {
+    const int kdim = s->c * s->k * s->k;
+    const size_t plane = (size_t)s->ho * s->wo, in_plane = (size_t)s->h * s->w;
+    for (int n = 0; n < s->n; n++) {
+        const float *xn = x + (size_t)n * s->c * in_plane;
+        const float *dyn = dy + (size_t)n * s->o * plane;
+        float *dxn = dx ? dx + (size_t)n * s->c * in_plane : NULL;
+        if (db) {
+#pragma omp parallel for schedule(static)
+            for (int oc = 0; oc < s->o; oc++) {
+                double sum = 0.0;
+                for (size_t i = 0; i < plane; i++) sum += dyn[(size_t)oc * plane + i];
+                db[oc] += (float)sum;
+            }
+        }
+        if (conv_is_pointwise(s)) {
+            /* dW += dY X^T, dX += W^T dY */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->o, s->c, (int)plane, 1.0f,
+                        dyn, (int)plane, xn, (int)plane, 1.0f, dw, s->c);
+            if (dxn)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->c, (int)plane, s->o,
+                            1.0f, w, s->c, dyn, (int)plane, 1.0f, dxn, (int)plane);
+            continue;
+        }
+        const int tile = conv_tile_rows(s);
+        for (int row0 = 0; row0 < s->ho; row0 += tile) {
+            const int rows = row0 + tile <= s->ho ? tile : s->ho - row0;
+            const int ncols = rows * s->wo;
+            const float *dy_tile = dyn + (size_t)row0 * s->wo;
+            /* dW += dY_tile col^T, with the tile's columns rebuilt from x. */
+            cs_cpu_im2col(workspace, xn, s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil,
+                          s->wo, row0, rows);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->o, kdim, ncols, 1.0f,
+                        dy_tile, (int)plane, workspace, ncols, 1.0f, dw, kdim);
+            if (!dxn) continue;
+            /* dcol = W^T dY_tile (reusing the buffer), scattered back onto dX. */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kdim, ncols, s->o, 1.0f, w,
+                        kdim, dy_tile, (int)plane, 0.0f, workspace, ncols);
+            cs_cpu_col2im_accumulate(dxn, workspace, s->c, s->h, s->w, s->k, s->stride, s->pad,
+                                     s->dil, s->wo, row0, rows);
         }
     }
 }

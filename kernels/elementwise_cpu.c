@@ -69,3 +69,71 @@ void cs_cpu_copy_channels(float *y, int cy, int c0, const float *x, int cx, int 
     for (int b = 0; b < n; b++)
         memcpy(y + ((size_t)b * cy + c0) * hw, x + (size_t)b * block, sizeof(float) * block);
 }
+
+/* ---- backward passes (input gradients accumulate) ------------------------------------ */
+
+void cs_cpu_accumulate(float *dst, const float *src, size_t count) {
+#pragma omp parallel for schedule(static) if (count > CS_PARALLEL_MIN)
+    for (size_t i = 0; i < count; i++) dst[i] += src[i];
+}
+
+void cs_cpu_relu_backward(float *dx, const float *dy, const float *y, size_t count) {
+#pragma omp parallel for schedule(static) if (count > CS_PARALLEL_MIN)
+    for (size_t i = 0; i < count; i++) dx[i] += csm_relu_grad(y[i], dy[i]);
+}
+
+void cs_cpu_sigmoid_backward(float *dx, const float *dy, const float *y, size_t count) {
+#pragma omp parallel for schedule(static) if (count > CS_PARALLEL_MIN)
+    for (size_t i = 0; i < count; i++) dx[i] += csm_sigmoid_grad(y[i], dy[i]);
+}
+
+void cs_cpu_mul_channel_backward(float *dx, float *ds, const float *dy, const float *x,
+                                 const float *s, int n, int c, int hw) {
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw > CS_PARALLEL_MIN)
+    for (int nc = 0; nc < n * c; nc++) {
+        const float *g = dy + (size_t)nc * hw, *xi = x + (size_t)nc * hw;
+        double sum = 0.0;
+        for (int i = 0; i < hw; i++) sum += (double)g[i] * xi[i];
+        if (ds) ds[nc] += (float)sum;
+        if (dx) {
+            float *d = dx + (size_t)nc * hw;
+            const float f = s[nc];
+            for (int i = 0; i < hw; i++) d[i] += g[i] * f;
+        }
+    }
+}
+
+void cs_cpu_mul_spatial_backward(float *dx, float *dm, const float *dy, const float *x,
+                                 const float *m, int n, int c, int hw) {
+    /* dx: per (image, channel) rows; dm: a sum over channels per pixel, split by pixel
+     * stripes so that no two threads write the same dm element. */
+    if (dx) {
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw > CS_PARALLEL_MIN)
+        for (int nc = 0; nc < n * c; nc++) {
+            const float *g = dy + (size_t)nc * hw, *mask = m + (size_t)(nc / c) * hw;
+            float *d = dx + (size_t)nc * hw;
+            for (int i = 0; i < hw; i++) d[i] += g[i] * mask[i];
+        }
+    }
+    if (dm) {
+        const int stripe = 1024, stripes = (hw + stripe - 1) / stripe;
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < n * stripes; t++) {
+            const int b = t / stripes, p0 = (t % stripes) * stripe;
+            const int len = p0 + stripe <= hw ? stripe : hw - p0;
+            float *d = dm + (size_t)b * hw + p0;
+            for (int ch = 0; ch < c; ch++) {
+                const float *g = dy + ((size_t)b * c + ch) * hw + p0;
+                const float *xi = x + ((size_t)b * c + ch) * hw + p0;
+                for (int i = 0; i < len; i++) d[i] += g[i] * xi[i];
+            }
+        }
+    }
+}
+
+void cs_cpu_copy_channels_backward(float *dx, int cx, const float *dy, int cy, int c0, int n,
+                                   int hw) {
+    const size_t block = (size_t)cx * hw;
+    for (int b = 0; b < n; b++)
+        cs_cpu_accumulate(dx + (size_t)b * block, dy + ((size_t)b * cy + c0) * hw, block);
+}

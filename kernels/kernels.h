@@ -57,11 +57,17 @@ void cs_cpu_conv2d_forward(float *y, const float *x, const float *w, const float
                            float *workspace);
 
 /* im2col / col2im with dilation, PyTorch's Unfold layout: row (c*k + ky)*k + kx, column
- * oy*wo + ox, for the output rows [row0, row0 + rows). col2im accumulates into img. */
+ * (oy - row0)*wo + ox, for the output rows [row0, row0 + rows). col2im accumulates into
+ * img (it is the adjoint of im2col, and CDFA's fold). */
 void cs_cpu_im2col(float *col, const float *img, int c, int h, int w, int k, int stride,
                    int pad, int dil, int wo, int row0, int rows);
 void cs_cpu_col2im_accumulate(float *img, const float *col, int c, int h, int w, int k,
-                              int stride, int pad, int dil, int ho, int wo);
+                              int stride, int pad, int dil, int wo, int row0, int rows);
+
+/* Gradients of cs_cpu_conv2d_forward without scale/shift/ReLU: dx (may be NULL), dw and
+ * db (may be NULL) accumulate. Same workspace as the forward pass. */
+void cs_cpu_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, const cs_conv_shape *s, float *workspace);
 
 /* ---- per-channel affine (eval BatchNorm), activations, elementwise ---------------- */
 
@@ -80,6 +86,25 @@ void cs_cpu_mul_spatial(float *y, const float *x, const float *m, int n, int c, 
  * [c0, c0 + cx) of y (n x cy x hw). */
 void cs_cpu_copy_channels(float *y, int cy, int c0, const float *x, int cx, int n, int hw);
 
+/* Training-mode BatchNorm: per-channel mean and biased variance over (n, hw); and the
+ * backward pass through the batch statistics. y (may be NULL) is the output of a fused
+ * ReLU, whose gradient mask it gives. dx may be NULL; dx, dgamma, dbeta accumulate. */
+void cs_cpu_batchnorm_stats(float *mean, float *var, const float *x, int n, int c, int hw);
+void cs_cpu_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                               const float *x, const float *y, const float *gamma,
+                               const float *mean, const float *var, int n, int c, int hw);
+
+/* Backward passes of the elementwise operations; input gradients accumulate. */
+void cs_cpu_accumulate(float *dst, const float *src, size_t count);
+void cs_cpu_relu_backward(float *dx, const float *dy, const float *y, size_t count);
+void cs_cpu_sigmoid_backward(float *dx, const float *dy, const float *y, size_t count);
+void cs_cpu_mul_channel_backward(float *dx, float *ds, const float *dy, const float *x,
+                                 const float *s, int n, int c, int hw);
+void cs_cpu_mul_spatial_backward(float *dx, float *dm, const float *dy, const float *x,
+                                 const float *m, int n, int c, int hw);
+void cs_cpu_copy_channels_backward(float *dx, int cx, const float *dy, int cy, int c0, int n,
+                                   int hw);
+
 /* ---- pooling and reductions ------------------------------------------------------- */
 
 /* MaxPool2d(3, stride 2, padding 1), padding as -inf. */
@@ -91,16 +116,30 @@ void cs_cpu_global_maxpool(float *y, const float *x, int n, int c, int hw);
 void cs_cpu_channel_mean(float *y, const float *x, int n, int c, int hw);
 void cs_cpu_channel_max(float *y, const float *x, int n, int c, int hw);
 
+void cs_cpu_maxpool3s2_backward(float *dx, const float *dy, const float *x, int n, int c, int h,
+                                int w, int ho, int wo);
+void cs_cpu_global_avgpool_backward(float *dx, const float *dy, int n, int c, int hw);
+void cs_cpu_global_maxpool_backward(float *dx, const float *dy, const float *x, int n, int c,
+                                    int hw);
+void cs_cpu_channel_mean_backward(float *dx, const float *dy, int n, int c, int hw);
+void cs_cpu_channel_max_backward(float *dx, const float *dy, const float *x, int n, int c,
+                                 int hw);
+
 /* ---- resampling --------------------------------------------------------------------- */
 
 /* Bilinear, align_corners=True, to (ho, wo). */
 void cs_cpu_upsample_bilinear(float *y, const float *x, int n, int c, int h, int w, int ho,
                               int wo);
 
+void cs_cpu_upsample_bilinear_backward(float *dx, const float *dy, int n, int c, int h, int w,
+                                       int ho, int wo);
+
 /* ---- attention (CDFA) -------------------------------------------------------------- */
 
-/* Softmax over the last axis of rows x cols. */
+/* Softmax over the last axis of rows x cols, and its backward (dx accumulates). */
 void cs_cpu_softmax_rows(float *y, const float *x, size_t rows, int cols);
+void cs_cpu_softmax_rows_backward(float *dx, const float *dy, const float *y, size_t rows,
+                                  int cols);
 
 /* Outlook attention without its projections (spec §2.9.1 steps 3.1-3.5):
  * logits a is n x (heads*81) x h x w (channel h*81 + i*9 + j), v is n x c x h x w with
@@ -108,5 +147,9 @@ void cs_cpu_softmax_rows(float *y, const float *x, size_t rows, int cols);
  * the backward pass needs; y receives the folded result. */
 void cs_cpu_outlook_attention(float *y, float *prob, const float *v, const float *a, int n,
                               int c, int heads, int h, int w, float scale);
+/* Its backward from the saved probabilities: dv and da accumulate. */
+void cs_cpu_outlook_attention_backward(float *dv, float *da, const float *dy, const float *prob,
+                                       const float *v, int n, int c, int heads, int h, int w,
+                                       float scale);
 
 #endif

@@ -79,3 +79,28 @@ void cs_cpu_upsample_bilinear(float *y, const float *x, int n, int c, int h, int
     free_taps(&tx);
     free_taps(&ty);
 }
+
+void cs_cpu_upsample_bilinear_backward(float *dx, const float *dy, int n, int c, int h, int w,
+                                       int ho, int wo) {
+    taps tx = make_taps(w, wo), ty = make_taps(h, ho);
+    /* The adjoint of the forward pass: each output gradient goes back to its four taps
+     * with the same weights. One thread per plane, so no two write the same element. */
+#pragma omp parallel for schedule(static)
+    for (int nc = 0; nc < n * c; nc++) {
+        const float *g = dy + (size_t)nc * ho * wo;
+        float *d = dx + (size_t)nc * h * w;
+        for (int oy = 0; oy < ho; oy++) {
+            float *r0 = d + (size_t)ty.i0[oy] * w, *r1 = d + (size_t)ty.i1[oy] * w;
+            const float ly = ty.l1[oy];
+            for (int ox = 0; ox < wo; ox++) {
+                const float v = g[(size_t)oy * wo + ox], lx = tx.l1[ox];
+                r0[tx.i0[ox]] += (1.0f - ly) * (1.0f - lx) * v;
+                r0[tx.i1[ox]] += (1.0f - ly) * lx * v;
+                r1[tx.i0[ox]] += ly * (1.0f - lx) * v;
+                r1[tx.i1[ox]] += ly * lx * v;
+            }
+        }
+    }
+    free_taps(&tx);
+    free_taps(&ty);
+}

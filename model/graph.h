@@ -16,10 +16,12 @@
 
 #include "params.h"
 
-/* An activation: n x c x h x w float32, NCHW. */
+/* An activation: n x c x h x w float32, NCHW; in training, its gradient. */
 typedef struct {
     float *data;
+    float *grad;              /* allocated (zeroed) when the backward pass first needs it */
     int n, c, h, w;
+    gboolean requires_grad;   /* FALSE for inputs */
 } cs_tensor;
 
 static inline size_t cs_numel(const cs_tensor *t) { return (size_t)t->n * t->c * t->h * t->w; }
@@ -29,11 +31,20 @@ typedef struct cs_ctx cs_ctx;
 /* Called with each named module output (tests compare them with the reference). */
 typedef void (*cs_probe_fn)(const char *name, const cs_tensor *t, void *user_data);
 
-cs_ctx *cs_ctx_new(const cs_paramset *params);
+cs_ctx *cs_ctx_new(cs_paramset *params);
 void cs_ctx_free(cs_ctx *ctx);
 /* Releases every activation (memory stays in the pool for the next run). */
 void cs_ctx_reset(cs_ctx *ctx);
 const cs_paramset *cs_ctx_params(const cs_ctx *ctx);
+/* Training mode (between runs only): BatchNorm uses and updates batch statistics, and
+ * every operation is recorded for cs_backward. */
+void cs_ctx_set_training(cs_ctx *ctx, gboolean training);
+gboolean cs_ctx_training(const cs_ctx *ctx);
+/* The gradient of t (zeroed when first asked for): losses write dL/dt there. */
+float *cs_tensor_grad(cs_ctx *ctx, cs_tensor *t);
+/* Back-propagates from the gradients set on the outputs through every recorded operation;
+ * parameter gradients accumulate into the parameter store's grads. */
+void cs_backward(cs_ctx *ctx);
 void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data);
 void cs_probe(cs_ctx *ctx, const char *name, const cs_tensor *t);
 /* Bytes held by the pool (in use + cached) and the most ever held. */
@@ -41,7 +52,8 @@ size_t cs_ctx_pool_bytes(const cs_ctx *ctx);
 
 cs_tensor *cs_tensor_new(cs_ctx *ctx, int n, int c, int h, int w);
 cs_tensor *cs_tensor_from(cs_ctx *ctx, const float *data, int n, int c, int h, int w);
-/* Gives t's memory back now (inference); t must not be used afterwards. */
+/* Gives t's memory back now (inference; in training nothing is given back before
+ * cs_ctx_reset); t must not be used afterwards. */
 void cs_release(cs_ctx *ctx, cs_tensor *t);
 
 typedef unsigned cs_scope;

@@ -27,6 +27,7 @@ void cs_paramset_free(cs_paramset *ps) {
     g_hash_table_destroy(ps->by_name);
     g_ptr_array_free(ps->list, TRUE);
     free(ps->values);
+    free(ps->grads);
     g_free(ps->counters);
     g_free(ps);
 }
@@ -85,6 +86,18 @@ void cs_paramset_allocate(cs_paramset *ps) {
             p->count = ps->counters + p->offset;
         }
     }
+}
+
+void cs_paramset_enable_grads(cs_paramset *ps) {
+    if (ps->grads) return;
+    size_t bytes = (sizeof(float) * (size_t)(ps->n_trainable + 1) + 63) / 64 * 64;
+    ps->grads = aligned_alloc(64, bytes);
+    if (!ps->grads) g_error("out of memory allocating %zu bytes of gradients", bytes);
+    memset(ps->grads, 0, bytes);
+}
+
+void cs_paramset_zero_grads(cs_paramset *ps) {
+    if (ps->grads) memset(ps->grads, 0, sizeof(float) * (size_t)ps->n_trainable);
 }
 
 cs_param *cs_param_find(const cs_paramset *ps, const char *name) {

@@ -34,6 +34,7 @@ typedef struct {
     int64_t n_trainable, n_buffer;
     int64_t *counters;
     int n_counters;
+    float *grads;             /* n_trainable gradients (training only), layout of values */
 } cs_paramset;
 
 cs_paramset *cs_paramset_new(void);
@@ -44,6 +45,10 @@ void cs_declare(cs_paramset *ps, const char *name, cs_param_kind kind, int ndim,
                 int64_t d1, int64_t d2, int64_t d3);
 /* Carves the values (zero-filled) and counters out of one allocation each. */
 void cs_paramset_allocate(cs_paramset *ps);
+
+/* Training: allocates the gradients (zeroed); cs_paramset_zero_grads clears them. */
+void cs_paramset_enable_grads(cs_paramset *ps);
+void cs_paramset_zero_grads(cs_paramset *ps);
 
 /* The entry called `name`; a missing name is a bug in the network code and aborts. */
 cs_param *cs_param_get(const cs_paramset *ps, const char *name);

@@ -75,9 +75,13 @@ typedef struct {
 
 static cs_paramset *params_for(const op_case *c, const param_map *map, int n) {
     cs_paramset *ps = cs_paramset_new();
-    for (int i = 0; i < n; i++) declare_from(ps, c, map[i].role, map[i].name, map[i].kind);
+    for (int i = 0; i < n; i++) {
+        if (map[i].kind == CS_COUNTER) cs_declare(ps, map[i].name, CS_COUNTER, 0, 0, 0, 0, 0);
+        else declare_from(ps, c, map[i].role, map[i].name, map[i].kind);
+    }
     cs_paramset_allocate(ps);
-    for (int i = 0; i < n; i++) fill_from(ps, c, map[i].role, map[i].name);
+    for (int i = 0; i < n; i++)
+        if (map[i].kind != CS_COUNTER) fill_from(ps, c, map[i].role, map[i].name);
     return ps;
 }
 
@@ -96,6 +100,7 @@ static int run_case(const op_case *c, const char *op) {
         map[n_map++] = (param_map){"bias", "bn.bias", CS_PARAM};
         map[n_map++] = (param_map){"running_mean", "bn.running_mean", CS_BUFFER};
         map[n_map++] = (param_map){"running_var", "bn.running_var", CS_BUFFER};
+        map[n_map++] = (param_map){NULL, "bn.num_batches_tracked", CS_COUNTER};
     } else if (!strcmp(op, "channel_attention")) {
         map[n_map++] = (param_map){"fc1", "ca.fc1.weight", CS_PARAM};
         map[n_map++] = (param_map){"fc2", "ca.fc2.weight", CS_PARAM};
@@ -151,7 +156,7 @@ static int run_case(const op_case *c, const char *op) {
         for (int b = 0; b < x->n; b++)
             cs_cpu_col2im_accumulate(y->data + (size_t)b * ch * h * w,
                                      x->data + (size_t)b * x->c * h * w, ch, h, w, 3, 1, 1, 1,
-                                     h, w);
+                                     w, 0, h);
     } else if (!strcmp(op, "outlook_attention")) {
         y = cs_outlook_attention(ctx, input(ctx, c, "v"), input(ctx, c, "a"), attr(c, "heads"));
     } else if (!strcmp(op, "mul_channel")) {

@@ -1,0 +1,61 @@
+/* batchnorm_cpu.c — training-mode BatchNorm2d on the CPU: batch statistics and the
+ * backward pass through them (spec §1.5, §11). The normalisation itself is the
+ * per-channel affine map of elementwise_cpu.c. Channel sums accumulate in double. */
+#include <math.h>
+
+#include "cs_math.h"
+#include "kernels.h"
+
+void cs_cpu_batchnorm_stats(float *mean, float *var, const float *x, int n, int c, int hw) {
+    const double count = (double)n * hw;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < c; ch++) {
+        double sum = 0.0;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) sum += p[i];
+        }
+        const double mu = sum / count;
+        double sq = 0.0;
+        for (int b = 0; b < n; b++) {
+            const float *p = x + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) sq += ((double)p[i] - mu) * ((double)p[i] - mu);
+        }
+        mean[ch] = (float)mu;
+        var[ch] = (float)(sq / count);
+    }
+}
+
+void cs_cpu_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                               const float *x, const float *y, const float *gamma,
+                               const float *mean, const float *var, int n, int c, int hw) {
+    const double count = (double)n * hw;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < c; ch++) {
+        const double invstd = 1.0 / sqrt((double)var[ch] + (double)CS_BN_EPS);
+        const double mu = mean[ch];
+        double sum_g = 0.0, sum_gx = 0.0;
+        for (int b = 0; b < n; b++) {
+            const size_t off = ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) {
+                /* With a fused ReLU, gradient flows only where the output is positive. */
+                const double g = y ? csm_relu_grad(y[off + i], dy[off + i]) : dy[off + i];
+                sum_g += g;
+                sum_gx += g * (((double)x[off + i] - mu) * invstd);
+            }
+        }
+        dgamma[ch] += (float)sum_gx;
+        dbeta[ch] += (float)sum_g;
+        if (!dx) continue;
+        const double k = (double)gamma[ch] * invstd;
+        const double mean_g = sum_g / count, mean_gx = sum_gx / count;
+        for (int b = 0; b < n; b++) {
+            const size_t off = ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) {
+                const double g = y ? csm_relu_grad(y[off + i], dy[off + i]) : dy[off + i];
+                const double xhat = ((double)x[off + i] - mu) * invstd;
+                dx[off + i] += (float)(k * (g - mean_g - xhat * mean_gx));
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+/* ctx.h — the inside of an execution context, shared by graph.c (memory, scopes, the
+ * tape) and ops.c (the operations). Nothing outside those two files includes it. */
+#ifndef CONDSEG_CTX_H
+#define CONDSEG_CTX_H
+
+#include <glib.h>
+
+#include "graph.h"
+#include "params.h"
+
+struct cs_ctx {
+    cs_paramset *params;
+    gboolean training;            /* BatchNorm on batch statistics, operations recorded */
+    GPtrArray *live;              /* cs_tensor *, in creation order (scopes index it) */
+    GPtrArray *tape;              /* cs_node *, in execution order */
+    GHashTable *free_blocks;      /* block size -> GSList of free blocks */
+    size_t pool_bytes, pool_peak;
+    float *workspace;             /* conv scratch, grown on demand */
+    size_t workspace_floats;
+    cs_probe_fn probe;
+    void *probe_user;
+    GHashTable *profile;          /* CONDSEG_PROFILE set: op kind -> time */
+};
+
+/* One recorded operation: what its backward pass needs. */
+typedef struct cs_node cs_node;
+typedef void (*cs_backward_fn)(cs_ctx *ctx, const cs_node *node);
+
+struct cs_node {
+    cs_backward_fn backward;
+    const char *kind;             /* for the profile */
+    cs_tensor *out;
+    cs_tensor *in[4];
+    int n_in;
+    const cs_param *param[2];     /* weight and bias, or BatchNorm gamma and beta */
+    float *saved;                 /* g_malloc'd, freed with the tape */
+    cs_tensor *saved_tensor;      /* e.g. the attention probabilities */
+    int iarg[4];
+    float farg;
+};
+
+/* In training mode, appends a node for `out` and returns it for the operation to fill;
+ * otherwise returns NULL. */
+cs_node *cs_tape_record(cs_ctx *ctx, const char *kind, cs_backward_fn backward, cs_tensor *out);
+/* The gradient buffer of t (zeroed when first asked for), or NULL when t needs none. */
+float *cs_grad_of(cs_ctx *ctx, cs_tensor *t);
+/* Where the gradient of trainable parameter p accumulates. */
+float *cs_param_grad(cs_ctx *ctx, const cs_param *p);
+
+float *cs_ctx_workspace(cs_ctx *ctx, size_t floats);
+
+gint64 cs_profile_start(const cs_ctx *ctx);
+void cs_profile_end(cs_ctx *ctx, const char *kind, gint64 start, double gflop);
+
+/* Runs `call`, charging its time to `kind` (ctx must be in scope). */
+#define PROFILED(kind, call)                        \
+    do {                                            \
+        gint64 t0_ = cs_profile_start(ctx);         \
+        call;                                       \
+        cs_profile_end(ctx, kind, t0_, 0.0);        \
+    } while (0)
+
+#endif

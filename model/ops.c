@@ -1,0 +1,421 @@
+/* ops.c — the tensor-level operations the networks are written with: each checks shapes,
+ * allocates its output, runs its kernel and, in training mode, records what its backward
+ * pass needs on the tape; the backward functions sit next to their forwards. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cs_math.h"
+#include "ctx.h"
+#include "graph.h"
+#include "kernels.h"
+
+static void check_same_shape(const cs_tensor *a, const cs_tensor *b, const char *op) {
+    if (a->n != b->n || a->c != b->c || a->h != b->h || a->w != b->w)
+        g_error("internal error: %s of %dx%dx%dx%d and %dx%dx%dx%d", op, a->n, a->c, a->h, a->w,
+                b->n, b->c, b->h, b->w);
+}
+
+static size_t plane(const cs_tensor *t) { return (size_t)t->h * t->w; }
+
+/* ---- convolution ------------------------------------------------------------------- */
+
+/* A conv or Linear weight: O x C x k x k, or out x in (a 1x1 kernel). */
+static const cs_param *conv_weight(const cs_ctx *ctx, const char *name, const cs_tensor *x,
+                                   int *out_channels, int *kernel) {
+    const cs_param *w = cs_param_get(ctx->params, name);
+    if (w->ndim != 4 && w->ndim != 2) g_error("internal error: %s is not a weight", name);
+    if (w->shape[1] != x->c)
+        g_error("internal error: %s expects %d input channels, got %d", name,
+                (int)w->shape[1], x->c);
+    *out_channels = (int)w->shape[0];
+    *kernel = w->ndim == 4 ? (int)w->shape[2] : 1;
+    return w;
+}
+
+static cs_conv_shape conv_shape(const cs_tensor *x, int o, int k, int stride, int pad, int dil) {
+    cs_conv_shape s = {.n = x->n, .c = x->c, .h = x->h, .w = x->w, .o = o, .k = k,
+                       .stride = stride, .pad = pad, .dil = dil};
+    cs_conv_geometry(&s);
+    return s;
+}
+
+static void conv_backward(cs_ctx *ctx, const cs_node *node) {
+    cs_tensor *x = node->in[0];
+    const cs_param *w = node->param[0], *b = node->param[1];
+    const int k = w->ndim == 4 ? (int)w->shape[2] : 1;
+    cs_conv_shape s = conv_shape(x, (int)w->shape[0], k, node->iarg[0], node->iarg[1],
+                                 node->iarg[2]);
+    cs_cpu_conv2d_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, w),
+                           b ? cs_param_grad(ctx, b) : NULL, node->out->grad, x->data, w->data, &s,
+                           cs_ctx_workspace(ctx, cs_cpu_conv2d_workspace(&s)));
+}
+
+/* y = conv(x) * scale + shift (per output channel), ReLU optional: the inference form. */
+static cs_tensor *conv_run(cs_ctx *ctx, const cs_tensor *x, const char *weight_name,
+                           const char *bias_name, int stride, int pad, int dil,
+                           const float *scale, const float *shift, int relu) {
+    int o, k;
+    const cs_param *w = conv_weight(ctx, weight_name, x, &o, &k);
+    const cs_param *b = bias_name ? cs_param_get(ctx->params, bias_name) : NULL;
+    cs_conv_shape s = conv_shape(x, o, k, stride, pad, dil);
+    cs_tensor *y = cs_tensor_new(ctx, x->n, o, s.ho, s.wo);
+    float *ws = cs_ctx_workspace(ctx, cs_cpu_conv2d_workspace(&s));
+    gint64 t0 = cs_profile_start(ctx);
+    cs_cpu_conv2d_forward(y->data, x->data, w->data, scale, b ? b->data : shift, &s, relu, ws);
+    if (ctx->profile) {
+        char kind[32];
+        g_snprintf(kind, sizeof kind, "conv%dx%d%s%s", k, k, dil > 1 ? " dilated" : "",
+                   stride > 1 ? " s2" : "");
+        cs_profile_end(ctx, kind, t0, 2e-9 * (double)cs_numel(y) * x->c * k * k);
+    }
+    cs_node *node = cs_tape_record(ctx, "conv", conv_backward, y);
+    if (node) {
+        g_assert(!scale && !relu && (!shift || b)); /* training convolutions are plain */
+        node->in[0] = (cs_tensor *)x;
+        node->param[0] = w;
+        node->param[1] = b;
+        node->iarg[0] = stride, node->iarg[1] = pad, node->iarg[2] = dil;
+    }
+    return y;
+}
+
+cs_tensor *cs_conv2d(cs_ctx *ctx, const cs_tensor *x, const char *weight_name,
+                     const char *bias_name, int stride, int pad, int dil) {
+    return conv_run(ctx, x, weight_name, bias_name, stride, pad, dil, NULL, NULL, 0);
+}
+
+cs_tensor *cs_linear(cs_ctx *ctx, const cs_tensor *x, const char *prefix) {
+    char weight[256], bias[256];
+    g_snprintf(weight, sizeof weight, "%s.weight", prefix);
+    g_snprintf(bias, sizeof bias, "%s.bias", prefix);
+    return cs_conv2d(ctx, x, weight, bias, 1, 0, 1);
+}
+
+/* ---- BatchNorm ---------------------------------------------------------------------- */
+
+typedef struct {
+    const cs_param *gamma, *beta, *mean, *var, *count;
+} bn_params;
+
+static bn_params bn_lookup(const cs_ctx *ctx, const char *prefix, int c) {
+    char name[256];
+#define BN_FIELD(field) \
+    (g_snprintf(name, sizeof name, "%s." field, prefix), cs_param_get(ctx->params, name))
+    bn_params p = {BN_FIELD("weight"), BN_FIELD("bias"), BN_FIELD("running_mean"),
+                   BN_FIELD("running_var"), BN_FIELD("num_batches_tracked")};
+#undef BN_FIELD
+    if (p.gamma->numel != c)
+        g_error("internal error: %s has %d channels, input %d", prefix, (int)p.gamma->numel, c);
+    return p;
+}
+
+/* Eval-mode BatchNorm as per-channel scale and shift (2*c floats). */
+static float *bn_eval_affine(const bn_params *p, int c) {
+    float *affine = g_new(float, 2 * c);
+    for (int i = 0; i < c; i++)
+        csm_bn_fold(p->gamma->data[i], p->beta->data[i], p->mean->data[i], p->var->data[i],
+                    &affine[i], &affine[c + i]);
+    return affine;
+}
+
+static void bn_backward(cs_ctx *ctx, const cs_node *node) {
+    cs_tensor *x = node->in[0];
+    const int c = x->c;
+    cs_cpu_batchnorm_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, node->param[0]),
+                              cs_param_grad(ctx, node->param[1]), node->out->grad, x->data,
+                              node->iarg[0] ? node->out->data : NULL, node->param[0]->data,
+                              node->saved, node->saved + c, x->n, c, (int)plane(x));
+}
+
+/* Training mode: normalise with the batch statistics, update the running statistics
+ * (momentum 0.1, unbiased variance, spec §1.5) and count the batch. */
+static cs_tensor *bn_train(cs_ctx *ctx, const cs_tensor *x, const bn_params *p, int relu) {
+    const int c = x->c;
+    const size_t m = (size_t)x->n * plane(x);
+    float *stats = g_new(float, 2 * c), *affine = g_new(float, 2 * c);
+    cs_cpu_batchnorm_stats(stats, stats + c, x->data, x->n, c, (int)plane(x));
+    const double unbias = m > 1 ? (double)m / (double)(m - 1) : 1.0;
+    for (int i = 0; i < c; i++) {
+        const double invstd = 1.0 / sqrt((double)stats[c + i] + (double)CS_BN_EPS);
+        affine[i] = (float)(p->gamma->data[i] * invstd);
+        affine[c + i] = (float)(p->beta->data[i] - stats[i] * p->gamma->data[i] * invstd);
+        p->mean->data[i] = (1.0f - CS_BN_MOMENTUM) * p->mean->data[i] + CS_BN_MOMENTUM * stats[i];
+        p->var->data[i] = (float)((1.0 - CS_BN_MOMENTUM) * p->var->data[i] +
+                                  CS_BN_MOMENTUM * stats[c + i] * unbias);
+    }
+    *p->count->count += 1;
+    cs_tensor *y = cs_tensor_new(ctx, x->n, c, x->h, x->w);
+    PROFILED("batchnorm", cs_cpu_channel_affine(y->data, x->data, affine, affine + c, x->n, c,
+                                                (int)plane(x), relu));
+    g_free(affine);
+    cs_node *node = cs_tape_record(ctx, "batchnorm", bn_backward, y);
+    node->in[0] = (cs_tensor *)x;
+    node->param[0] = p->gamma;
+    node->param[1] = p->beta;
+    node->saved = stats;
+    node->iarg[0] = relu;
+    return y;
+}
+
+cs_tensor *cs_batchnorm(cs_ctx *ctx, const cs_tensor *x, const char *bn_prefix, int relu) {
+    const bn_params p = bn_lookup(ctx, bn_prefix, x->c);
+    if (ctx->training) return bn_train(ctx, x, &p, relu);
+    float *affine = bn_eval_affine(&p, x->c);
+    cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
+    PROFILED("batchnorm", cs_cpu_channel_affine(y->data, x->data, affine, affine + x->c, x->n,
+                                                x->c, (int)plane(x), relu));
+    g_free(affine);
+    return y;
+}
+
+cs_tensor *cs_conv2d_bn(cs_ctx *ctx, const cs_tensor *x, const char *weight_name,
+                        const char *bn_prefix, int stride, int pad, int dil, int relu) {
+    const int o = (int)cs_param_get(ctx->params, weight_name)->shape[0];
+    const bn_params p = bn_lookup(ctx, bn_prefix, o);
+    if (ctx->training) {
+        cs_tensor *t = conv_run(ctx, x, weight_name, NULL, stride, pad, dil, NULL, NULL, 0);
+        return bn_train(ctx, t, &p, relu);
+    }
+    /* Inference: the BatchNorm folded into the convolution's output pass. */
+    float *affine = bn_eval_affine(&p, o);
+    cs_tensor *y = conv_run(ctx, x, weight_name, NULL, stride, pad, dil, affine, affine + o, relu);
+    g_free(affine);
+    return y;
+}
+
+/* ---- activations and elementwise ----------------------------------------------------- */
+
+static void relu_backward(cs_ctx *ctx, const cs_node *node) {
+    float *dx = cs_grad_of(ctx, node->in[0]);
+    if (dx) cs_cpu_relu_backward(dx, node->out->grad, node->out->data, cs_numel(node->out));
+}
+
+cs_tensor *cs_relu(cs_ctx *ctx, const cs_tensor *x) {
+    cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
+    PROFILED("relu", cs_cpu_relu(y->data, x->data, cs_numel(x)));
+    cs_node *node = cs_tape_record(ctx, "relu", relu_backward, y);
+    if (node) node->in[0] = (cs_tensor *)x;
+    return y;
+}
+
+static void sigmoid_backward(cs_ctx *ctx, const cs_node *node) {
+    float *dx = cs_grad_of(ctx, node->in[0]);
+    if (dx) cs_cpu_sigmoid_backward(dx, node->out->grad, node->out->data, cs_numel(node->out));
+}
+
+cs_tensor *cs_sigmoid(cs_ctx *ctx, const cs_tensor *x) {
+    cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
+    PROFILED("sigmoid", cs_cpu_sigmoid(y->data, x->data, cs_numel(x)));
+    cs_node *node = cs_tape_record(ctx, "sigmoid", sigmoid_backward, y);
+    if (node) node->in[0] = (cs_tensor *)x;
+    return y;
+}
+
+static void add_backward(cs_ctx *ctx, const cs_node *node) {
+    const size_t n = cs_numel(node->out);
+    for (int i = 0; i < 2; i++) {
+        float *d = cs_grad_of(ctx, node->in[i]);
+        if (!d) continue;
+        if (node->iarg[0]) cs_cpu_relu_backward(d, node->out->grad, node->out->data, n);
+        else cs_cpu_accumulate(d, node->out->grad, n);
+    }
+}
+
+cs_tensor *cs_add(cs_ctx *ctx, const cs_tensor *a, const cs_tensor *b, int relu) {
+    check_same_shape(a, b, "add");
+    cs_tensor *y = cs_tensor_new(ctx, a->n, a->c, a->h, a->w);
+    PROFILED("add", cs_cpu_add(y->data, a->data, b->data, cs_numel(a), relu));
+    cs_node *node = cs_tape_record(ctx, "add", add_backward, y);
+    if (node) {
+        node->in[0] = (cs_tensor *)a, node->in[1] = (cs_tensor *)b;
+        node->iarg[0] = relu;
+    }
+    return y;
+}
+
+static void mul_channel_backward(cs_ctx *ctx, const cs_node *node) {
+    cs_tensor *x = node->in[0], *s = node->in[1];
+    cs_cpu_mul_channel_backward(cs_grad_of(ctx, x), cs_grad_of(ctx, s), node->out->grad, x->data,
+                                s->data, x->n, x->c, (int)plane(x));
+}
+
+cs_tensor *cs_mul_channel(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *s) {
+    if (s->n != x->n || s->c != x->c || s->h != 1 || s->w != 1)
+        g_error("internal error: channel product with a %dx%dx%dx%d factor", s->n, s->c, s->h,
+                s->w);
+    cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
+    PROFILED("mul_channel",
+             cs_cpu_mul_channel(y->data, x->data, s->data, x->n, x->c, (int)plane(x)));
+    cs_node *node = cs_tape_record(ctx, "mul_channel", mul_channel_backward, y);
+    if (node) node->in[0] = (cs_tensor *)x, node->in[1] = (cs_tensor *)s;
+    return y;
+}
+
+static void mul_spatial_backward(cs_ctx *ctx, const cs_node *node) {
+    cs_tensor *x = node->in[0], *m = node->in[1];
+    cs_cpu_mul_spatial_backward(cs_grad_of(ctx, x), cs_grad_of(ctx, m), node->out->grad, x->data,
+                                m->data, x->n, x->c, (int)plane(x));
+}
+
+cs_tensor *cs_mul_spatial(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *m) {
+    if (m->n != x->n || m->c != 1 || m->h != x->h || m->w != x->w)
+        g_error("internal error: spatial product with a %dx%dx%dx%d factor", m->n, m->c, m->h,
+                m->w);
+    cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
+    PROFILED("mul_spatial",
+             cs_cpu_mul_spatial(y->data, x->data, m->data, x->n, x->c, (int)plane(x)));
+    cs_node *node = cs_tape_record(ctx, "mul_spatial", mul_spatial_backward, y);
+    if (node) node->in[0] = (cs_tensor *)x, node->in[1] = (cs_tensor *)m;
+    return y;
+}
+
+static void concat_backward(cs_ctx *ctx, const cs_node *node) {
+    const cs_tensor *y = node->out;
+    for (int i = 0, c0 = 0; i < node->n_in; c0 += node->in[i]->c, i++) {
+        float *d = cs_grad_of(ctx, node->in[i]);
+        if (d) cs_cpu_copy_channels_backward(d, node->in[i]->c, y->grad, y->c, c0, y->n,
+                                             (int)plane(y));
+    }
+}
+
+cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts) {
+    g_assert(count >= 1 && count <= 4);
+    int c = 0;
+    for (int i = 0; i < count; i++) {
+        if (parts[i]->n != parts[0]->n || parts[i]->h != parts[0]->h ||
+            parts[i]->w != parts[0]->w)
+            g_error("internal error: concatenating maps of different sizes");
+        c += parts[i]->c;
+    }
+    const cs_tensor *p0 = parts[0];
+    cs_tensor *y = cs_tensor_new(ctx, p0->n, c, p0->h, p0->w);
+    for (int i = 0, c0 = 0; i < count; c0 += parts[i]->c, i++)
+        PROFILED("concat", cs_cpu_copy_channels(y->data, c, c0, parts[i]->data, parts[i]->c,
+                                                p0->n, (int)plane(p0)));
+    cs_node *node = cs_tape_record(ctx, "concat", concat_backward, y);
+    if (node) {
+        node->n_in = count;
+        for (int i = 0; i < count; i++) node->in[i] = (cs_tensor *)parts[i];
+    }
+    return y;
+}
+
+/* ---- resampling and pooling ----------------------------------------------------------- */
+
+static void upsample_backward(cs_ctx *ctx, const cs_node *node) {
+    cs_tensor *x = node->in[0];
+    float *dx = cs_grad_of(ctx, x);
+    if (dx) cs_cpu_upsample_bilinear_backward(dx, node->out->grad, x->n, x->c, x->h, x->w,
+                                              node->out->h, node->out->w);
+}
+
+cs_tensor *cs_upsample(cs_ctx *ctx, const cs_tensor *x, int factor) {
+    cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h * factor, x->w * factor);
+    PROFILED("upsample_bilinear", cs_cpu_upsample_bilinear(y->data, x->data, x->n, x->c, x->h,
+                                                           x->w, y->h, y->w));
+    cs_node *node = cs_tape_record(ctx, "upsample_bilinear", upsample_backward, y);
+    if (node) node->in[0] = (cs_tensor *)x;
+    return y;
+}
+
+static void maxpool_backward(cs_ctx *ctx, const cs_node *node) {
+    cs_tensor *x = node->in[0];
+    float *dx = cs_grad_of(ctx, x);
+    if (dx) cs_cpu_maxpool3s2_backward(dx, node->out->grad, x->data, x->n, x->c, x->h, x->w,
+                                       node->out->h, node->out->w);
+}
+
+cs_tensor *cs_maxpool3s2(cs_ctx *ctx, const cs_tensor *x) {
+    cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, (x->h - 1) / 2 + 1, (x->w - 1) / 2 + 1);
+    PROFILED("maxpool3s2",
+             cs_cpu_maxpool3s2(y->data, x->data, x->n, x->c, x->h, x->w, y->h, y->w));
+    cs_node *node = cs_tape_record(ctx, "maxpool3s2", maxpool_backward, y);
+    if (node) node->in[0] = (cs_tensor *)x;
+    return y;
+}
+
+/* The four reductions of the attention blocks share one backward dispatcher. */
+enum { REDUCE_GLOBAL_AVG, REDUCE_GLOBAL_MAX, REDUCE_CHANNEL_MEAN, REDUCE_CHANNEL_MAX };
+
+static void reduce_backward(cs_ctx *ctx, const cs_node *node) {
+    cs_tensor *x = node->in[0];
+    float *dx = cs_grad_of(ctx, x);
+    if (!dx) return;
+    const float *dy = node->out->grad;
+    const int hw = (int)plane(x);
+    switch (node->iarg[0]) {
+    case REDUCE_GLOBAL_AVG: cs_cpu_global_avgpool_backward(dx, dy, x->n, x->c, hw); break;
+    case REDUCE_GLOBAL_MAX: cs_cpu_global_maxpool_backward(dx, dy, x->data, x->n, x->c, hw); break;
+    case REDUCE_CHANNEL_MEAN: cs_cpu_channel_mean_backward(dx, dy, x->n, x->c, hw); break;
+    default: cs_cpu_channel_max_backward(dx, dy, x->data, x->n, x->c, hw); break;
+    }
+}
+
+static cs_tensor *reduce(cs_ctx *ctx, const cs_tensor *x, int kind) {
+    static const char *const names[] = {"global_avgpool", "global_maxpool", "channel_mean",
+                                        "channel_max"};
+    const int global = kind == REDUCE_GLOBAL_AVG || kind == REDUCE_GLOBAL_MAX;
+    cs_tensor *y = global ? cs_tensor_new(ctx, x->n, x->c, 1, 1)
+                          : cs_tensor_new(ctx, x->n, 1, x->h, x->w);
+    const int hw = (int)plane(x);
+    gint64 t0 = cs_profile_start(ctx);
+    switch (kind) {
+    case REDUCE_GLOBAL_AVG: cs_cpu_global_avgpool(y->data, x->data, x->n, x->c, hw); break;
+    case REDUCE_GLOBAL_MAX: cs_cpu_global_maxpool(y->data, x->data, x->n, x->c, hw); break;
+    case REDUCE_CHANNEL_MEAN: cs_cpu_channel_mean(y->data, x->data, x->n, x->c, hw); break;
+    default: cs_cpu_channel_max(y->data, x->data, x->n, x->c, hw); break;
+    }
+    cs_profile_end(ctx, names[kind], t0, 0.0);
+    cs_node *node = cs_tape_record(ctx, names[kind], reduce_backward, y);
+    if (node) {
+        node->in[0] = (cs_tensor *)x;
+        node->iarg[0] = kind;
+    }
+    return y;
+}
+
+cs_tensor *cs_global_avgpool(cs_ctx *ctx, const cs_tensor *x) {
+    return reduce(ctx, x, REDUCE_GLOBAL_AVG);
+}
+cs_tensor *cs_global_maxpool(cs_ctx *ctx, const cs_tensor *x) {
+    return reduce(ctx, x, REDUCE_GLOBAL_MAX);
+}
+cs_tensor *cs_channel_mean(cs_ctx *ctx, const cs_tensor *x) {
+    return reduce(ctx, x, REDUCE_CHANNEL_MEAN);
+}
+cs_tensor *cs_channel_max(cs_ctx *ctx, const cs_tensor *x) {
+    return reduce(ctx, x, REDUCE_CHANNEL_MAX);
+}
+
+/* ---- CDFA's outlook attention -------------------------------------------------------- */
+
+static void outlook_backward(cs_ctx *ctx, const cs_node *node) {
+    cs_tensor *v = node->in[0], *a = node->in[1];
+    float *dv = cs_grad_of(ctx, v), *da = cs_grad_of(ctx, a);
+    g_assert(dv && da);
+    cs_cpu_outlook_attention_backward(dv, da, node->out->grad, node->saved_tensor->data, v->data,
+                                      v->n, v->c, node->iarg[0], v->h, v->w, node->farg);
+}
+
+cs_tensor *cs_outlook_attention(cs_ctx *ctx, const cs_tensor *v, const cs_tensor *a,
+                                int heads) {
+    if (a->n != v->n || a->c != heads * 81 || a->h != v->h || a->w != v->w || v->c % heads)
+        g_error("internal error: outlook attention over %d heads of %dx%dx%dx%d logits", heads,
+                a->n, a->c, a->h, a->w);
+    cs_tensor *y = cs_tensor_new(ctx, v->n, v->c, v->h, v->w);
+    /* The probabilities are only kept for the backward pass. */
+    cs_tensor *prob = ctx->training ? cs_tensor_new(ctx, a->n, a->c, a->h, a->w) : NULL;
+    const float scale = 1.0f / sqrtf((float)(v->c / heads));
+    PROFILED("outlook_attention",
+             cs_cpu_outlook_attention(y->data, prob ? prob->data : NULL, v->data, a->data, v->n,
+                                      v->c, heads, v->h, v->w, scale));
+    cs_node *node = cs_tape_record(ctx, "outlook_attention", outlook_backward, y);
+    if (node) {
+        node->in[0] = (cs_tensor *)v, node->in[1] = (cs_tensor *)a;
+        node->saved_tensor = prob;
+        node->iarg[0] = heads;
+        node->farg = scale;
+    }
+    return y;
+}
