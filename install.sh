@@ -18,7 +18,7 @@ build_packages=(build-essential cmake pkg-config libopenblas-openmp-dev libopenb
   libglib2.0-dev libjson-glib-dev libgdk-pixbuf-2.0-dev libpng-dev libjpeg-dev libtiff-dev
   libgdk-pixbuf2.0-bin)
 # The test suite's reference side: Debian's PyTorch 1.13, NumPy and OpenCV.
-test_packages=(python3 python3-torch python3-numpy python3-opencv)
+test_packages=(python3 python3-torch python3-numpy python3-opencv python3-torchvision)
 
 deps_only=0
 test_deps=0
