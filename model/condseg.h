@@ -67,6 +67,15 @@ gboolean cs_write_npy_f32(const char *path, const float *data, int ndim, const i
                           GError **error);
 
 /* ---------------------------------------------------------------------------------
+ * Segmentation metrics (spec §7): per image, P = prediction > 0.5, G = target > 0.5. */
+
+typedef struct {
+    double jaccard;     /* IoU; "mIoU" when averaged over images */
+    double dice;        /* "mDSC", "F1" */
+    double recall, precision, accuracy, f2;
+} cs_metrics;
+
+/* ---------------------------------------------------------------------------------
  * The networks */
 
 typedef enum {
@@ -127,6 +136,68 @@ gboolean cs_model_predict_image(cs_model *model, const cs_image *bgr, unsigned o
  * cs_resize_linear_f32, then prob > threshold -> 255 else 0. `mask` is 1-channel and its
  * size is the target size. */
 void cs_prob_to_mask(const float *prob, int prob_w, int prob_h, float threshold, cs_image *mask);
+
+/* ---------------------------------------------------------------------------------
+ * Training (spec §4-§6): both stages, on a dataset in the original layout
+ * (DIR/images/, DIR/masks/, DIR/train.txt, DIR/val.txt). A run directory holds
+ * train_log.csv (the original's columns), train.log, best.safetensors (best validation
+ * mIoU), last.safetensors and state.safetensors (optimiser and loop state, for --resume). */
+
+typedef struct {
+    int stage;                  /* 1: consistency reinforcement of the encoder; 2: ConDSeg */
+    const char *data_dir;
+    const char *run_dir;
+    const char *init_weights;   /* NULL: PyTorch's default initialisation */
+    const char *preset;         /* NULL: "condseg-r50" */
+    int epochs;                 /* 300 in the original */
+    int batch;                  /* 8 (stage 1) and 12 (stage 2) in the original */
+    double lr, lr_backbone;     /* 1e-4 and 1e-4 in the original; stage 1 uses lr only */
+    uint64_t seed;
+    gboolean augment;           /* the spatial (and stage-1 photometric) augmentations */
+    long max_steps;             /* > 0: stop after this many optimiser steps, and save */
+    int image_size;             /* 256 */
+    int workers;                /* data threads (0: a default) */
+    int patience_lr;            /* ReduceLROnPlateau patience (30) */
+    int patience_stop;          /* early stopping patience (100) */
+    /* Corrections of the original's quirks (spec §9); FALSE reproduces the original. */
+    gboolean fix_background;    /* y2 = 1 - y1 after augmentation, not the un-augmented one */
+    gboolean single_sigmoid;    /* DiceBCE on the probabilities, not on sigmoid(p) */
+} cs_train_options;
+
+/* Fills the original's settings for `stage`. */
+void cs_train_options_defaults(cs_train_options *opt, int stage);
+
+typedef struct {
+    int epoch, epochs;          /* 1-based */
+    int batch_index, batches;   /* within the epoch, 1-based */
+    long step;                  /* optimiser steps so far */
+    double loss, miou;          /* running means of this epoch (training) */
+    double seconds;             /* since this session started */
+    double eta_seconds;         /* to the end of the epoch */
+    gboolean epoch_done;        /* this report closes the epoch: the val_* fields are set */
+    double val_loss, val_miou, val_dice;
+    double lr;
+    const char *message;        /* a notable event ("best mIoU ... saved"), or NULL */
+} cs_train_progress;
+
+typedef void (*cs_train_report_fn)(const cs_train_progress *p, void *user_data);
+
+/* Runs (resume: continues the run in opt->run_dir, whose saved options win over opt's
+ * except epochs and max_steps) until the last epoch, early stopping, max_steps, or
+ * *stop becoming nonzero (checked after every step; the state is saved, as at every
+ * epoch's end). A loss that is not finite stops training with an error and leaves the
+ * last saved state as it was. */
+gboolean cs_train(const cs_train_options *opt, gboolean resume, cs_train_report_fn report,
+                  void *user_data, volatile int *stop, GError **error);
+
+/* Evaluation as the original's test.py (spec §6.4, §7): every image of a split at batch
+ * 1, metrics per image, averaged. `per_image` (may be NULL) is called with each image's
+ * id and metrics; `save_masks_dir` (may be NULL) receives each prediction as a PNG mask
+ * at the image's resolution. */
+typedef void (*cs_eval_image_fn)(const char *id, const cs_metrics *m, void *user_data);
+gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
+                     const char *save_masks_dir, cs_eval_image_fn per_image, void *user_data,
+                     cs_metrics *mean, int *n_images, GError **error);
 
 /* Progress of a forward pass (0..1), for front ends that show a bar. */
 typedef void (*cs_progress_fn)(double fraction, void *user_data);

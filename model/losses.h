@@ -8,6 +8,8 @@
 #include <glib.h>
 #include <stddef.h>
 
+#include "condseg.h"
+
 /* Where the original code has a quirk (spec §9), the faithful behaviour is the default. */
 typedef struct {
     /* §9.1: DiceBCE applies a sigmoid to outputs that are already probabilities. FALSE
@@ -39,12 +41,7 @@ double cs_loss_stage1(const float *pred, const float *pred_aug, const float *y1,
 
 /* ---- metrics (§7) ---------------------------------------------------------------------- */
 
-typedef struct {
-    double jaccard;     /* "mIoU" when averaged over images */
-    double dice;        /* "mDSC", "F1" */
-    double recall, precision, accuracy, f2;
-} cs_metrics;
-
+/* cs_metrics (condseg.h): jaccard, dice, recall, precision, accuracy, f2. */
 /* One image: P = pred > 0.5, G = target > 0.5 (strict), eps = 1e-15, exactly as §7. */
 void cs_metrics_image(const float *pred, const float *target, size_t n, cs_metrics *m);
 /* Running means: add one image's metrics with weight 1 (test: per-image mean) or add a

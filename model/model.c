@@ -10,21 +10,9 @@
 #include "net.h"
 #include "params.h"
 #include "safetensors.h"
+#include "model_internal.h"
 
-struct cs_model {
-    cs_arch arch;
-    const cs_netcfg *cfg;
-    cs_paramset *params;
-    cs_ctx *ctx;              /* kept between runs: its pool makes repeat runs allocation-free */
-    cs_progress_fn progress;
-    void *progress_data;
-};
-
-/* Metadata keys condseg writes into its weights files. */
-#define CS_META_ARCH "condseg.arch"
-#define CS_META_PRESET "condseg.preset"
-
-static const char *arch_name(cs_arch arch) { return arch == CS_ARCH_STAGE1 ? "stage1" : "condseg"; }
+const char *cs_arch_name(cs_arch arch) { return arch == CS_ARCH_STAGE1 ? "stage1" : "condseg"; }
 
 static cs_model *model_alloc(cs_arch arch, const cs_netcfg *cfg) {
     cs_model *m = g_new0(cs_model, 1);
@@ -88,7 +76,7 @@ cs_model *cs_model_load(const char *path, GError **error) {
 }
 
 gboolean cs_model_save(const cs_model *model, const char *path, GError **error) {
-    const char *metadata[] = {"format", "pt", CS_META_ARCH, arch_name(model->arch),
+    const char *metadata[] = {"format", "pt", CS_META_ARCH, cs_arch_name(model->arch),
                               CS_META_PRESET, model->cfg->name, NULL};
     return cs_paramset_save(model->params, path, metadata, error);
 }
@@ -214,7 +202,7 @@ gboolean cs_model_forward(cs_model *model, const float *input, int batch, int he
     if (!outputs || (outputs & ~allowed)) {
         g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                     "outputs 0x%x requested from a %s network, which has %s", outputs,
-                    arch_name(model->arch),
+                    cs_arch_name(model->arch),
                     model->arch == CS_ARCH_STAGE1 ? "one output (the mask)"
                                                   : "four (mask, fg, bg, uncertainty)");
         return FALSE;

@@ -683,6 +683,31 @@ def cmd_train(args):
         update_max_over_lr=upd,
         running_var_max_change=dvar, adam_vs_formula_max_over_lr=adam_err)
 
+    # What float32 arithmetic itself costs on this random network: PyTorch's own float32
+    # gradients against the float64 ones, per parameter (the tests' gradient tolerance is
+    # stated relative to it). Stage 1 back-propagates the float64 output gradients, as the
+    # C test does (its consistency targets are thresholds that float32 can flip).
+    m32 = R.build(arch)
+    m32.load_state_dict(OrderedDict((k, torch.from_numpy(np.asarray(v))) for k, v in sd.items()))
+    m32.float().train()
+    if stage == 2:
+        o32 = m32(torch.from_numpy(x))
+        R.stage2_loss(*o32, torch.from_numpy(y1), torch.from_numpy(y2))["loss"].backward()
+    else:
+        p32 = m32(torch.from_numpy(x))
+        pa32 = m32(torch.from_numpy(tensors["x_aug"]))
+        torch.autograd.backward([p32, pa32], [outs["pred"].grad.float(), outs["pred_aug"].grad.float()])
+    f32_err = OrderedDict()
+    for n, p32 in m32.named_parameters():
+        ref = grads[n].double()
+        scale = ref.abs().max().item()
+        err = (p32.grad.double() - ref).abs().max().item()
+        f32_err[n] = float(f"{err / scale if scale > 0 else err:.3e}")
+    meta["pytorch_f32_grad_rel_err"] = json.dumps(f32_err)
+    errs = sorted(f32_err.values())
+    log(f"  PyTorch float32 gradients vs float64: median {errs[len(errs) // 2]:.2e}, "
+        f"worst {errs[-1]:.2e}")
+
     for name, o in outs.items():
         tensors["out." + name] = o.detach().float().numpy()
     for name, o in outs.items():

@@ -1,0 +1,103 @@
+/* optim.c — Adam and ReduceLROnPlateau with PyTorch's arithmetic, so that a step here and
+ * a step of torch.optim.Adam from the same state agree to float32 rounding. */
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static gboolean is_encoder(const char *name) {
+    return g_str_has_prefix(name, "layer0.") || g_str_has_prefix(name, "layer1.") ||
+           g_str_has_prefix(name, "layer2.") || g_str_has_prefix(name, "layer3.");
+}
+
+cs_adam *cs_adam_new(const cs_paramset *ps, double lr_backbone, double lr) {
+    cs_adam *opt = g_new0(cs_adam, 1);
+    opt->n = ps->n_trainable;
+    /* The networks declare the encoder first, so its parameters are one leading range. */
+    opt->split = 0;
+    gboolean in_encoder = TRUE;
+    for (int i = 0; i < cs_paramset_count(ps); i++) {
+        const cs_param *p = cs_paramset_at(ps, i);
+        if (p->kind != CS_PARAM) continue;
+        if (is_encoder(p->name)) {
+            g_assert(in_encoder && "encoder parameters must come first");
+            opt->split = p->offset + p->numel;
+        } else {
+            in_encoder = FALSE;
+        }
+    }
+    const size_t bytes = (sizeof(float) * (size_t)(opt->n + 1) + 63) / 64 * 64;
+    opt->m = aligned_alloc(64, bytes);
+    opt->v = aligned_alloc(64, bytes);
+    if (!opt->m || !opt->v) g_error("out of memory for the optimiser state (%zu bytes)", 2 * bytes);
+    memset(opt->m, 0, bytes);
+    memset(opt->v, 0, bytes);
+    opt->lr[0] = lr_backbone;
+    opt->lr[1] = lr;
+    opt->beta1 = 0.9, opt->beta2 = 0.999, opt->eps = 1e-8;
+    return opt;
+}
+
+void cs_adam_free(cs_adam *opt) {
+    if (!opt) return;
+    free(opt->m);
+    free(opt->v);
+    g_free(opt);
+}
+
+/* torch.optim.Adam (single-tensor path): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
+static void adam_range(float *restrict p, float *restrict m, float *restrict v,
+                       const float *restrict g, int64_t n, float b1, float b2, float step_size,
+                       float bc2_sqrt, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        m[i] = m[i] * b1 + g[i] * (1.0f - b1);
+        v[i] = v[i] * b2 + g[i] * g[i] * (1.0f - b2);
+        p[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+    }
+}
+
+void cs_adam_step(cs_adam *opt, cs_paramset *ps) {
+    opt->step++;
+    const double bc1 = 1.0 - pow(opt->beta1, (double)opt->step);
+    const double bc2 = 1.0 - pow(opt->beta2, (double)opt->step);
+    const int64_t start[2] = {0, opt->split}, end[2] = {opt->split, opt->n};
+    for (int group = 0; group < 2; group++) {
+        if (end[group] <= start[group]) continue;
+        const int64_t s = start[group];
+        adam_range(ps->values + s, opt->m + s, opt->v + s, ps->grads + s, end[group] - s,
+                   (float)opt->beta1, (float)opt->beta2, (float)(opt->lr[group] / bc1),
+                   (float)sqrt(bc2), (float)opt->eps);
+    }
+}
+
+void cs_plateau_init(cs_plateau *s, double factor, int patience) {
+    s->factor = factor;
+    s->patience = patience;
+    s->threshold = 1e-4;
+    s->eps = 1e-8;
+    s->best = INFINITY;
+    s->bad_epochs = 0;
+}
+
+gboolean cs_plateau_step(cs_plateau *s, double loss, cs_adam *opt) {
+    if (loss < s->best * (1.0 - s->threshold)) {
+        s->best = loss;
+        s->bad_epochs = 0;
+    } else {
+        s->bad_epochs++;
+    }
+    if (s->bad_epochs <= s->patience) return FALSE;
+    gboolean reduced = FALSE;
+    for (int group = 0; group < 2; group++) {
+        const double next = opt->lr[group] * s->factor; /* min_lr 0 */
+        if (opt->lr[group] - next > s->eps) {
+            opt->lr[group] = next;
+            reduced = TRUE;
+        }
+    }
+    s->bad_epochs = 0;
+    return reduced;
+}

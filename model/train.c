@@ -1,0 +1,766 @@
+/* train.c — ConDSeg's two training stages (spec §4-§6): the training step of each stage,
+ * validation, ReduceLROnPlateau, early stopping, checkpoints, and the run directory that
+ * lets an interrupted run continue exactly where it stopped.
+ *
+ * Run directory: train_log.csv (the original's columns), train.log (readable),
+ * best.safetensors (best validation mIoU), last.safetensors (weights at the last save),
+ * state.safetensors (Adam's moments, the loop's position and the options, as JSON
+ * metadata). Every file is written atomically; the step count in last.safetensors and
+ * state.safetensors must agree for a resume to proceed. */
+#include <errno.h>
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "condseg.h"
+#include "data.h"
+#include "losses.h"
+#include "model_internal.h"
+#include "optim.h"
+#include "safetensors.h"
+
+#define STATE_FILE "state.safetensors"
+#define LAST_FILE "last.safetensors"
+#define BEST_FILE "best.safetensors"
+#define CSV_FILE "train_log.csv"
+#define LOG_FILE "train.log"
+#define CSV_HEADER                                                                        \
+    "epoch,train_loss,train_mIoU,train_f1,train_recall,train_precision,valid_loss,"      \
+    "valid_mIoU,valid_f1,valid_recall,valid_precision\n"
+
+void cs_train_options_defaults(cs_train_options *opt, int stage) {
+    memset(opt, 0, sizeof *opt);
+    opt->stage = stage;
+    opt->epochs = 300;
+    opt->batch = stage == 1 ? 8 : 12;
+    opt->lr = 1e-4;
+    opt->lr_backbone = 1e-4;
+    opt->seed = stage == 1 ? 0 : 0;
+    opt->augment = TRUE;
+    opt->image_size = CS_INPUT_SIZE;
+    opt->patience_lr = 30;
+    opt->patience_stop = 100;
+}
+
+/* ---- the loop's state ------------------------------------------------------------------ */
+
+typedef struct {
+    cs_train_options opt;     /* strings below */
+    char *data_dir, *run_dir, *init_weights, *preset;
+    int epoch;                /* 0-based epoch in progress */
+    int next_batch;           /* its first batch not yet trained on */
+    long step;                /* optimiser steps so far */
+    double best_miou;
+    int stop_counter;
+    cs_plateau plateau;
+    double sum_loss;          /* this epoch so far: sums of batch losses and batch means */
+    cs_metrics sum_metrics;
+    int batches_done;
+} run_state;
+
+static void state_set_strings(run_state *st, const cs_train_options *opt) {
+    st->opt = *opt;
+    st->data_dir = g_strdup(opt->data_dir);
+    st->run_dir = g_strdup(opt->run_dir);
+    st->init_weights = g_strdup(opt->init_weights);
+    st->preset = g_strdup(opt->preset ? opt->preset : cs_preset_condseg_r50.name);
+    st->opt.data_dir = st->data_dir, st->opt.run_dir = st->run_dir;
+    st->opt.init_weights = st->init_weights, st->opt.preset = st->preset;
+}
+
+static void state_clear(run_state *st) {
+    g_free(st->data_dir), g_free(st->run_dir), g_free(st->init_weights), g_free(st->preset);
+}
+
+/* The state as JSON (metadata of state.safetensors). Doubles are written with 17
+ * significant digits by json-glib, so they come back exactly. */
+static char *state_to_json(const run_state *st, const cs_adam *adam) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+#define INT(k, v) (json_builder_set_member_name(b, k), json_builder_add_int_value(b, v))
+#define DBL(k, v) (json_builder_set_member_name(b, k), json_builder_add_double_value(b, v))
+#define STR(k, v) (json_builder_set_member_name(b, k), json_builder_add_string_value(b, v))
+#define BOOL(k, v) (json_builder_set_member_name(b, k), json_builder_add_boolean_value(b, v))
+    INT("stage", st->opt.stage);
+    STR("data_dir", st->opt.data_dir);
+    STR("preset", st->opt.preset);
+    if (st->opt.init_weights) STR("init_weights", st->opt.init_weights);
+    INT("epochs", st->opt.epochs);
+    INT("batch", st->opt.batch);
+    DBL("lr", st->opt.lr);
+    DBL("lr_backbone", st->opt.lr_backbone);
+    /* 64-bit seeds do not fit a JSON double: as a string. */
+    char seed[32];
+    g_snprintf(seed, sizeof seed, "%" G_GUINT64_FORMAT, st->opt.seed);
+    STR("seed", seed);
+    BOOL("augment", st->opt.augment);
+    INT("image_size", st->opt.image_size);
+    INT("patience_lr", st->opt.patience_lr);
+    INT("patience_stop", st->opt.patience_stop);
+    BOOL("fix_background", st->opt.fix_background);
+    BOOL("single_sigmoid", st->opt.single_sigmoid);
+    INT("epoch", st->epoch);
+    INT("next_batch", st->next_batch);
+    INT("step", st->step);
+    DBL("best_miou", st->best_miou);
+    INT("stop_counter", st->stop_counter);
+    if (isfinite(st->plateau.best)) DBL("plateau_best", st->plateau.best);
+    INT("plateau_bad_epochs", st->plateau.bad_epochs);
+    DBL("sum_loss", st->sum_loss);
+    DBL("sum_jaccard", st->sum_metrics.jaccard);
+    DBL("sum_dice", st->sum_metrics.dice);
+    DBL("sum_recall", st->sum_metrics.recall);
+    DBL("sum_precision", st->sum_metrics.precision);
+    INT("batches_done", st->batches_done);
+    INT("adam_step", adam->step);
+    DBL("adam_lr_backbone", adam->lr[0]);
+    DBL("adam_lr", adam->lr[1]);
+#undef INT
+#undef DBL
+#undef STR
+#undef BOOL
+    json_builder_end_object(b);
+    JsonGenerator *gen = json_generator_new();
+    JsonNode *root = json_builder_get_root(b);
+    json_generator_set_root(gen, root);
+    char *text = json_generator_to_data(gen, NULL);
+    json_node_unref(root);
+    g_object_unref(gen);
+    g_object_unref(b);
+    return text;
+}
+
+static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, const char *path,
+                                GError **error) {
+    JsonParser *parser = json_parser_new();
+    gboolean ok = json_parser_load_from_data(parser, json, -1, NULL) &&
+                  JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser));
+    if (!ok) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s: the saved training state is not valid JSON",
+                    path);
+        g_object_unref(parser);
+        return FALSE;
+    }
+    JsonObject *o = json_node_get_object(json_parser_get_root(parser));
+    static const char *const required[] = {"stage", "data_dir", "epoch", "next_batch", "step",
+                                           "batch", "lr", "seed", "adam_step"};
+    for (size_t i = 0; i < G_N_ELEMENTS(required); i++) {
+        if (!json_object_has_member(o, required[i])) {
+            g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                        "%s: the saved training state has no '%s'", path, required[i]);
+            g_object_unref(parser);
+            return FALSE;
+        }
+    }
+#define I(k) ((int)json_object_get_int_member(o, k))
+#define D(k) json_object_get_double_member(o, k)
+#define B(k) json_object_get_boolean_member(o, k)
+    cs_train_options opt;
+    cs_train_options_defaults(&opt, I("stage"));
+    opt.data_dir = json_object_get_string_member(o, "data_dir");
+    opt.preset = json_object_get_string_member_with_default(o, "preset", NULL);
+    opt.init_weights = json_object_get_string_member_with_default(o, "init_weights", NULL);
+    opt.epochs = I("epochs");
+    opt.batch = I("batch");
+    opt.lr = D("lr");
+    opt.lr_backbone = D("lr_backbone");
+    opt.seed = g_ascii_strtoull(json_object_get_string_member(o, "seed"), NULL, 10);
+    opt.augment = B("augment");
+    opt.image_size = I("image_size");
+    opt.patience_lr = I("patience_lr");
+    opt.patience_stop = I("patience_stop");
+    opt.fix_background = B("fix_background");
+    opt.single_sigmoid = B("single_sigmoid");
+    opt.run_dir = st->opt.run_dir;
+    char *run_dir = g_strdup(st->opt.run_dir);
+    state_clear(st);
+    state_set_strings(st, &opt);
+    g_free(st->run_dir);
+    st->run_dir = run_dir;
+    st->opt.run_dir = run_dir;
+    st->epoch = I("epoch");
+    st->next_batch = I("next_batch");
+    st->step = (long)json_object_get_int_member(o, "step");
+    st->best_miou = D("best_miou");
+    st->stop_counter = I("stop_counter");
+    cs_plateau_init(&st->plateau, 0.1, st->opt.patience_lr);
+    if (json_object_has_member(o, "plateau_best")) st->plateau.best = D("plateau_best");
+    st->plateau.bad_epochs = I("plateau_bad_epochs");
+    st->sum_loss = D("sum_loss");
+    st->sum_metrics.jaccard = D("sum_jaccard");
+    st->sum_metrics.dice = D("sum_dice");
+    st->sum_metrics.recall = D("sum_recall");
+    st->sum_metrics.precision = D("sum_precision");
+    st->batches_done = I("batches_done");
+    if (adam) {
+        adam->step = json_object_get_int_member(o, "adam_step");
+        adam->lr[0] = D("adam_lr_backbone");
+        adam->lr[1] = D("adam_lr");
+    }
+#undef I
+#undef D
+#undef B
+    g_object_unref(parser);
+    return TRUE;
+}
+
+/* ---- saving ------------------------------------------------------------------------------ */
+
+static gboolean save_weights(const cs_model *model, const char *path, long step, GError **error) {
+    char step_text[32];
+    g_snprintf(step_text, sizeof step_text, "%ld", step);
+    const char *metadata[] = {"format", "pt", CS_META_ARCH, cs_arch_name(model->arch),
+                              CS_META_PRESET, model->cfg->name, "condseg.step", step_text, NULL};
+    return cs_paramset_save(model->params, path, metadata, error);
+}
+
+/* last.safetensors and state.safetensors, each written atomically. */
+static gboolean save_state(const run_state *st, const cs_model *model, const cs_adam *adam,
+                           GError **error) {
+    char *json = state_to_json(st, adam);
+    char step_text[32];
+    g_snprintf(step_text, sizeof step_text, "%ld", st->step);
+    const cs_st_entry entries[2] = {
+        {.name = "adam.m", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n}, .data = adam->m},
+        {.name = "adam.v", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n}, .data = adam->v},
+    };
+    const char *metadata[] = {"condseg.training_state", json, "condseg.step", step_text, NULL};
+    char *state_path = g_build_filename(st->run_dir, STATE_FILE, NULL);
+    char *last_path = g_build_filename(st->run_dir, LAST_FILE, NULL);
+    gboolean ok = cs_st_save(state_path, entries, 2, metadata, error) &&
+                  save_weights(model, last_path, st->step, error);
+    g_free(state_path);
+    g_free(last_path);
+    g_free(json);
+    return ok;
+}
+
+/* ---- initial weights ------------------------------------------------------------------- */
+
+static gboolean is_encoder_name(const char *name) {
+    return g_str_has_prefix(name, "layer0.") || g_str_has_prefix(name, "layer1.") ||
+           g_str_has_prefix(name, "layer2.") || g_str_has_prefix(name, "layer3.");
+}
+
+/* Copies the encoder's entries from `file`: its parameters and, with buffers, its
+ * BatchNorm statistics too. */
+static gboolean copy_encoder(cs_paramset *ps, const cs_safetensors *file, gboolean buffers,
+                             GError **error) {
+    int copied = 0;
+    for (int i = 0; i < cs_paramset_count(ps); i++) {
+        cs_param *p = cs_paramset_at(ps, i);
+        if (!is_encoder_name(p->name) || p->kind == CS_COUNTER) continue;
+        if (p->kind == CS_BUFFER && !buffers) continue;
+        const cs_st_tensor *t = cs_st_find(file, p->name);
+        gboolean shape_ok = t && t->ndim == p->ndim;
+        for (int d = 0; shape_ok && d < p->ndim; d++) shape_ok = t->shape[d] == p->shape[d];
+        if (!shape_ok) {
+            char *want = cs_shape_string(p->ndim, p->shape);
+            g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
+                        "initial weights '%s': %s tensor '%s' (expected shape %s)",
+                        cs_st_path(file), t ? "misshapen" : "no", p->name, want);
+            g_free(want);
+            return FALSE;
+        }
+        if (!cs_st_read_f32(file, t, p->data, error)) return FALSE;
+        copied++;
+    }
+    return copied > 0;
+}
+
+/* --init: a whole network of this stage's kind loads as it is; otherwise the encoder is
+ * taken: from stage-1 weights its parameters only (spec §4.3: running statistics stay),
+ * from an ImageNet trunk (tools/pth2safetensors.py --torchvision-resnet50) everything. */
+static gboolean load_initial_weights(cs_model *model, const char *path, GString *log,
+                                     GError **error) {
+    cs_safetensors *file = cs_st_open(path, error);
+    if (!file) return FALSE;
+    const gboolean full = cs_st_find(file, "output_block.c3.weight") != NULL;
+    const gboolean stage1 = cs_st_find(file, "head.conv_fuse.weight") != NULL;
+    const gboolean trunk = !full && !stage1 && cs_st_find(file, "layer0.0.weight") != NULL;
+    gboolean ok;
+    if ((full && model->arch == CS_ARCH_CONDSEG) || (stage1 && model->arch == CS_ARCH_STAGE1)) {
+        ok = cs_paramset_load(model->params, file, error);
+        g_string_append_printf(log, "initial weights: all of %s\n", path);
+    } else if (full || stage1 || trunk) {
+        const gboolean buffers = !stage1;
+        ok = copy_encoder(model->params, file, buffers, error);
+        g_string_append_printf(log, "initial weights: the encoder (layer0..layer3%s) of %s\n",
+                               buffers ? ", with its BatchNorm statistics" : ", parameters only",
+                               path);
+    } else {
+        g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
+                    "initial weights '%s': neither a ConDSeg, a stage-1 nor a ResNet trunk file "
+                    "(no output_block.c3.weight, head.conv_fuse.weight or layer0.0.weight)",
+                    path);
+        ok = FALSE;
+    }
+    cs_st_close(file);
+    return ok;
+}
+
+/* ---- one step -------------------------------------------------------------------------- */
+
+/* Mean over the batch's images of the per-image metrics of `mask` against y1. */
+static void batch_metrics(const float *mask, const float *y1, int count, size_t plane,
+                          cs_metrics *mean) {
+    memset(mean, 0, sizeof *mean);
+    for (int b = 0; b < count; b++) {
+        cs_metrics m;
+        cs_metrics_image(mask + (size_t)b * plane, y1 + (size_t)b * plane, plane, &m);
+        cs_metrics_accumulate(mean, &m);
+    }
+    cs_metrics_scale(mean, 1.0 / count);
+}
+
+static uint64_t mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+struct cs_trainer {
+    cs_model *model;
+    cs_adam *adam;
+    cs_loss_options loss_opt;
+};
+
+cs_trainer *cs_trainer_new(cs_model *model, double lr_backbone, double lr,
+                           gboolean single_sigmoid) {
+    cs_trainer *t = g_new0(cs_trainer, 1);
+    t->model = model;
+    cs_paramset_enable_grads(model->params);
+    t->adam = cs_adam_new(model->params, lr_backbone, lr);
+    t->loss_opt.single_sigmoid = single_sigmoid;
+    return t;
+}
+
+void cs_trainer_free(cs_trainer *t) {
+    if (!t) return;
+    cs_adam_free(t->adam);
+    g_free(t);
+}
+
+cs_adam *cs_trainer_adam(cs_trainer *t) { return t->adam; }
+
+double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, const float *y1,
+                           const float *y2, int n, int size, float *outputs,
+                           cs_stage2_parts *parts) {
+    cs_model *m = t->model;
+    cs_ctx *ctx = m->ctx;
+    const size_t plane = (size_t)size * size, count = (size_t)n * plane;
+    cs_ctx_reset(ctx);
+    cs_ctx_set_training(ctx, TRUE);
+    cs_paramset_zero_grads(m->params);
+    double loss;
+    cs_tensor *input = cs_tensor_from(ctx, x, n, 3, size, size);
+    if (m->arch == CS_ARCH_STAGE1) {
+        /* Two passes in training mode, clean then perturbed (spec §6.2). */
+        cs_tensor *pred = cs_stage1_forward(ctx, m->cfg, input);
+        cs_tensor *pred_aug =
+            cs_stage1_forward(ctx, m->cfg, cs_tensor_from(ctx, x_aug, n, 3, size, size));
+        loss = cs_loss_stage1(pred->data, pred_aug->data, y1, count, &t->loss_opt,
+                              cs_tensor_grad(ctx, pred), cs_tensor_grad(ctx, pred_aug));
+        if (outputs) {
+            memcpy(outputs, pred->data, sizeof(float) * count);
+            memcpy(outputs + count, pred_aug->data, sizeof(float) * count);
+        }
+    } else {
+        cs_tensor *out[4];
+        cs_condseg_forward(ctx, m->cfg, input, CS_OUT_ALL, out, NULL, NULL);
+        float *grads[4];
+        for (int i = 0; i < 4; i++) grads[i] = cs_tensor_grad(ctx, out[i]);
+        loss = cs_loss_stage2(out[0]->data, out[1]->data, out[2]->data, out[3]->data, y1, y2, n,
+                              size, size, &t->loss_opt, grads[0], grads[1], grads[2], grads[3],
+                              parts);
+        for (int i = 0; outputs && i < 4; i++)
+            memcpy(outputs + i * count, out[i]->data, sizeof(float) * count);
+    }
+    if (isfinite(loss)) cs_backward(ctx);
+    cs_ctx_reset(ctx);
+    cs_ctx_set_training(ctx, FALSE);
+    return loss;
+}
+
+void cs_trainer_update(cs_trainer *t) { cs_adam_step(t->adam, t->model->params); }
+
+/* The loop's view of a step: stage 1's perturbed batch drawn once per batch from
+ * (seed, epoch, batch), the step, and the mask output kept for the metrics. */
+typedef struct {
+    cs_trainer *trainer;
+    const run_state *st;
+    float *outputs;           /* 4 x batch x plane */
+    float *x_aug;             /* batch x 3 x plane */
+} step_buffers;
+
+static double train_step(step_buffers *sb, const cs_batch *batch, int epoch) {
+    const cs_model *m = sb->trainer->model;
+    const size_t plane = (size_t)batch->size * batch->size;
+    if (m->arch == CS_ARCH_STAGE1) {
+        if (sb->st->opt.augment) {
+            cs_photometric_params pp;
+            cs_photometric_draw(mix64(sb->st->opt.seed ^ mix64((uint64_t)epoch << 32 |
+                                                               (uint32_t)batch->batch_index)),
+                                &pp);
+            cs_photometric_apply(sb->x_aug, batch->images, batch->count, batch->size,
+                                 batch->size, &pp);
+        } else {
+            memcpy(sb->x_aug, batch->images, sizeof(float) * 3 * plane * batch->count);
+        }
+    }
+    const double loss = cs_trainer_backward(sb->trainer, batch->images, sb->x_aug, batch->y1,
+                                            batch->y2, batch->count, batch->size, sb->outputs,
+                                            NULL);
+    /* A loss that is not finite returns before the weights change. */
+    if (isfinite(loss)) cs_trainer_update(sb->trainer);
+    return loss;
+}
+
+/* Evaluation mode over a whole split: the mean batch loss and the mean of batch means of
+ * the metrics, as the original's training loop computes them (spec §7). */
+static gboolean validate(cs_trainer *tr, cs_loader *loader, double *loss_out, cs_metrics *metrics,
+                         GError **error) {
+    cs_model *m = tr->model;
+    const cs_batch *batch;
+    double sum_loss = 0.0;
+    cs_metrics sum = {0};
+    int batches = 0;
+    cs_loader_start_epoch(loader, 0, 0);
+    GError *local = NULL;
+    while ((batch = cs_loader_next(loader, &local))) {
+        const int n = batch->count, size = batch->size;
+        const size_t plane = (size_t)size * size;
+        float *out = g_new(float, 4 * n * plane);
+        float *ptr[4] = {out, out + n * plane, out + 2 * n * plane, out + 3 * n * plane};
+        const unsigned outputs = m->arch == CS_ARCH_STAGE1 ? CS_OUT_MASK : CS_OUT_ALL;
+        if (!cs_model_forward(m, batch->images, n, size, size, outputs, ptr, error)) {
+            g_free(out);
+            return FALSE;
+        }
+        if (m->arch == CS_ARCH_STAGE1)
+            sum_loss += cs_loss_dicebce(ptr[0], batch->y1, n * plane, &tr->loss_opt, NULL);
+        else
+            sum_loss += cs_loss_stage2(ptr[0], ptr[1], ptr[2], ptr[3], batch->y1, batch->y2, n,
+                                       size, size, &tr->loss_opt, NULL, NULL, NULL, NULL, NULL);
+        cs_metrics bm;
+        batch_metrics(ptr[0], batch->y1, n, plane, &bm);
+        cs_metrics_accumulate(&sum, &bm);
+        batches++;
+        g_free(out);
+    }
+    if (local) {
+        g_propagate_error(error, local);
+        return FALSE;
+    }
+    *loss_out = batches ? sum_loss / batches : NAN;
+    cs_metrics_scale(&sum, batches ? 1.0 / batches : 0.0);
+    *metrics = sum;
+    return TRUE;
+}
+
+/* ---- logs ------------------------------------------------------------------------------- */
+
+static gboolean append_text(const char *dir, const char *file, const char *text, GError **error) {
+    char *path = g_build_filename(dir, file, NULL);
+    FILE *f = fopen(path, "a");
+    gboolean ok = f && fputs(text, f) >= 0;
+    if (f && fclose(f) != 0) ok = FALSE;
+    if (!ok)
+        g_set_error(error, CS_ERROR, CS_ERROR_IO, "cannot write %s: %s", path, g_strerror(errno));
+    g_free(path);
+    return ok;
+}
+
+static void log_line(const run_state *st, const char *format, ...) G_GNUC_PRINTF(2, 3);
+static void log_line(const run_state *st, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    char *text = g_strdup_vprintf(format, args);
+    va_end(args);
+    GDateTime *now = g_date_time_new_now_local();
+    char *stamp = g_date_time_format(now, "%Y-%m-%d %H:%M:%S");
+    char *line = g_strdup_printf("%s  %s\n", stamp, text);
+    append_text(st->run_dir, LOG_FILE, line, NULL);
+    g_free(line), g_free(stamp), g_free(text);
+    g_date_time_unref(now);
+}
+
+/* ---- the run ----------------------------------------------------------------------------- */
+
+static gboolean validate_options(const cs_train_options *o, GError **error) {
+    const char *bad = NULL;
+    if (o->stage != 1 && o->stage != 2) bad = "--stage: expected 1 or 2";
+    else if (!o->data_dir) bad = "--data: a dataset folder is required";
+    else if (!o->run_dir) bad = "--out: a run folder is required";
+    else if (o->epochs < 1) bad = "--epochs: expected a positive number";
+    else if (o->batch < 1) bad = "--batch: expected a positive number";
+    else if (!(o->lr > 0) || !(o->lr_backbone > 0)) bad = "--lr / --lr-backbone: expected positive numbers";
+    else if (o->image_size < 16 || o->image_size % 16) bad = "image size: a positive multiple of 16";
+    if (bad) g_set_error(error, CS_ERROR, CS_ERROR_ARG, "%s", bad);
+    return bad == NULL;
+}
+
+gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_report_fn report,
+                  void *user_data, volatile int *stop, GError **error) {
+    run_state st = {0};
+    state_set_strings(&st, options);
+    cs_plateau_init(&st.plateau, 0.1, options->patience_lr);
+    cs_model *model = NULL;
+    cs_trainer *trainer = NULL;
+    cs_adam *adam = NULL;
+    cs_dataset *train_set = NULL, *val_set = NULL;
+    cs_loader *train_loader = NULL, *val_loader = NULL;
+    cs_safetensors *state_file = NULL;
+    step_buffers sb = {0};
+    GString *init_log = g_string_new(NULL);
+    gboolean ok = FALSE;
+    char *state_path = g_build_filename(options->run_dir, STATE_FILE, NULL);
+    char *last_path = g_build_filename(options->run_dir, LAST_FILE, NULL);
+    const gint64 t_start = g_get_monotonic_time();
+
+    if (resume) {
+        state_file = cs_st_open(state_path, error);
+        if (!state_file) goto done;
+        const char *json = cs_st_metadata(state_file, "condseg.training_state");
+        if (!json) {
+            g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s holds no training state", state_path);
+            goto done;
+        }
+        if (!state_from_json(&st, NULL, json, state_path, error)) goto done;
+        /* The caller may extend a run. */
+        if (options->epochs > 0) st.opt.epochs = options->epochs;
+        st.opt.max_steps = options->max_steps;
+        st.opt.workers = options->workers;
+    } else {
+        if (!validate_options(options, error)) goto done;
+        if (g_file_test(state_path, G_FILE_TEST_EXISTS)) {
+            g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                        "--out '%s' already holds a training run: continue it with --resume, "
+                        "or choose another folder", options->run_dir);
+            goto done;
+        }
+        if (g_mkdir_with_parents(options->run_dir, 0755) != 0) {
+            g_set_error(error, CS_ERROR, CS_ERROR_IO, "--out '%s': cannot create the folder: %s",
+                        options->run_dir, g_strerror(errno));
+            goto done;
+        }
+    }
+    const cs_train_options *o = &st.opt;
+
+    /* Data first: a broken dataset is reported before any time is spent. */
+    train_set = cs_dataset_open(o->data_dir, "train", error);
+    if (!train_set) goto done;
+    val_set = cs_dataset_open(o->data_dir, "val", error);
+    if (!val_set) goto done;
+
+    const cs_arch arch = o->stage == 1 ? CS_ARCH_STAGE1 : CS_ARCH_CONDSEG;
+    if (resume) {
+        model = cs_model_load(last_path, error);
+        if (!model) goto done;
+        const char *saved_step = cs_st_metadata(state_file, "condseg.step");
+        cs_safetensors *last = cs_st_open(last_path, error);
+        if (!last) goto done;
+        const char *weights_step = cs_st_metadata(last, "condseg.step");
+        const gboolean same = saved_step && weights_step && !strcmp(saved_step, weights_step);
+        cs_st_close(last);
+        if (!same || model->arch != arch) {
+            g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                        "%s and %s do not belong together (saved at different steps or for "
+                        "another stage): the run cannot be resumed", state_path, last_path);
+            goto done;
+        }
+    } else {
+        model = cs_model_new(arch, o->preset, o->seed, error);
+        if (!model) goto done;
+        if (o->init_weights && !load_initial_weights(model, o->init_weights, init_log, error))
+            goto done;
+    }
+    trainer = cs_trainer_new(model, o->stage == 1 ? o->lr : o->lr_backbone, o->lr,
+                             o->single_sigmoid);
+    adam = cs_trainer_adam(trainer);
+    if (resume) {
+        const cs_st_tensor *m = cs_st_find(state_file, "adam.m"), *v = cs_st_find(state_file, "adam.v");
+        if (!m || !v || m->numel != adam->n || v->numel != adam->n) {
+            g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
+                        "%s: the optimiser moments do not fit the network", state_path);
+            goto done;
+        }
+        if (!cs_st_read_f32(state_file, m, adam->m, error) ||
+            !cs_st_read_f32(state_file, v, adam->v, error) ||
+            !state_from_json(&st, adam, cs_st_metadata(state_file, "condseg.training_state"),
+                             state_path, error))
+            goto done;
+        if (options->epochs > 0) st.opt.epochs = options->epochs;
+        st.opt.max_steps = options->max_steps;
+    }
+
+    const cs_sample_options train_samples = {
+        .aug = !o->augment ? CS_AUG_NONE : o->stage == 1 ? CS_AUG_STAGE1 : CS_AUG_STAGE2,
+        .size = o->image_size, .fix_background = o->fix_background};
+    const cs_sample_options val_samples = {.aug = CS_AUG_NONE, .size = o->image_size,
+                                           .fix_background = o->fix_background};
+    train_loader = cs_loader_new(train_set, o->batch, TRUE, &train_samples, o->seed, o->workers);
+    val_loader = cs_loader_new(val_set, o->batch, FALSE, &val_samples, o->seed, o->workers);
+    const size_t plane = (size_t)o->image_size * o->image_size;
+    sb = (step_buffers){.trainer = trainer, .st = &st,
+                        .outputs = g_new(float, (size_t)o->batch * 4 * plane),
+                        .x_aug = g_new(float, (size_t)o->batch * 3 * plane)};
+
+    if (!resume) {
+        if (!append_text(o->run_dir, CSV_FILE, CSV_HEADER, error)) goto done;
+        cs_model_info info;
+        cs_model_get_info(model, &info);
+        log_line(&st, "condseg %s: stage %d training of %s (%s, %" G_GINT64_FORMAT
+                      " parameters) on %s: %d training / %d validation images",
+                 cs_version(), o->stage, o->stage == 1 ? "the stage-1 network" : "ConDSeg",
+                 info.preset, info.n_parameters, o->data_dir, cs_dataset_size(train_set),
+                 cs_dataset_size(val_set));
+        char encoder_lr[48] = "";
+        if (o->stage == 2) g_snprintf(encoder_lr, sizeof encoder_lr, " (encoder %g)", o->lr_backbone);
+        log_line(&st, "batch %d, %d epochs, lr %g%s, seed %" G_GUINT64_FORMAT
+                      ", augmentation %s%s%s",
+                 o->batch, o->epochs, o->lr, encoder_lr, o->seed, o->augment ? "on" : "off",
+                 o->fix_background ? ", background target fixed" : "",
+                 o->single_sigmoid ? ", single sigmoid" : "");
+        if (init_log->len) log_line(&st, "%s", g_strchomp(init_log->str));
+    } else {
+        log_line(&st, "resumed at epoch %d, batch %d (step %ld)", st.epoch + 1, st.next_batch,
+                 st.step);
+    }
+
+    const int batches = cs_loader_batches(train_loader);
+    cs_train_progress pr = {.epochs = o->epochs, .batches = batches};
+    for (; st.epoch < o->epochs; st.epoch++) {
+        cs_loader_start_epoch(train_loader, st.epoch, st.next_batch);
+        const gint64 t_epoch = g_get_monotonic_time();
+        const int first = st.next_batch;
+        const cs_batch *batch;
+        GError *local = NULL;
+        while ((batch = cs_loader_next(train_loader, &local))) {
+            const double loss = train_step(&sb, batch, st.epoch);
+            if (!isfinite(loss)) {
+                g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                            "the loss became %s at epoch %d, batch %d (step %ld): training "
+                            "stopped; the last good state is in %s (step %ld saved)",
+                            isnan(loss) ? "NaN" : "infinite", st.epoch + 1,
+                            batch->batch_index + 1, st.step + 1, o->run_dir, st.step);
+                log_line(&st, "%s", (*error)->message);
+                goto done;
+            }
+            cs_metrics bm;
+            batch_metrics(sb.outputs, batch->y1, batch->count, plane, &bm);
+            st.sum_loss += loss;
+            cs_metrics_accumulate(&st.sum_metrics, &bm);
+            st.batches_done++;
+            st.step++;
+            st.next_batch = batch->batch_index + 1;
+            const double elapsed = (g_get_monotonic_time() - t_epoch) / 1e6;
+            pr = (cs_train_progress){
+                .epoch = st.epoch + 1, .epochs = o->epochs, .batch_index = st.next_batch,
+                .batches = batches, .step = st.step, .loss = st.sum_loss / st.batches_done,
+                .miou = st.sum_metrics.jaccard / st.batches_done,
+                .seconds = (g_get_monotonic_time() - t_start) / 1e6,
+                .eta_seconds = elapsed / (st.next_batch - first) * (batches - st.next_batch),
+                .lr = adam->lr[1]};
+            if (report) report(&pr, user_data);
+            const gboolean limit = o->max_steps > 0 && st.step >= o->max_steps;
+            if ((stop && *stop) || limit) {
+                if (!save_state(&st, model, adam, error)) goto done;
+                pr.message = limit ? "step limit reached: state saved" : "interrupted: state saved";
+                log_line(&st, "%s at epoch %d, batch %d (step %ld)", pr.message, st.epoch + 1,
+                         st.next_batch, st.step);
+                if (report) report(&pr, user_data);
+                ok = TRUE;
+                goto done;
+            }
+        }
+        if (local) {
+            g_propagate_error(error, local);
+            goto done;
+        }
+
+        /* End of the epoch: validation, scheduler, checkpoint, early stopping. */
+        double val_loss;
+        cs_metrics val;
+        if (!validate(trainer, val_loader, &val_loss, &val, error)) goto done;
+        const cs_metrics train_mean = {
+            st.sum_metrics.jaccard / st.batches_done, st.sum_metrics.dice / st.batches_done,
+            st.sum_metrics.recall / st.batches_done, st.sum_metrics.precision / st.batches_done, 0, 0};
+        const double train_loss = st.sum_loss / st.batches_done;
+        char *row = g_strdup_printf("%d,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g\n",
+                                    st.epoch + 1, train_loss, train_mean.jaccard, train_mean.dice,
+                                    train_mean.recall, train_mean.precision, val_loss, val.jaccard,
+                                    val.dice, val.recall, val.precision);
+        gboolean written = append_text(o->run_dir, CSV_FILE, row, error);
+        g_free(row);
+        if (!written) goto done;
+        const char *message = NULL;
+        if (cs_plateau_step(&st.plateau, val_loss, adam)) {
+            log_line(&st, "validation loss stalled for %d epochs: learning rates now %g (encoder %g)",
+                     o->patience_lr + 1, adam->lr[1], adam->lr[0]);
+        }
+        if (val.jaccard > st.best_miou) {
+            char *best = g_build_filename(o->run_dir, BEST_FILE, NULL);
+            const gboolean saved = save_weights(model, best, st.step, error);
+            g_free(best);
+            if (!saved) goto done;
+            log_line(&st, "validation mIoU improved from %.4f to %.4f: saved %s", st.best_miou,
+                     val.jaccard, BEST_FILE);
+            message = "best validation mIoU so far: saved best.safetensors";
+            st.best_miou = val.jaccard;
+            st.stop_counter = 0;
+        } else if (val.jaccard < st.best_miou) {
+            st.stop_counter++;
+        }
+        log_line(&st, "epoch %d/%d: train loss %.4f mIoU %.4f F1 %.4f | val loss %.4f mIoU %.4f "
+                      "F1 %.4f recall %.4f precision %.4f | %.0f s",
+                 st.epoch + 1, o->epochs, train_loss, train_mean.jaccard, train_mean.dice,
+                 val_loss, val.jaccard, val.dice, val.recall, val.precision,
+                 (g_get_monotonic_time() - t_epoch) / 1e6);
+        pr.epoch_done = TRUE;
+        pr.val_loss = val_loss, pr.val_miou = val.jaccard, pr.val_dice = val.dice;
+        pr.message = message;
+        pr.lr = adam->lr[1];
+        if (report) report(&pr, user_data);
+        pr.epoch_done = FALSE;
+
+        st.next_batch = 0;
+        st.sum_loss = 0.0;
+        memset(&st.sum_metrics, 0, sizeof st.sum_metrics);
+        st.batches_done = 0;
+        const gboolean early = st.stop_counter >= o->patience_stop;
+        if (early) st.epoch++; /* the saved state points past the last epoch */
+        if (!save_state(&st, model, adam, error)) goto done;
+        if (early) {
+            log_line(&st, "early stopping: validation mIoU has not improved on %.4f for %d epochs",
+                     st.best_miou, o->patience_stop);
+            pr.message = "early stopping";
+            if (report) report(&pr, user_data);
+            break;
+        }
+        if (stop && *stop) {
+            pr.message = "interrupted: state saved";
+            if (report) report(&pr, user_data);
+            break;
+        }
+    }
+    ok = TRUE;
+done:
+    g_free(sb.outputs);
+    g_free(sb.x_aug);
+    cs_loader_free(train_loader);
+    cs_loader_free(val_loader);
+    cs_dataset_free(train_set);
+    cs_dataset_free(val_set);
+    cs_trainer_free(trainer);
+    cs_model_free(model);
+    if (state_file) cs_st_close(state_file);
+    g_string_free(init_log, TRUE);
+    g_free(state_path);
+    g_free(last_path);
+    state_clear(&st);
+    return ok;
+}
