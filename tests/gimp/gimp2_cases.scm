@@ -1,0 +1,126 @@
+; gimp2_cases.scm — the headless GIMP 2.10 checks of plug-in-condseg, in Script-Fu.
+; run_gimp_tests.sh loads this file into gimp-console-2.10 with a case list that
+; gimp_plugin_tests.py generates; gimp3_cases.scm defines the same two functions for GIMP 3.
+;
+; Each case reports one line through gimp-message, "CS-RESULT <case> key=value ...", and
+; writes what the plug-in produced as PNG; gimp_plugin_tests.py checks both. (gimp-console
+; exits 0 even when a batch command fails: only the outputs tell.)
+
+(define (cs-report . parts)
+  (gimp-message (apply string-append "CS-RESULT " parts)))
+
+; Runs thunk; returns (#t . value), or (#f . message) when it raised an error (the message
+; of a failed PDB call holds the reason the plug-in returned).
+(define (cs-try thunk)
+  (call/cc
+    (lambda (return)
+      (let ((saved *error-hook*))
+        (set! *error-hook*
+              (lambda (message . objects)
+                (set! *error-hook* saved)
+                (return (cons #f message))))
+        (let ((value (thunk)))
+          (set! *error-hook* saved)
+          (cons #t value))))))
+
+(define (cs-report-error name outcome)
+  (if (not (car outcome))
+      (gimp-message (string-append "CS-ERROR " name " " (cdr outcome)))))
+
+(define (cs-int x) (number->string x))
+
+; One drawable of `image` (layer, layer mask or channel) as PNG, at the image's precision.
+(define (cs-save image drawable path)
+  (file-png-save2 RUN-NONINTERACTIVE image drawable path path 0 1 0 0 0 0 0 0 0))
+
+(define (cs-load path)
+  (let ((image (car (gimp-file-load RUN-NONINTERACTIVE path path))))
+    (gimp-image-clean-all image)
+    image))
+
+(define (cs-layer-count image) (car (gimp-image-get-layers image)))
+(define (cs-channel-count image) (car (gimp-image-get-channels image)))
+
+; What a failed run must leave as it was.
+(define (cs-state image layer)
+  (string-append "dirty=" (cs-int (car (gimp-image-is-dirty image)))
+                 " layers=" (cs-int (cs-layer-count image))
+                 " channels=" (cs-int (cs-channel-count image))
+                 " selection-empty=" (cs-int (car (gimp-selection-is-empty image)))
+                 " mask=" (cs-int (car (gimp-layer-get-mask layer)))))
+
+(define (cs-geometry prefix drawable)
+  (let ((offsets (gimp-drawable-offsets drawable)))
+    (string-append " " prefix "offsets=" (cs-int (car offsets)) "," (cs-int (cadr offsets))
+                   " " prefix "size=" (cs-int (car (gimp-drawable-width drawable))) ","
+                   (cs-int (car (gimp-drawable-height drawable))))))
+
+; A run that must succeed; writes the result to `out`. `prepare`:
+;   "plain"         the image as loaded
+;   "float-linear"  converted to 32-bit float, linear light, first
+;   "offset"        the layer moved to (7, 5) first
+;   "existing-mask" the layer given a black mask first (the plug-in must overwrite it)
+;   "save-decoded"  the loaded pixels also written to `decoded` (what GIMP decoded)
+(define (cs-case name path weights threshold output prepare out decoded)
+  (let* ((image (cs-load path))
+         (layer (car (gimp-image-get-active-layer image))))
+    (cond ((equal? prepare "float-linear")
+           (gimp-image-convert-precision image PRECISION-FLOAT-LINEAR))
+          ((equal? prepare "offset") (gimp-layer-set-offsets layer 7 5))
+          ((equal? prepare "existing-mask")
+           (gimp-layer-add-mask layer (car (gimp-layer-create-mask layer ADD-MASK-BLACK))))
+          ((equal? prepare "save-decoded") (cs-save image layer decoded)))
+    (let* ((layers-before (cs-layer-count image))
+           (channels-before (cs-channel-count image))
+           (outcome (cs-try (lambda ()
+                              (plug-in-condseg RUN-NONINTERACTIVE image layer weights
+                                               threshold output))))
+           (returned (and (car outcome) (car (cdr outcome)))))
+      (cs-report-error name outcome)
+      (if (not returned)
+          (cs-report name " status=error")
+          (let ((written (cond ((= output 0) (car (gimp-layer-get-mask layer)))
+                               ((= output 1) (car (gimp-image-get-selection image)))
+                               (else (car (gimp-image-get-active-layer image))))))
+            (cs-save image written out)
+            (cs-report name " status=success"
+                       " returned-written=" (if (= returned written) "1" "0")
+                       " layers-added=" (cs-int (- (cs-layer-count image) layers-before))
+                       " channels-added=" (cs-int (- (cs-channel-count image) channels-before))
+                       (if (>= output 2)
+                           (string-append
+                            " written-position="
+                            (cs-int (car (gimp-image-get-item-position image written)))
+                            " source-position="
+                            (cs-int (car (gimp-image-get-item-position image layer))))
+                           "")
+                       (cs-geometry "" written)
+                       (cs-geometry "source-" layer)))))
+    (gimp-image-delete image)))
+
+; A run that must fail and leave the image as it was. `target` is "layer" (the active
+; layer) or "channel" (a new channel, which has no layer mask to take the result). The
+; layer's pixels are written before the call to `before` and after it to `after`.
+(define (cs-error-case name path weights threshold output target before after)
+  (let* ((image (cs-load path))
+         (layer (car (gimp-image-get-active-layer image)))
+         (drawable (if (equal? target "channel")
+                       (let ((channel (car (gimp-channel-new
+                                            image (car (gimp-image-width image))
+                                            (car (gimp-image-height image)) "test channel"
+                                            50 '(0 0 0)))))
+                         (gimp-image-insert-channel image channel 0 0)
+                         (gimp-image-clean-all image)
+                         channel)
+                       layer)))
+    (cs-save image layer before)
+    (let* ((state-before (cs-state image layer))
+           (outcome (cs-try (lambda ()
+                              (plug-in-condseg RUN-NONINTERACTIVE image drawable weights
+                                               threshold output)))))
+      (cs-save image layer after)
+      (cs-report-error name outcome)
+      (cs-report name " status=" (if (car outcome) "success" "error")
+                 " unchanged=" (if (equal? state-before (cs-state image layer)) "1" "0")
+                 " " (cs-state image layer)))
+    (gimp-image-delete image)))

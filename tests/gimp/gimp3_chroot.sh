@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# gimp3_chroot.sh — the GIMP 3 tests of the ConDSeg plug-in (ctest gimp3_plugin). Debian 12
+# has no GIMP 3, so this runs them in a Debian trixie chroot (GIMP 3.0.x):
+#   1. debootstraps trixie into a cache folder and installs GIMP, libgimp-3.0-dev and
+#      condseg's build dependencies there (first run only: ~3 min, ~2 GB; reused after);
+#   2. copies the source tree in and builds libcondseg, `condseg` and the GIMP 3 front end;
+#   3. runs the cases of gimp_plugin_tests.py (those of the GIMP 2.10 test) with
+#      gimp-console-3.0 and a throwaway profile, `condseg predict` of the chroot's build as
+#      the reference, and checks the outputs on the host;
+#   4. unmounts everything it mounted, whatever happens.
+#
+#   gimp3_chroot.sh FULL_WEIGHTS STAGE1_WEIGHTS KVASIR_DIR [PYTHON]
+#
+# Needs root (or password-less sudo) and, the first time, deb.debian.org. Environment:
+# CONDSEG_GIMP3_ROOT the chroot (default /var/cache/condseg/trixie-gimp3);
+# CONDSEG_KEEP_TEST_FILES=1 keeps the work folder (kept anyway when a check fails).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+[ $# -ge 3 ] || { sed -n '2,18p' "$0"; exit 2; }
+full=$(realpath "$1") stage1=$(realpath "$2") kvasir=$(realpath "$3") python=${4:-/usr/bin/python3}
+root=${CONDSEG_GIMP3_ROOT:-/var/cache/condseg/trixie-gimp3}
+mirror=${CONDSEG_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+say() { echo "gimp3_chroot: $*"; }
+fail() { echo "gimp3_chroot: FAIL: $*" >&2; exit 1; }
+
+if [ "$(id -u)" != 0 ]; then
+  sudo -n true 2> /dev/null || fail "needs root (debootstrap, chroot, mount); run as root or with sudo"
+  exec sudo -n --preserve-env=CONDSEG_GIMP3_ROOT,CONDSEG_KEEP_TEST_FILES,CONDSEG_DEBIAN_MIRROR \
+    "$0" "$@"
+fi
+command -v debootstrap > /dev/null ||
+  fail "debootstrap not found (./install.sh --deps-only --test-deps installs it)"
+for f in "$full" "$stage1"; do [ -f "$f" ] || fail "weights $f missing"; done
+t0=$(date +%s)
+elapsed() { echo "$(( $(date +%s) - t0 )) s"; }
+
+# What the chroot needs: GIMP 3 and its development files, and condseg's build
+# dependencies (those of install.sh, under trixie's names).
+packages="gimp libgimp-3.0-dev build-essential cmake pkgconf libopenblas-openmp-dev
+  libopenblas-dev libglib2.0-dev libjson-glib-dev libgdk-pixbuf-2.0-dev libpng-dev libjpeg-dev
+  libtiff-dev libgdk-pixbuf2.0-bin"
+packages=$(echo $packages)
+
+# ---- mounts, always undone --------------------------------------------------------------
+mounted=()
+work=""
+keep=${CONDSEG_KEEP_TEST_FILES:-0}
+unmount_all() {
+  local i
+  for (( i=${#mounted[@]}-1; i>=0; i-- )); do
+    umount "${mounted[$i]}" 2> /dev/null || umount -l "${mounted[$i]}" || true
+  done
+  mounted=()
+}
+cleanup() {
+  unmount_all
+  if [ -n "$work" ]; then
+    if [ "$keep" = 1 ]; then say "files kept in $work"; else rm -rf "$work"; fi
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mount_in() {   # mount_in TARGET mount-arguments...
+  local target=$1; shift
+  mkdir -p "$target"
+  mount "$@" "$target"
+  mounted+=("$target")
+}
+mount_system() {   # /proc, /sys (read-only), /dev and a private /dev/pts, /dev/shm
+  mount_in "$1/proc" -t proc proc
+  mount_in "$1/sys" -t sysfs -o ro sysfs
+  mount_in "$1/dev" --bind /dev
+  mount_in "$1/dev/pts" -t devpts -o newinstance,ptmxmode=0666 devpts
+  mount_in "$1/dev/shm" -t tmpfs -o mode=1777 tmpfs
+}
+
+# ---- 1. the chroot ------------------------------------------------------------------------
+if [ "$(cat "$root/.condseg-packages" 2> /dev/null)" != "$packages" ]; then
+  if [ ! -x "$root/usr/bin/apt-get" ]; then
+    say "debootstrap trixie into $root ($mirror)"
+    rm -rf "$root.partial"
+    mkdir -p "$(dirname "$root")"
+    debootstrap --variant=minbase trixie "$root.partial" "$mirror" > "$root.debootstrap.log" 2>&1 ||
+      { tail -20 "$root.debootstrap.log"; fail "debootstrap failed (log: $root.debootstrap.log)"; }
+    mv "$root.partial" "$root"
+  fi
+  say "installing GIMP 3 and the build dependencies in the chroot ($(elapsed))"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  mount_system "$root"
+  chroot "$root" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends $packages" > "$root.apt.log" 2>&1 ||
+    { tail -20 "$root.apt.log"; fail "apt-get in the chroot failed (log: $root.apt.log)"; }
+  chroot "$root" apt-get clean
+  unmount_all
+  echo "$packages" > "$root/.condseg-packages"
+fi
+say "chroot ready: $root, $(chroot "$root" gimp-console-3.0 --version) ($(elapsed))"
+
+# ---- 2. build inside ------------------------------------------------------------------------
+# A fresh copy of the source tree (tar keeps the mtimes, so the build stays incremental);
+# build folders and .git stay out.
+rm -rf "$root/opt/condseg-src"
+mkdir -p "$root/opt/condseg-src"
+tar -C "$src" --exclude=./.git --exclude='./build*' -cf - . | tar -C "$root/opt/condseg-src" -xf -
+mount_system "$root"
+say "building libcondseg, condseg and the GIMP 3 plug-in in the chroot ($(elapsed))"
+chroot "$root" sh -c "cmake -S /opt/condseg-src -B /opt/condseg-build -DCMAKE_BUILD_TYPE=Release \
+    -DCONDSEG_TESTS=OFF -DCONDSEG_GIMP=ON > /opt/condseg-build.log 2>&1 &&
+  cmake --build /opt/condseg-build -j$(nproc) >> /opt/condseg-build.log 2>&1" ||
+  { tail -30 "$root/opt/condseg-build.log"; fail "the build in the chroot failed"; }
+plugin=/opt/condseg-build/plugin/gimp-3.0/condseg
+[ -x "$root$plugin" ] || fail "the GIMP 3 plug-in was not built (see $root/opt/condseg-build.log)"
+
+# ---- 3. the cases ----------------------------------------------------------------------------
+# One work folder seen at the same path inside and outside (bind mount), so that the case
+# list, images and outputs need no path translation; Kvasir likewise, read-only.
+work=$(mktemp -d "${TMPDIR:-/tmp}/condseg-gimp3.XXXXXX")
+mount_in "$root$work" --bind "$work"
+mount_in "$root$kvasir" --bind -o ro "$kvasir"
+mkdir -p "$work/weights"
+cp "$full" "$work/weights/full.safetensors"
+cp "$stage1" "$work/weights/stage1.safetensors"
+cp "$here/gimp3_cases.scm" "$work/"
+condseg="chroot $root /opt/condseg-build/condseg"
+"$python" "$here/gimp_plugin_tests.py" prepare --work "$work" --kvasir "$kvasir" \
+  --full "$work/weights/full.safetensors" --stage1 "$work/weights/stage1.safetensors" \
+  --condseg "$condseg"
+
+profile="$work/profile"
+mkdir -p "$profile/plug-ins/condseg"
+cp "$root$plugin" "$profile/plug-ins/condseg/condseg"
+say "running the cases in gimp-console-3.0 ($(elapsed))"
+start=$(date +%s)
+status=0
+chroot "$root" env HOME=/root GIMP3_DIRECTORY="$profile" LANG=C.UTF-8 \
+  CONDSEG_WEIGHTS="$work/weights/full.safetensors" \
+  timeout 1200 gimp-console-3.0 -i -d -f --batch-interpreter=plug-in-script-fu-eval \
+  -b "(begin (load \"$work/gimp3_cases.scm\") (load \"$work/batch.scm\"))" --quit \
+  > "$work/gimp.log" 2>&1 || status=$?
+say "gimp-console-3.0 ran $(( $(date +%s) - start )) s, exit status $status"
+grep -E "CS-RESULT|ConDSeg: |rror" "$work/gimp.log" | sed 's/^/  gimp: /' || true
+
+if ! "$python" "$here/gimp_plugin_tests.py" check --work "$work" --log "$work/gimp.log" \
+     --condseg "$condseg"; then
+  keep=1
+  fail "see above (GIMP's whole output: $work/gimp.log)"
+fi
+say "passed in $(elapsed)"

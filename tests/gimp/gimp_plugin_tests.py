@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""gimp_plugin_tests.py — the non-GIMP half of the GIMP plug-in tests (GIMP 2.10 and 3).
+
+  prepare  writes the test images (RGB 8-bit, RGBA 16-bit, gray, indexed PNGs made from
+           Kvasir-SEG JPEGs), runs `condseg predict` on each for the reference masks and
+           probabilities, and writes the Script-Fu case list (batch.scm) that
+           gimp2_cases.scm / gimp3_cases.scm run inside GIMP;
+  check    compares what the plug-in wrote with the references, checks the report lines
+           GIMP printed and prints one line per case. Exit status 1 when any check fails.
+
+The network's weights are random (the golden fixtures), which gives arbitrary but fixed
+masks: enough for pixel identity. Each image's threshold is the median of its probability
+plane, so that its mask is about half foreground and a wrong threshold shows.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import struct
+import subprocess
+import sys
+import zlib
+
+import cv2
+import numpy as np
+
+OUTPUTS = ["layer-mask", "selection", "probability-layer", "uncertainty-layer"]
+# Plane of `condseg predict --prob --all-outputs` holding each map output.
+NPY_PLANE = {"probability-layer": 0, "uncertainty-layer": 3}
+OFFSET = (7, 5)   # where the "offset" cases move the layer (gimp2_cases.scm)
+
+
+# ---- test images ----------------------------------------------------------------------
+
+def write_indexed_png(path, bgr):
+    """An 8-bit palette PNG (252 colours, a 6x7x6 cube): GIMP opens it as an indexed
+    image, condseg (gdk-pixbuf) as the palette's RGB values."""
+    levels = np.array([6, 7, 6])
+    rgb = bgr[:, :, ::-1].astype(np.float64) / 255.0
+    q = np.rint(rgb * (levels - 1)).astype(np.int64)
+    index = ((q[:, :, 0] * 7 + q[:, :, 1]) * 6 + q[:, :, 2]).astype(np.uint8)
+    palette = bytearray()
+    for r in range(6):
+        for g in range(7):
+            for b in range(6):
+                palette += bytes([round(r * 255 / 5), round(g * 255 / 6), round(b * 255 / 5)])
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    h, w = index.shape
+    raw = b"".join(b"\x00" + index[y].tobytes() for y in range(h))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)))
+        f.write(chunk(b"PLTE", bytes(palette)))
+        f.write(chunk(b"IDAT", zlib.compress(raw, 9)))
+        f.write(chunk(b"IEND", b""))
+
+
+def make_images(kvasir, indir):
+    """Four Kvasir-SEG validation images (not the golden one), one per pixel type."""
+    with open(os.path.join(kvasir, "val.txt")) as f:
+        ids = [line.strip() for line in f if line.strip()][1:5]
+    jpegs = [os.path.join(kvasir, "images", i + ".jpg") for i in ids]
+    images = {"jpeg": jpegs[0]}
+    # RGB 8-bit: the JPEG decoded as OpenCV (and condseg) decode it, stored losslessly.
+    images["rgb8"] = os.path.join(indir, "rgb8.png")
+    cv2.imwrite(images["rgb8"], cv2.imread(jpegs[0], cv2.IMREAD_COLOR))
+    # RGBA 16-bit: v * 257 keeps the 8-bit values exact for both readers; the alpha ramp
+    # (0 at the left edge) shows that alpha is ignored, as cv2.imread ignores it.
+    bgr = cv2.imread(jpegs[1], cv2.IMREAD_COLOR).astype(np.uint16) * 257
+    h, w = bgr.shape[:2]
+    alpha = np.tile(np.linspace(0, 65535, w).round().astype(np.uint16), (h, 1))
+    images["rgba16"] = os.path.join(indir, "rgba16.png")
+    cv2.imwrite(images["rgba16"], np.dstack([bgr, alpha]))
+    images["gray8"] = os.path.join(indir, "gray8.png")
+    cv2.imwrite(images["gray8"], cv2.imread(jpegs[2], cv2.IMREAD_GRAYSCALE))
+    images["indexed"] = os.path.join(indir, "indexed.png")
+    write_indexed_png(images["indexed"], cv2.imread(jpegs[3], cv2.IMREAD_COLOR))
+    return images
+
+
+# ---- condseg predict --------------------------------------------------------------------
+
+def condseg_predict(condseg, weights, image, threshold, mask, npy=None):
+    cmd = shlex.split(condseg) + ["predict", "-w", weights, "-t", threshold, "-o", mask]
+    if npy:
+        cmd += ["--prob", npy, "--all-outputs"]
+    subprocess.run(cmd + [image], check=True, stdout=subprocess.DEVNULL)
+
+
+def median_threshold(npy):
+    return "%.4f" % float(np.median(np.load(npy)[0]))
+
+
+# ---- prepare ---------------------------------------------------------------------------
+
+def scheme_string(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def prepare(args):
+    work = args.work
+    for d in ("in", "ref", "out"):
+        os.makedirs(os.path.join(work, d), exist_ok=True)
+    images = make_images(args.kvasir, os.path.join(work, "in"))
+    invalid = os.path.join(work, "in", "invalid.safetensors")
+    with open(invalid, "w") as f:
+        f.write("not a safetensors file\n")
+
+    refs = {}
+    for kind in ("rgb8", "rgba16", "gray8", "indexed", "jpeg"):
+        npy = os.path.join(work, "ref", kind + ".npy")
+        scratch = os.path.join(work, "ref", kind + ".t05.png")
+        condseg_predict(args.condseg, args.full, images[kind], "0.5", scratch, npy)
+        threshold = median_threshold(npy)
+        mask = os.path.join(work, "ref", kind + ".mask.png")
+        condseg_predict(args.condseg, args.full, images[kind], threshold, mask)
+        refs[kind] = {"image": images[kind], "threshold": threshold, "mask": mask, "npy": npy}
+
+    cases = []
+
+    def case(name, kind, output, prepare="plain", decoded="", weights=args.full):
+        cases.append({"name": name, "type": "run", "kind": kind, "output": output,
+                      "prepare": prepare, "threshold": refs[kind]["threshold"],
+                      "weights": weights, "out": os.path.join(work, "out", name + ".png"),
+                      "decoded": decoded})
+
+    for kind in ("rgb8", "rgba16", "gray8"):
+        for output in OUTPUTS:
+            case(f"{kind}-{output}", kind, output)
+    case("rgb8-float-linear-layer-mask", "rgb8", "layer-mask", "float-linear")
+    case("rgb8-existing-mask-layer-mask", "rgb8", "layer-mask", "existing-mask")
+    case("rgb8-offset-selection", "rgb8", "selection", "offset")
+    case("rgb8-offset-probability-layer", "rgb8", "probability-layer", "offset")
+    case("indexed-layer-mask", "indexed", "layer-mask")
+    # No weights file: the default model, which the drivers point CONDSEG_WEIGHTS at.
+    case("rgb8-default-weights-selection", "rgb8", "selection", weights="")
+    case("jpeg-layer-mask", "jpeg", "layer-mask", "save-decoded",
+         os.path.join(work, "out", "jpeg-decoded-by-gimp.png"))
+
+    def error_case(name, kind, weights, output, expect, target="layer", threshold=None):
+        cases.append({"name": name, "type": "error", "kind": kind, "output": output,
+                      "weights": weights, "target": target, "expect": expect,
+                      "threshold": threshold or refs[kind]["threshold"],
+                      "before": os.path.join(work, "out", name + ".before.png"),
+                      "after": os.path.join(work, "out", name + ".after.png")})
+
+    # `expect`: the error message must hold one of these. GIMP 3 checks some arguments
+    # itself before the plug-in runs (a file argument must exist, a number be in range).
+    error_case("error-missing-weights", "rgb8", os.path.join(work, "in", "missing.safetensors"),
+               "layer-mask", ["cannot use the weights", "for argument 'weights'"])
+    error_case("error-invalid-weights", "rgb8", invalid, "selection", ["cannot use the weights"])
+    error_case("error-uncertainty-stage1", "rgb8", args.stage1, "uncertainty-layer",
+               ["needs full ConDSeg weights"])
+    error_case("error-indexed-probability", "indexed", args.full, "probability-layer",
+               ["indexed image cannot hold"])
+    error_case("error-mask-on-channel", "rgb8", args.full, "layer-mask",
+               ["needs a layer"], target="channel")
+    error_case("error-threshold", "gray8", args.full, "layer-mask",
+               ["threshold must be", "has value 1.500000 out of range"], threshold="1.5")
+
+    with open(os.path.join(work, "batch.scm"), "w") as f:
+        f.write("; generated by gimp_plugin_tests.py prepare\n")
+        for c in cases:
+            path = scheme_string(refs[c["kind"]]["image"])
+            common = (f'{scheme_string(c["name"])} {path} {scheme_string(c["weights"])} '
+                      f'{c["threshold"]} {OUTPUTS.index(c["output"])}')
+            if c["type"] == "run":
+                f.write(f'(cs-case {common} {scheme_string(c["prepare"])} '
+                        f'{scheme_string(c["out"])} {scheme_string(c["decoded"])})\n')
+            else:
+                f.write(f'(cs-error-case {common} {scheme_string(c["target"])} '
+                        f'{scheme_string(c["before"])} {scheme_string(c["after"])})\n')
+    with open(os.path.join(work, "cases.json"), "w") as f:
+        json.dump({"refs": refs, "cases": cases}, f, indent=1)
+    print(f"gimp_plugin_tests: {len(cases)} cases in {work}/batch.scm; thresholds " +
+          ", ".join(f"{k} {v['threshold']}" for k, v in refs.items()))
+
+
+# ---- check -----------------------------------------------------------------------------
+
+def read_plane(path):
+    """A written PNG as one float plane in [0, 1] and its number of levels (255, 65535)."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise FileNotFoundError(f"{path} was not written")
+    if img.ndim == 3:
+        if img.shape[2] >= 3 and not (np.array_equal(img[:, :, 0], img[:, :, 1]) and
+                                      np.array_equal(img[:, :, 0], img[:, :, 2])):
+            raise ValueError(f"{path}: the channels differ (expected a gray map)")
+        img = img[:, :, 0]
+    levels = 65535.0 if img.dtype == np.uint16 else 255.0
+    return img.astype(np.float64) / levels, levels
+
+
+def read_report(log):
+    """The CS-RESULT lines as {case: {key: value}}, the CS-ERROR lines as {case: message}."""
+    report, errors = {}, {}
+    for line in log.splitlines():
+        m = re.search(r"CS-RESULT (\S+) (.*)", line)
+        if m:
+            report[m.group(1)] = dict(kv.split("=", 1) for kv in m.group(2).split())
+        m = re.search(r"CS-ERROR (\S+) (.*)", line)
+        if m:
+            errors[m.group(1)] = m.group(2).strip()
+    return report, errors
+
+
+def check_run(c, refs, got, error, condseg, work):
+    """Returns (failures, figures) for a run that must succeed."""
+    fails, figures = [], []
+    if got.get("status") != "success":
+        return [f"status {got.get('status')}: {error}"], figures
+    ref = refs[c["kind"]]
+    plane, levels = read_plane(c["out"])
+    src_offsets, src_size = got.get("source-offsets"), got.get("source-size")
+    if got.get("returned-written") != "1":
+        fails.append("the returned item is not the one written")
+    output = c["output"]
+    if output in ("layer-mask", "selection"):
+        if got.get("layers-added") != "0" or got.get("channels-added") != "0":
+            fails.append(f"layers/channels added: {got.get('layers-added')}/"
+                         f"{got.get('channels-added')}")
+        if c["prepare"] == "save-decoded":
+            # GIMP's JPEG decoder is not OpenCV's: the strict reference is condseg on the
+            # pixels GIMP decoded; agreement with condseg on the JPEG itself is a figure.
+            mask_path = os.path.join(work, "ref", "jpeg-decoded-by-gimp.mask.png")
+            condseg_predict(condseg, c["weights"], c["decoded"], c["threshold"], mask_path)
+            ref_mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE) / 255.0
+            jpeg_mask = cv2.imread(ref["mask"], cv2.IMREAD_GRAYSCALE) / 255.0
+            decoded = cv2.imread(c["decoded"]).astype(int)
+            pixel_diff = np.abs(decoded - cv2.imread(ref["image"]).astype(int))
+            figures.append(f"vs condseg on the JPEG: {np.mean(plane == jpeg_mask) * 100:.2f}% "
+                           f"equal (GIMP's JPEG decode differs from OpenCV's in "
+                           f"{np.mean(pixel_diff.max(axis=2) > 0) * 100:.1f}% of pixels, "
+                           f"max {pixel_diff.max()})")
+        else:
+            ref_mask = cv2.imread(ref["mask"], cv2.IMREAD_GRAYSCALE) / 255.0
+        if c["prepare"] == "offset" and output == "selection":
+            canvas = np.zeros_like(plane)
+            x, y = OFFSET
+            h = min(ref_mask.shape[0], canvas.shape[0] - y)
+            w = min(ref_mask.shape[1], canvas.shape[1] - x)
+            canvas[y:y + h, x:x + w] = ref_mask[:h, :w]
+            ref_mask = canvas
+        if plane.shape != ref_mask.shape:
+            return fails + [f"size {plane.shape} vs reference {ref_mask.shape}"], figures
+        if not np.all((plane == 0) | (plane == 1)):
+            fails.append("the mask is not binary")
+        differing = int(np.sum(plane != ref_mask))
+        figures.insert(0, f"{differing} of {plane.size} pixels differ from condseg predict "
+                          f"({np.mean(ref_mask) * 100:.1f}% foreground)")
+        if differing:
+            fails.append(f"{differing} pixels differ")
+    else:
+        if got.get("layers-added") != "1":
+            fails.append(f"layers added: {got.get('layers-added')}")
+        if int(got.get("written-position", -9)) + 1 != int(got.get("source-position", -9)):
+            fails.append("the new layer is not just above the drawable")
+        if (got.get("offsets"), got.get("size")) != (src_offsets, src_size):
+            fails.append(f"new layer at {got.get('offsets')} size {got.get('size')}, drawable "
+                         f"at {src_offsets} size {src_size}")
+        prob = np.load(ref["npy"])[NPY_PLANE[output]]
+        expected = cv2.resize(prob, (plane.shape[1], plane.shape[0]),
+                              interpolation=cv2.INTER_LINEAR).astype(np.float64)
+        err = np.abs(plane - expected).max() * levels
+        figures.append(f"max |layer - resized condseg --prob| = {err:.3f} of {levels:.0f} levels")
+        if err > 0.5 + 1e-5 * levels:
+            fails.append(f"map differs by {err:.3f} levels")
+    return fails, figures
+
+
+def check_error(c, got, error):
+    fails = []
+    if got.get("status") != "error":
+        fails.append(f"status {got.get('status')}, expected an error")
+    if got.get("unchanged") != "1" or got.get("dirty") != "0":
+        fails.append(f"image changed: {got}")
+    before, _ = read_plane_any(c["before"])
+    after, _ = read_plane_any(c["after"])
+    if before.shape != after.shape or not np.array_equal(before, after):
+        fails.append("the layer's pixels changed")
+    if not error or not any(e in error for e in c["expect"]):
+        fails.append(f"the error message {error!r} holds none of {c['expect']}")
+    return fails, [f"error status, image unchanged (dirty {got.get('dirty', '?')}, "
+                   f"{got.get('layers', '?')} layer(s), {got.get('channels', '?')} channel(s), "
+                   f"selection empty {got.get('selection-empty', '?')}, mask "
+                   f"{got.get('mask', '?')}, pixels equal); error: {error}"]
+
+
+def read_plane_any(path):
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise FileNotFoundError(f"{path} was not written")
+    return img, img.dtype
+
+
+def check(args):
+    with open(os.path.join(args.work, "cases.json")) as f:
+        spec = json.load(f)
+    with open(args.log, errors="replace") as f:
+        log = f.read()
+    report, errors = read_report(log)
+    n_failed = 0
+    for c in spec["cases"]:
+        got = report.get(c["name"])
+        try:
+            if got is None:
+                fails, figures = ["no report from GIMP (the batch stopped before it?)"], []
+            elif c["type"] == "run":
+                fails, figures = check_run(c, spec["refs"], got, errors.get(c["name"]),
+                                           args.condseg, args.work)
+            else:
+                fails, figures = check_error(c, got, errors.get(c["name"]))
+        except (OSError, ValueError) as e:
+            fails, figures = [str(e)], []
+        n_failed += bool(fails)
+        print(f"{'FAIL' if fails else 'ok  '} {c['name']}: " + "; ".join(fails + figures))
+    total = len(spec["cases"])
+    print(f"gimp_plugin_tests: {total - n_failed} of {total} cases passed")
+    return 1 if n_failed else 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--work", required=True)
+    p.add_argument("--kvasir", required=True, help="the kvasir-seg folder")
+    p.add_argument("--full", required=True, help="full ConDSeg weights")
+    p.add_argument("--stage1", required=True, help="stage-1 weights")
+    p.add_argument("--condseg", required=True, help="command that runs condseg (shell words)")
+    c = sub.add_parser("check")
+    c.add_argument("--work", required=True)
+    c.add_argument("--log", required=True, help="GIMP's output")
+    c.add_argument("--condseg", required=True)
+    args = parser.parse_args()
+    return prepare(args) if args.command == "prepare" else check(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main() or 0)

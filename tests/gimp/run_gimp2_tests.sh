@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# run_gimp2_tests.sh — the headless GIMP 2.10 tests of the ConDSeg plug-in (ctest
+# gimp2_plugin): installs the built plug-in into a throwaway GIMP profile, runs every case
+# of gimp_plugin_tests.py through gimp-console-2.10 in one batch, and checks the files and
+# report lines it left (gimp-console-2.10 exits 0 even when a batch command fails).
+#
+#   run_gimp2_tests.sh PLUGIN CONDSEG FULL_WEIGHTS STAGE1_WEIGHTS KVASIR_DIR [PYTHON]
+#
+# Fails (never skips) when GIMP 2.10 is missing. CONDSEG_KEEP_TEST_FILES=1 keeps the work
+# folder (it is kept anyway when a check fails).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+[ $# -ge 5 ] || { sed -n '2,11p' "$0"; exit 2; }
+plugin=$1 condseg=$2 full=$3 stage1=$4 kvasir=$5 python=${6:-/usr/bin/python3}
+
+fail() { echo "run_gimp2_tests: FAIL: $*" >&2; exit 1; }
+command -v gimp-console-2.10 > /dev/null ||
+  fail "gimp-console-2.10 not found: install GIMP 2.10 (./install.sh --deps-only --test-deps)"
+[ -x "$plugin" ] || fail "the plug-in $plugin was not built"
+for f in "$full" "$stage1"; do [ -f "$f" ] || fail "weights $f missing"; done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/condseg-gimp2.XXXXXX")
+keep=${CONDSEG_KEEP_TEST_FILES:-0}
+trap '[ "$keep" = 1 ] && echo "run_gimp2_tests: files kept in $work" || rm -rf "$work"' EXIT
+
+export GIMP2_DIRECTORY="$work/profile"
+mkdir -p "$GIMP2_DIRECTORY/plug-ins/condseg" "$GIMP2_DIRECTORY/gradients"
+install -m 755 "$plugin" "$GIMP2_DIRECTORY/plug-ins/condseg/condseg"
+
+"$python" "$here/gimp_plugin_tests.py" prepare --work "$work" --kvasir "$kvasir" \
+  --full "$full" --stage1 "$stage1" --condseg "$condseg"
+
+echo "run_gimp2_tests: $(gimp-console-2.10 --version)"
+start=$(date +%s)
+status=0
+CONDSEG_WEIGHTS="$full" timeout 1200 gimp-console-2.10 -i -d -f \
+  -b "(begin (load \"$here/gimp2_cases.scm\") (load \"$work/batch.scm\"))" \
+  -b '(gimp-quit 0)' > "$work/gimp.log" 2>&1 || status=$?
+echo "run_gimp2_tests: gimp-console-2.10 ran $(( $(date +%s) - start )) s, exit status $status"
+grep -E "CS-RESULT|ConDSeg: |rror" "$work/gimp.log" | sed 's/^/  gimp: /' || true
+
+if ! "$python" "$here/gimp_plugin_tests.py" check --work "$work" --log "$work/gimp.log" \
+     --condseg "$condseg"; then
+  keep=1
+  fail "see above (GIMP's whole output: $work/gimp.log)"
+fi
