@@ -26,6 +26,14 @@ trap '[ "$keep" = 1 ] && echo "run_gimp2_tests: files kept in $work" || rm -rf "
 export GIMP2_DIRECTORY="$work/profile"
 mkdir -p "$GIMP2_DIRECTORY/plug-ins/condseg" "$GIMP2_DIRECTORY/gradients"
 install -m 755 "$plugin" "$GIMP2_DIRECTORY/plug-ins/condseg/condseg"
+# Only this build's plug-in: GIMP's own plug-ins are linked in one by one, leaving out a
+# condseg plug-in installed system-wide (install.sh), which registers the same procedure.
+system_plug_ins="$(gimptool-2.0 --gimpplugindir 2> /dev/null || echo /usr/lib/gimp/2.0)/plug-ins"
+mkdir -p "$work/system-plug-ins"
+for p in "$system_plug_ins"/*; do
+  [ "$(basename "$p")" = condseg ] || ln -s "$p" "$work/system-plug-ins/"
+done
+echo "(plug-in-path \"$GIMP2_DIRECTORY/plug-ins:$work/system-plug-ins\")" > "$GIMP2_DIRECTORY/gimprc"
 
 "$python" "$here/gimp_plugin_tests.py" prepare --work "$work" --kvasir "$kvasir" \
   --full "$full" --stage1 "$stage1" --condseg "$condseg"
