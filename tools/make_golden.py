@@ -697,16 +697,19 @@ def cmd_train(args):
         p32 = m32(torch.from_numpy(x))
         pa32 = m32(torch.from_numpy(tensors["x_aug"]))
         torch.autograd.backward([p32, pa32], [outs["pred"].grad.float(), outs["pred_aug"].grad.float()])
-    f32_err = OrderedDict()
+    f32_err, f32_l2 = OrderedDict(), OrderedDict()
     for n, p32 in m32.named_parameters():
         ref = grads[n].double()
-        scale = ref.abs().max().item()
-        err = (p32.grad.double() - ref).abs().max().item()
-        f32_err[n] = float(f"{err / scale if scale > 0 else err:.3e}")
+        diff = p32.grad.double() - ref
+        scale, norm = ref.abs().max().item(), ref.norm().item()
+        f32_err[n] = float(f"{diff.abs().max().item() / scale if scale > 0 else 0.0:.3e}")
+        f32_l2[n] = float(f"{diff.norm().item() / norm if norm > 0 else 0.0:.3e}")
     meta["pytorch_f32_grad_rel_err"] = json.dumps(f32_err)
-    errs = sorted(f32_err.values())
-    log(f"  PyTorch float32 gradients vs float64: median {errs[len(errs) // 2]:.2e}, "
-        f"worst {errs[-1]:.2e}")
+    meta["pytorch_f32_grad_rel_l2"] = json.dumps(f32_l2)
+    errs, l2s = sorted(f32_err.values()), sorted(f32_l2.values())
+    log(f"  PyTorch float32 gradients vs float64, per tensor: max-abs/scale median "
+        f"{errs[len(errs) // 2]:.2e} worst {errs[-1]:.2e}; relative L2 median "
+        f"{l2s[len(l2s) // 2]:.2e} worst {l2s[-1]:.2e}")
 
     for name, o in outs.items():
         tensors["out." + name] = o.detach().float().numpy()

@@ -7,6 +7,10 @@
  * still processed), 2 a bad command line.
  */
 #include <errno.h>
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,6 +259,343 @@ static int cmd_info(int argc, char **argv) {
     return status;
 }
 
+/* ---- train ------------------------------------------------------------------------- */
+
+static volatile int stop_requested = 0;
+
+/* First Ctrl-C: finish the step, save, exit. Second: the default (immediate) action. */
+static void on_interrupt(int sig) {
+    stop_requested = 1;
+    signal(sig, SIG_DFL);
+}
+
+static void format_duration(double seconds, char *buf, size_t size) {
+    const long s = (long)(seconds + 0.5);
+    if (s >= 3600) g_snprintf(buf, size, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else g_snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
+}
+
+typedef struct {
+    gboolean tty;
+    int last_plain_batch;
+} train_display;
+
+static void on_train_progress(const cs_train_progress *p, void *user_data) {
+    train_display *d = user_data;
+    char eta[32];
+    format_duration(p->eta_seconds, eta, sizeof eta);
+    if (p->epoch_done) {
+        if (d->tty) fputc('\n', stderr);
+        fprintf(stderr,
+                "epoch %d/%d: train loss %.4f mIoU %.4f | val loss %.4f mIoU %.4f mDSC %.4f | lr %.3g\n",
+                p->epoch, p->epochs, p->loss, p->miou, p->val_loss, p->val_miou, p->val_dice, p->lr);
+        if (p->message) fprintf(stderr, "  %s\n", p->message);
+        return;
+    }
+    if (p->message) {
+        if (d->tty) fputc('\n', stderr);
+        fprintf(stderr, "%s (step %ld)\n", p->message, p->step);
+        return;
+    }
+    if (d->tty) {
+        const int width = 24, done = p->batches ? p->batch_index * width / p->batches : 0;
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < done ? '#' : '.';
+        bar[width] = '\0';
+        fprintf(stderr, "\repoch %d/%d [%s] %d/%d  loss %.4f  mIoU %.4f  ETA %s   ", p->epoch,
+                p->epochs, bar, p->batch_index, p->batches, p->loss, p->miou, eta);
+        fflush(stderr);
+    } else if (p->batch_index == p->batches || p->batch_index - d->last_plain_batch >= 10 ||
+               p->batch_index < d->last_plain_batch) {
+        /* Not a terminal (a log file): a line every 10 batches. */
+        fprintf(stderr, "epoch %d/%d batch %d/%d step %ld: loss %.4f mIoU %.4f, ETA %s\n",
+                p->epoch, p->epochs, p->batch_index, p->batches, p->step, p->loss, p->miou, eta);
+        d->last_plain_batch = p->batch_index;
+    }
+}
+
+static gboolean parse_positive_double(const char *option, const char *value, double *out,
+                                      GError **error) {
+    char *end = NULL;
+    errno = 0;
+    const double v = g_ascii_strtod(value, &end);
+    if (errno || end == value || *end || !(v > 0) || !isfinite(v)) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "%s: expected a positive number, got '%s'", option, value);
+        return FALSE;
+    }
+    *out = v;
+    return TRUE;
+}
+
+static cs_train_options *train_target; /* where the option callbacks write */
+
+static gboolean parse_lr(const char *name, const char *value, gpointer data, GError **error) {
+    (void)data;
+    return parse_positive_double(name, value,
+                                 strcmp(name, "--lr") == 0 ? &train_target->lr
+                                                           : &train_target->lr_backbone,
+                                 error);
+}
+
+static int cmd_train(int argc, char **argv) {
+    int stage = 0, epochs = 0, batch = 0, image_size = 0, workers = 0, threads = 0;
+    char *data = NULL, *out = NULL, *init = NULL, *resume = NULL, *seed_text = NULL;
+    gint64 max_steps = 0;
+    gboolean no_augment = FALSE, fix_background = FALSE, single_sigmoid = FALSE;
+    cs_train_options opt;
+    cs_train_options_defaults(&opt, 2);
+    cs_train_options lrs = opt; /* --lr / --lr-backbone land here first */
+    lrs.lr = lrs.lr_backbone = 0;
+    train_target = &lrs;
+    GOptionEntry entries[] = {
+        {"stage", 0, 0, G_OPTION_ARG_INT, &stage,
+         "1: consistency reinforcement of the encoder; 2: the full ConDSeg network", "1|2"},
+        {"data", 'd', 0, G_OPTION_ARG_FILENAME, &data,
+         "Dataset folder: images/, masks/, train.txt, val.txt", "DIR"},
+        {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Run folder (created)", "RUNDIR"},
+        {"init", 0, 0, G_OPTION_ARG_FILENAME, &init,
+         "Initial weights: a network of this stage (all of it), stage-1 weights (their "
+         "encoder, for stage 2) or an ImageNet ResNet-50 trunk converted with "
+         "tools/pth2safetensors.py --torchvision-resnet50", "WEIGHTS"},
+        {"epochs", 0, 0, G_OPTION_ARG_INT, &epochs, "Epochs (default 300)", "N"},
+        {"batch", 'b', 0, G_OPTION_ARG_INT, &batch,
+         "Batch size (default 8 in stage 1, 12 in stage 2, as the original)", "N"},
+        {"lr", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)parse_lr, "Learning rate (default 1e-4)", "LR"},
+        {"lr-backbone", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)parse_lr,
+         "Learning rate of the encoder in stage 2 (default 1e-4)", "LR"},
+        {"seed", 0, 0, G_OPTION_ARG_STRING, &seed_text, "Random seed (default 0)", "N"},
+        {"no-augment", 0, 0, G_OPTION_ARG_NONE, &no_augment,
+         "No spatial or photometric augmentation", NULL},
+        {"max-steps", 0, 0, G_OPTION_ARG_INT64, &max_steps,
+         "Stop after N optimiser steps (in total, a resumed run included) and save", "N"},
+        {"resume", 0, 0, G_OPTION_ARG_FILENAME, &resume,
+         "Continue the run in RUNDIR exactly where it stopped (its options are kept; "
+         "--epochs and --max-steps may be given)", "RUNDIR"},
+        {"image-size", 0, 0, G_OPTION_ARG_INT, &image_size,
+         "Network input side, a multiple of 16 (default 256; smaller trains faster)", "N"},
+        {"fix-background", 0, 0, G_OPTION_ARG_NONE, &fix_background,
+         "Use 1 - mask after augmentation as the background target (the original uses the "
+         "un-augmented mask: spec §9 item 4)", NULL},
+        {"single-sigmoid", 0, 0, G_OPTION_ARG_NONE, &single_sigmoid,
+         "DiceBCE on the probabilities (the original applies a second sigmoid: §9 item 1)", NULL},
+        {"workers", 0, 0, G_OPTION_ARG_INT, &workers, "Data loading threads", "N"},
+        {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL}};
+    GOptionContext *ctx = g_option_context_new("- train ConDSeg (stage 1 or 2)");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(
+        ctx,
+        "Examples:\n"
+        "  condseg train --stage 1 --data kvasir-seg --out runs/s1 --epochs 50\n"
+        "  condseg train --stage 2 --data kvasir-seg --out runs/s2 --init runs/s1/best.safetensors\n"
+        "  condseg train --resume runs/s2\n\n"
+        "The run folder receives train_log.csv, train.log, best.safetensors (best validation\n"
+        "mIoU), last.safetensors and state.safetensors. Ctrl-C saves and stops; a second\n"
+        "Ctrl-C aborts at once.\n");
+    int status = 0;
+    GError *error = NULL;
+    if (!parse_options(ctx, &argc, &argv)) {
+        status = EXIT_USAGE;
+        goto done;
+    }
+    if (argc > 1) {
+        status = usage_error("train: unexpected argument '%s'", argv[1]);
+        goto done;
+    }
+    if (resume) {
+        opt.run_dir = resume;
+        opt.epochs = epochs; /* 0: keep the run's */
+    } else {
+        if (stage != 1 && stage != 2) {
+            status = usage_error("--stage: expected 1 or 2%s", stage ? "" : " (required)");
+            goto done;
+        }
+        if (!data || !out) {
+            status = usage_error("train: --data DIR and --out RUNDIR are required");
+            goto done;
+        }
+        cs_train_options_defaults(&opt, stage);
+        opt.data_dir = data;
+        opt.run_dir = out;
+        opt.init_weights = init;
+        if (epochs) opt.epochs = epochs;
+        if (batch) opt.batch = batch;
+        if (lrs.lr > 0) opt.lr = lrs.lr;
+        if (lrs.lr_backbone > 0) opt.lr_backbone = lrs.lr_backbone;
+        if (image_size) opt.image_size = image_size;
+        opt.augment = !no_augment;
+        opt.fix_background = fix_background;
+        opt.single_sigmoid = single_sigmoid;
+        if (seed_text) {
+            char *end = NULL;
+            opt.seed = g_ascii_strtoull(seed_text, &end, 10);
+            if (!*seed_text || *end) {
+                status = usage_error("--seed: expected a non-negative integer, got '%s'", seed_text);
+                goto done;
+            }
+        }
+        if (epochs < 0 || batch < 0 || image_size < 0 ||
+            (image_size && image_size % 16)) {
+            status = usage_error("--epochs, --batch: positive numbers; --image-size: a multiple of 16");
+            goto done;
+        }
+    }
+    if (max_steps < 0 || workers < 0 || threads < 0) {
+        status = usage_error("--max-steps, --workers, --threads: expected positive numbers");
+        goto done;
+    }
+    opt.max_steps = (long)max_steps;
+    opt.workers = workers;
+    cs_set_num_threads(threads);
+    signal(SIGINT, on_interrupt);
+    signal(SIGTERM, on_interrupt);
+    train_display display = {.tty = isatty(fileno(stderr))};
+    if (!cs_train(&opt, resume != NULL, on_train_progress, &display, &stop_requested, &error)) {
+        if (display.tty) fputc('\n', stderr);
+        fprintf(stderr, "%s: %s\n", program, error->message);
+        g_error_free(error);
+        status = 1;
+    } else {
+        fprintf(stderr, "training %s; run folder: %s\n",
+                stop_requested ? "interrupted, state saved" : "finished", opt.run_dir);
+        if (stop_requested) status = 130;
+    }
+done:
+    g_option_context_free(ctx);
+    g_free(data), g_free(out), g_free(init), g_free(resume), g_free(seed_text);
+    return status;
+}
+
+/* ---- eval --------------------------------------------------------------------------- */
+
+typedef struct {
+    JsonBuilder *json;        /* per-image array, or NULL */
+    gboolean verbose;
+} eval_display;
+
+static void add_metrics(JsonBuilder *b, const cs_metrics *m) {
+    const struct { const char *name; double value; } fields[] = {
+        {"mIoU", m->jaccard}, {"mDSC", m->dice},         {"recall", m->recall},
+        {"precision", m->precision}, {"accuracy", m->accuracy}, {"F2", m->f2}};
+    for (size_t i = 0; i < G_N_ELEMENTS(fields); i++) {
+        json_builder_set_member_name(b, fields[i].name);
+        json_builder_add_double_value(b, fields[i].value);
+    }
+}
+
+static void on_eval_image(const char *id, const cs_metrics *m, void *user_data) {
+    eval_display *d = user_data;
+    if (d->verbose) printf("%s  IoU %.4f  Dice %.4f\n", id, m->jaccard, m->dice);
+    if (!d->json) return;
+    json_builder_begin_object(d->json);
+    json_builder_set_member_name(d->json, "id");
+    json_builder_add_string_value(d->json, id);
+    add_metrics(d->json, m);
+    json_builder_end_object(d->json);
+}
+
+static int cmd_eval(int argc, char **argv) {
+    char *weights = NULL, *data = NULL, *split = NULL, *masks = NULL, *json_path = NULL;
+    gboolean verbose = FALSE;
+    int threads = 0;
+    GOptionEntry entries[] = {
+        {"weights", 'w', 0, G_OPTION_ARG_FILENAME, &weights, "Network weights (.safetensors)", "FILE"},
+        {"data", 'd', 0, G_OPTION_ARG_FILENAME, &data, "Dataset folder (images/, masks/, SPLIT.txt)", "DIR"},
+        {"split", 0, 0, G_OPTION_ARG_STRING, &split, "Which list: SPLIT.txt (default val)", "SPLIT"},
+        {"save-masks", 0, 0, G_OPTION_ARG_FILENAME, &masks,
+         "Write each prediction as a PNG mask at the image's size", "DIR"},
+        {"json", 0, 0, G_OPTION_ARG_FILENAME, &json_path,
+         "Write the metrics (mean and per image) as JSON", "FILE"},
+        {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print each image's IoU and Dice", NULL},
+        {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL}};
+    GOptionContext *ctx = g_option_context_new("- evaluate weights on a dataset split");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(
+        ctx, "Metrics as the original's test.py (spec §7): per image on the 256x256 maps, a pixel\n"
+             "counts as foreground above 0.5; mIoU, mDSC, recall, precision, accuracy and F2\n"
+             "are means over the images.\n");
+    int status = 0;
+    cs_model *model = NULL;
+    eval_display display = {NULL, FALSE};
+    GError *error = NULL;
+    if (!parse_options(ctx, &argc, &argv)) {
+        status = EXIT_USAGE;
+        goto done;
+    }
+    if (!weights || !data || argc > 1) {
+        status = usage_error("eval: --weights FILE and --data DIR are required%s",
+                             argc > 1 ? ", and nothing else" : "");
+        goto done;
+    }
+    cs_set_num_threads(threads);
+    model = cs_model_load(weights, &error);
+    if (!model) {
+        fprintf(stderr, "%s: %s\n", program, error->message);
+        g_error_free(error);
+        status = 1;
+        goto done;
+    }
+    display.verbose = verbose;
+    if (json_path) {
+        display.json = json_builder_new();
+        json_builder_begin_object(display.json);
+        json_builder_set_member_name(display.json, "images");
+        json_builder_begin_array(display.json);
+    }
+    cs_metrics mean;
+    int n = 0;
+    if (!cs_evaluate(model, data, split ? split : "val", masks, on_eval_image, &display, &mean, &n,
+                     &error)) {
+        fprintf(stderr, "%s: %s\n", program, error->message);
+        g_error_free(error);
+        status = 1;
+        goto done;
+    }
+    printf("%s on %s (%s, %d images)\n", weights, data, split ? split : "val", n);
+    printf("  mIoU %.4f  mDSC %.4f  recall %.4f  precision %.4f  accuracy %.4f  F2 %.4f\n",
+           mean.jaccard, mean.dice, mean.recall, mean.precision, mean.accuracy, mean.f2);
+    if (display.json) {
+        JsonBuilder *b = display.json;
+        json_builder_end_array(b);
+        json_builder_set_member_name(b, "weights");
+        json_builder_add_string_value(b, weights);
+        json_builder_set_member_name(b, "data");
+        json_builder_add_string_value(b, data);
+        json_builder_set_member_name(b, "split");
+        json_builder_add_string_value(b, split ? split : "val");
+        json_builder_set_member_name(b, "count");
+        json_builder_add_int_value(b, n);
+        json_builder_set_member_name(b, "mean");
+        json_builder_begin_object(b);
+        add_metrics(b, &mean);
+        json_builder_end_object(b);
+        json_builder_end_object(b);
+        JsonGenerator *gen = json_generator_new();
+        JsonNode *root = json_builder_get_root(b);
+        json_generator_set_root(gen, root);
+        json_generator_set_pretty(gen, TRUE);
+        gsize len;
+        char *text = json_generator_to_data(gen, &len);
+        /* g_file_set_contents writes a temporary file and renames it. */
+        if (!g_file_set_contents(json_path, text, (gssize)len, &error)) {
+            fprintf(stderr, "%s: --json: %s\n", program, error->message);
+            g_error_free(error);
+            status = 1;
+        }
+        g_free(text);
+        json_node_unref(root);
+        g_object_unref(gen);
+    }
+done:
+    if (display.json) g_object_unref(display.json);
+    cs_model_free(model);
+    g_option_context_free(ctx);
+    g_free(weights), g_free(data), g_free(split), g_free(masks), g_free(json_path);
+    return status;
+}
+
 /* ---- main -------------------------------------------------------------------------- */
 
 static const struct {
@@ -264,6 +605,8 @@ static const struct {
 } commands[] = {
     {"predict", cmd_predict, "segment images (binary masks, optional probabilities)"},
     {"info", cmd_info, "describe a weights file"},
+    {"train", cmd_train, "train the stage-1 network or ConDSeg on a dataset"},
+    {"eval", cmd_eval, "evaluate weights on a dataset split (mIoU, mDSC, ...)"},
 };
 
 static void print_help(FILE *to) {
