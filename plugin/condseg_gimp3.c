@@ -8,6 +8,8 @@
  *
  *   (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
  *                    #:weights "weights.safetensors" #:threshold 0.5 #:output "layer-mask")
+ *   (plug-in-condseg RUN-NONINTERACTIVE image (vector layer) "weights.safetensors" 0.5
+ *                    "layer-mask")
  */
 #include <string.h>
 
@@ -64,6 +66,12 @@ static GimpProcedure *create_procedure(GimpPlugIn *plug_in, const gchar *name) {
         "Weights file (.safetensors) of a ConDSeg or stage-1 network; none for the installed "
         "default model",
         GIMP_FILE_CHOOSER_ACTION_OPEN, TRUE, NULL, G_PARAM_READWRITE);
+    /* The order of GIMP 2.10's arguments, so that positional calls read the same. */
+    gimp_procedure_add_double_argument(
+        procedure, "threshold", "_Threshold",
+        "Probability above which a pixel is foreground (0.5 as condseg predict; used by the "
+        "mask outputs)",
+        0.0, 1.0, 0.5, G_PARAM_READWRITE);
     GimpChoice *outputs = gimp_choice_new_with_values(
         cs_gimp_output_names[0].nick, 0, cs_gimp_output_names[0].label,
         cs_gimp_output_names[0].help, cs_gimp_output_names[1].nick, 1,
@@ -73,11 +81,6 @@ static GimpProcedure *create_procedure(GimpPlugIn *plug_in, const gchar *name) {
         cs_gimp_output_names[3].label, cs_gimp_output_names[3].help, NULL);
     gimp_procedure_add_choice_argument(procedure, "output", "_Output", "Where the result goes",
                                        outputs, cs_gimp_output_names[0].nick, G_PARAM_READWRITE);
-    gimp_procedure_add_double_argument(
-        procedure, "threshold", "_Threshold",
-        "Probability above which a pixel is foreground (0.5 as condseg predict; used by the "
-        "mask outputs)",
-        0.0, 1.0, 0.5, G_PARAM_READWRITE);
     gimp_procedure_add_drawable_return_value(
         procedure, "result", "Result", "The layer mask, selection channel or new layer written",
         TRUE, G_PARAM_READWRITE);
