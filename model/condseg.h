@@ -192,9 +192,10 @@ gboolean cs_train(const cs_train_options *opt, gboolean resume, cs_train_report_
 
 /* Evaluation as the original's test.py (spec §6.4, §7): every image of a split at batch
  * 1, metrics per image, averaged. `per_image` (may be NULL) is called with each image's
- * id and metrics; `save_masks_dir` (may be NULL) receives each prediction as a PNG mask
- * at the image's resolution. */
-typedef void (*cs_eval_image_fn)(const char *id, const cs_metrics *m, void *user_data);
+ * id, metrics and 256x256 probability map; `save_masks_dir` (may be NULL) receives each
+ * prediction as a PNG mask at the image's resolution. */
+typedef void (*cs_eval_image_fn)(const char *id, const cs_metrics *m, const float *prob,
+                                 void *user_data);
 gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
                      const char *save_masks_dir, cs_eval_image_fn per_image, void *user_data,
                      cs_metrics *mean, int *n_images, GError **error);
@@ -206,11 +207,15 @@ void cs_model_set_progress(cs_model *model, cs_progress_fn fn, void *user_data);
 /* Worker threads for the CPU kernels (0: all cores). */
 void cs_set_num_threads(int n);
 
-/* For programs, first thing in main(): OpenBLAS chooses its kernels when it is loaded and
- * falls back to generic SSE3 ones on x86 CPUs newer than itself (3-4x slower). In that
- * case this re-executes the program with OPENBLAS_CORETYPE naming the kernels the CPU
- * supports. It does nothing when OPENBLAS_CORETYPE is already set, when the environment
- * has CONDSEG_BLAS_AUTO=0, or when re-execution fails (the program then just goes on). */
+/* For programs, first thing in main(): sets up the runtime environment condseg runs
+ * best in, which the libraries read when they load, by re-executing the program once:
+ *  - OpenBLAS falls back to generic SSE3 kernels on x86 CPUs newer than itself (3-4x
+ *    slower): OPENBLAS_CORETYPE then names the kernels the CPU supports;
+ *  - OpenMP threads that spin long at barriers collapse when other programs share the
+ *    cores: GOMP_SPINCOUNT is set to a short spin unless GOMP_SPINCOUNT or
+ *    OMP_WAIT_POLICY is set.
+ * Values the user set are kept; CONDSEG_BLAS_AUTO=0 turns all of this off; if
+ * re-execution fails the program just goes on. */
 void cs_select_blas_kernels(char **argv);
 /* The OpenBLAS kernel set in use ("SkylakeX", "Haswell", "Prescott", ...). */
 const char *cs_blas_kernels(void);

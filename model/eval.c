@@ -56,7 +56,7 @@ gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
         cs_metrics_accumulate(&sum, &m);
         count++;
         const int index = batch->indices[0];
-        if (per_image) per_image(cs_dataset_id(ds, index), &m, user_data);
+        if (per_image) per_image(cs_dataset_id(ds, index), &m, prob, user_data);
         if (save_masks_dir) ok = save_mask(ds, index, prob, size, save_masks_dir, error);
     }
     if (local) {

@@ -178,12 +178,27 @@ void cs_model_set_probe(cs_model *model, cs_probe_fn fn, void *user_data) {
 
 void cs_set_num_threads(int n) { cs_cpu_init(n); }
 
+/* libgomp's threads spin for about 300000 iterations at every barrier unless told
+ * otherwise; when other programs share the cores (a desktop, parallel tests, a GIMP
+ * session) a spinning thread holds the core its partner needs, and training ran 10x
+ * slower here. 10000 keeps the quick hand-over without the convoy. */
+#define CS_GOMP_SPINCOUNT "10000"
+
 void cs_select_blas_kernels(char **argv) {
+    if (g_strcmp0(g_getenv("CONDSEG_BLAS_AUTO"), "0") == 0) return;
+    gboolean changed = FALSE;
     const char *better = cs_cpu_better_blas_core();
-    if (!better || g_strcmp0(g_getenv("CONDSEG_BLAS_AUTO"), "0") == 0) return;
-    g_setenv("OPENBLAS_CORETYPE", better, TRUE);
-    execv("/proc/self/exe", argv);
-    g_unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with what we have */
+    if (better) {
+        g_setenv("OPENBLAS_CORETYPE", better, TRUE);
+        changed = TRUE;
+    }
+    if (!g_getenv("GOMP_SPINCOUNT") && !g_getenv("OMP_WAIT_POLICY")) {
+        g_setenv("GOMP_SPINCOUNT", CS_GOMP_SPINCOUNT, TRUE);
+        changed = TRUE;
+    }
+    /* Both are read when the libraries load: only a new image of the program sees them. */
+    if (changed) execv("/proc/self/exe", argv);
+    if (better) g_unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on as we are */
 }
 
 const char *cs_blas_kernels(void) { return cs_cpu_blas_core(); }

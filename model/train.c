@@ -490,6 +490,13 @@ static void log_line(const run_state *st, const char *format, ...) {
 
 /* ---- the run ----------------------------------------------------------------------------- */
 
+/* For the messages that stop a run: what is left on disk. */
+static char *kept_state(long saved_step, const char *run_dir) {
+    return saved_step >= 0 ? g_strdup_printf("the last good state, saved at step %ld, is kept in %s",
+                                             saved_step, run_dir)
+                           : g_strdup("nothing had been saved yet");
+}
+
 static gboolean validate_options(const cs_train_options *o, GError **error) {
     const char *bad = NULL;
     if (o->stage != 1 && o->stage != 2) bad = "--stage: expected 1 or 2";
@@ -542,19 +549,19 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                         "or choose another folder", options->run_dir);
             goto done;
         }
-        if (g_mkdir_with_parents(options->run_dir, 0755) != 0) {
-            g_set_error(error, CS_ERROR, CS_ERROR_IO, "--out '%s': cannot create the folder: %s",
-                        options->run_dir, g_strerror(errno));
-            goto done;
-        }
     }
     const cs_train_options *o = &st.opt;
 
-    /* Data first: a broken dataset is reported before any time is spent. */
+    /* Data first: a broken dataset is reported before anything is written or computed. */
     train_set = cs_dataset_open(o->data_dir, "train", error);
     if (!train_set) goto done;
     val_set = cs_dataset_open(o->data_dir, "val", error);
     if (!val_set) goto done;
+    if (!resume && g_mkdir_with_parents(o->run_dir, 0755) != 0) {
+        g_set_error(error, CS_ERROR, CS_ERROR_IO, "--out '%s': cannot create the folder: %s",
+                    o->run_dir, g_strerror(errno));
+        goto done;
+    }
 
     const cs_arch arch = o->stage == 1 ? CS_ARCH_STAGE1 : CS_ARCH_CONDSEG;
     if (resume) {
@@ -631,9 +638,10 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                  st.step);
     }
 
+    long saved_step = resume ? st.step : -1; /* the step of the state on disk */
     const int batches = cs_loader_batches(train_loader);
     cs_train_progress pr = {.epochs = o->epochs, .batches = batches};
-    for (; st.epoch < o->epochs; st.epoch++) {
+    while (st.epoch < o->epochs) {
         cs_loader_start_epoch(train_loader, st.epoch, st.next_batch);
         const gint64 t_epoch = g_get_monotonic_time();
         const int first = st.next_batch;
@@ -642,11 +650,13 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         while ((batch = cs_loader_next(train_loader, &local))) {
             const double loss = train_step(&sb, batch, st.epoch);
             if (!isfinite(loss)) {
+                char *kept = kept_state(saved_step, o->run_dir);
                 g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                             "the loss became %s at epoch %d, batch %d (step %ld): training "
-                            "stopped; the last good state is in %s (step %ld saved)",
+                            "stopped (a learning rate too high, or bad initial weights?); %s",
                             isnan(loss) ? "NaN" : "infinite", st.epoch + 1,
-                            batch->batch_index + 1, st.step + 1, o->run_dir, st.step);
+                            batch->batch_index + 1, st.step + 1, kept);
+                g_free(kept);
                 log_line(&st, "%s", (*error)->message);
                 goto done;
             }
@@ -669,6 +679,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             const gboolean limit = o->max_steps > 0 && st.step >= o->max_steps;
             if ((stop && *stop) || limit) {
                 if (!save_state(&st, model, adam, error)) goto done;
+                saved_step = st.step;
                 pr.message = limit ? "step limit reached: state saved" : "interrupted: state saved";
                 log_line(&st, "%s at epoch %d, batch %d (step %ld)", pr.message, st.epoch + 1,
                          st.next_batch, st.step);
@@ -686,6 +697,16 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         double val_loss;
         cs_metrics val;
         if (!validate(trainer, val_loader, &val_loss, &val, error)) goto done;
+        if (!isfinite(val_loss)) {
+            char *kept = kept_state(saved_step, o->run_dir);
+            g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                        "the validation loss became %s after epoch %d (step %ld): training "
+                        "stopped (a learning rate too high?); %s",
+                        isnan(val_loss) ? "NaN" : "infinite", st.epoch + 1, st.step, kept);
+            g_free(kept);
+            log_line(&st, "%s", (*error)->message);
+            goto done;
+        }
         const cs_metrics train_mean = {
             st.sum_metrics.jaccard / st.batches_done, st.sum_metrics.dice / st.batches_done,
             st.sum_metrics.recall / st.batches_done, st.sum_metrics.precision / st.batches_done, 0, 0};
@@ -732,8 +753,9 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         memset(&st.sum_metrics, 0, sizeof st.sum_metrics);
         st.batches_done = 0;
         const gboolean early = st.stop_counter >= o->patience_stop;
-        if (early) st.epoch++; /* the saved state points past the last epoch */
+        st.epoch++; /* the saved state points at the next epoch */
         if (!save_state(&st, model, adam, error)) goto done;
+        saved_step = st.step;
         if (early) {
             log_line(&st, "early stopping: validation mIoU has not improved on %.4f for %d epochs",
                      st.best_miou, o->patience_stop);

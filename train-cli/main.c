@@ -472,6 +472,8 @@ done:
 typedef struct {
     JsonBuilder *json;        /* per-image array, or NULL */
     gboolean verbose;
+    const char *prob_dir;     /* --save-prob */
+    gboolean failed;
 } eval_display;
 
 static void add_metrics(JsonBuilder *b, const cs_metrics *m) {
@@ -484,9 +486,22 @@ static void add_metrics(JsonBuilder *b, const cs_metrics *m) {
     }
 }
 
-static void on_eval_image(const char *id, const cs_metrics *m, void *user_data) {
+static void on_eval_image(const char *id, const cs_metrics *m, const float *prob,
+                          void *user_data) {
     eval_display *d = user_data;
     if (d->verbose) printf("%s  IoU %.4f  Dice %.4f\n", id, m->jaccard, m->dice);
+    if (d->prob_dir) {
+        char *name = g_strdup_printf("%s.npy", id);
+        char *path = g_build_filename(d->prob_dir, name, NULL);
+        const int64_t shape[2] = {CS_INPUT_SIZE, CS_INPUT_SIZE};
+        GError *error = NULL;
+        if (!cs_write_npy_f32(path, prob, 2, shape, &error)) {
+            fprintf(stderr, "%s: %s\n", program, error->message);
+            g_error_free(error);
+            d->failed = TRUE;
+        }
+        g_free(path), g_free(name);
+    }
     if (!d->json) return;
     json_builder_begin_object(d->json);
     json_builder_set_member_name(d->json, "id");
@@ -497,6 +512,7 @@ static void on_eval_image(const char *id, const cs_metrics *m, void *user_data) 
 
 static int cmd_eval(int argc, char **argv) {
     char *weights = NULL, *data = NULL, *split = NULL, *masks = NULL, *json_path = NULL;
+    char *prob_dir = NULL;
     gboolean verbose = FALSE;
     int threads = 0;
     GOptionEntry entries[] = {
@@ -505,6 +521,8 @@ static int cmd_eval(int argc, char **argv) {
         {"split", 0, 0, G_OPTION_ARG_STRING, &split, "Which list: SPLIT.txt (default val)", "SPLIT"},
         {"save-masks", 0, 0, G_OPTION_ARG_FILENAME, &masks,
          "Write each prediction as a PNG mask at the image's size", "DIR"},
+        {"save-prob", 0, 0, G_OPTION_ARG_FILENAME, &prob_dir,
+         "Write each 256x256 probability map as a float32 NumPy array <id>.npy", "DIR"},
         {"json", 0, 0, G_OPTION_ARG_FILENAME, &json_path,
          "Write the metrics (mean and per image) as JSON", "FILE"},
         {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print each image's IoU and Dice", NULL},
@@ -518,7 +536,7 @@ static int cmd_eval(int argc, char **argv) {
              "are means over the images.\n");
     int status = 0;
     cs_model *model = NULL;
-    eval_display display = {NULL, FALSE};
+    eval_display display = {0};
     GError *error = NULL;
     if (!parse_options(ctx, &argc, &argv)) {
         status = EXIT_USAGE;
@@ -538,6 +556,13 @@ static int cmd_eval(int argc, char **argv) {
         goto done;
     }
     display.verbose = verbose;
+    display.prob_dir = prob_dir;
+    if (prob_dir && g_mkdir_with_parents(prob_dir, 0755) != 0) {
+        fprintf(stderr, "%s: --save-prob '%s': cannot create the folder: %s\n", program, prob_dir,
+                g_strerror(errno));
+        status = 1;
+        goto done;
+    }
     if (json_path) {
         display.json = json_builder_new();
         json_builder_begin_object(display.json);
@@ -553,6 +578,7 @@ static int cmd_eval(int argc, char **argv) {
         status = 1;
         goto done;
     }
+    if (display.failed) status = 1;
     printf("%s on %s (%s, %d images)\n", weights, data, split ? split : "val", n);
     printf("  mIoU %.4f  mDSC %.4f  recall %.4f  precision %.4f  accuracy %.4f  F2 %.4f\n",
            mean.jaccard, mean.dice, mean.recall, mean.precision, mean.accuracy, mean.f2);
@@ -593,6 +619,7 @@ done:
     cs_model_free(model);
     g_option_context_free(ctx);
     g_free(weights), g_free(data), g_free(split), g_free(masks), g_free(json_path);
+    g_free(prob_dir);
     return status;
 }
 
