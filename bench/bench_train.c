@@ -1,0 +1,113 @@
+/* bench_train.c — speed and memory of one ConDSeg training step on this CPU (stage 2:
+ * forward in training mode with all four outputs, the stage-2 loss, backward, Adam), as a
+ * ratio taken in the same run: the step time against the time OpenBLAS sgemm would need,
+ * at its measured peak, for 3 x 201.29 GFLOP per image (forward + backward); and the peak
+ * resident memory of the process for this batch size (run once per batch size).
+ *
+ *   bench_train [--batch N] [--size S] [--steps N] [--threads N] */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include "condseg.h"
+#include "model_internal.h"
+
+#define TRAIN_GFLOP_PER_IMAGE (3 * 201.29)
+
+static double now(void) { return g_get_monotonic_time() / 1e6; }
+
+static double sgemm_rate(double seconds) {
+    const int n = 2048;
+    float *a = g_new(float, (size_t)n * n), *b = g_new(float, (size_t)n * n),
+          *c = g_new(float, (size_t)n * n);
+    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)(i % 1000) / 1000.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    int reps = 0;
+    double t0 = now(), t;
+    do {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        reps++;
+        t = now() - t0;
+    } while (t < seconds);
+    g_free(a), g_free(b), g_free(c);
+    return 2.0 * n * n * n * reps / t / 1e9;
+}
+
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    cs_select_blas_kernels(argv);
+    int batch = 2, size = 256, steps = 3, threads = 0;
+    GOptionEntry entries[] = {
+        {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Batch size (default 2)", "N"},
+        {"size", 0, 0, G_OPTION_ARG_INT, &size, "Input side (default 256)", "S"},
+        {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Timed steps after one warm-up (default 3)", "N"},
+        {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL}};
+    GOptionContext *octx = g_option_context_new("- condseg training-step benchmark");
+    g_option_context_add_main_entries(octx, entries, NULL);
+    GError *error = NULL;
+    if (!g_option_context_parse(octx, &argc, &argv, &error) || batch < 1 || size < 16 ||
+        size % 16 || steps < 1) {
+        fprintf(stderr, "bench_train: %s\n", error ? error->message : "bad --batch/--size/--steps");
+        return 2;
+    }
+    cs_set_num_threads(threads);
+    cs_model *model = cs_model_new(CS_ARCH_CONDSEG, NULL, 1, &error);
+    cs_trainer *trainer = cs_trainer_new(model, 1e-4, 1e-4, FALSE);
+    const size_t plane = (size_t)size * size;
+    float *x = g_new(float, (size_t)batch * 3 * plane), *y1 = g_new(float, (size_t)batch * plane),
+          *y2 = g_new(float, (size_t)batch * plane);
+    GRand *rng = g_rand_new_with_seed(3);
+    for (size_t i = 0; i < (size_t)batch * 3 * plane; i++) x[i] = (float)g_rand_double(rng);
+    for (size_t i = 0; i < (size_t)batch * plane; i++) {
+        /* a disc-shaped target, so the loss is not degenerate */
+        const size_t p = i % plane;
+        const double dy = (double)(p / size) / size - 0.5, dx = (double)(p % size) / size - 0.5;
+        y1[i] = dx * dx + dy * dy < 0.1 ? 1.0f : 0.0f;
+        y2[i] = 1.0f - y1[i];
+    }
+    g_rand_free(rng);
+
+    printf("OpenBLAS kernels %s; training step of ConDSeg (stage 2), batch %d at %dx%d\n",
+           cs_blas_kernels(), batch, size, size);
+    double t0 = now();
+    cs_trainer_backward(trainer, x, NULL, y1, y2, batch, size, NULL, NULL);
+    cs_trainer_update(trainer);
+    printf("  warm-up step: %.2f s\n", now() - t0);
+    double *times = g_new(double, steps), *ratios = g_new(double, steps);
+    const double gflop = TRAIN_GFLOP_PER_IMAGE * batch * (double)plane / (256.0 * 256.0);
+    double rate_sum = 0;
+    for (int s = 0; s < steps; s++) {
+        const double rate = sgemm_rate(0.3);
+        rate_sum += rate;
+        t0 = now();
+        cs_trainer_backward(trainer, x, NULL, y1, y2, batch, size, NULL, NULL);
+        cs_trainer_update(trainer);
+        times[s] = now() - t0;
+        ratios[s] = times[s] / (gflop / rate);
+    }
+    qsort(times, steps, sizeof(double), compare_double);
+    qsort(ratios, steps, sizeof(double), compare_double);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("  step: median %.2f s over %d steps (%.2f s per image); sgemm peak %.1f GFLOP/s\n",
+           times[steps / 2], steps, times[steps / 2] / batch, rate_sum / steps);
+    printf("  ratio to %d x 3 x 201.29 GFLOP at the sgemm peak measured next to each step: %.2f\n",
+           batch, ratios[steps / 2]);
+    printf("  peak resident memory: %.0f MB (weights, gradients and Adam moments: %.0f MB)\n",
+           ru.ru_maxrss / 1024.0, 4.0 * 45552786 * 4 / 1e6);
+    printf("{\"what\":\"condseg_train_step\",\"batch\":%d,\"size\":%d,\"s_per_step\":%.3f,"
+           "\"ratio_to_sgemm_peak\":%.3f,\"peak_rss_mb\":%.0f,\"blas\":\"%s\"}\n",
+           batch, size, times[steps / 2], ratios[steps / 2], ru.ru_maxrss / 1024.0,
+           cs_blas_kernels());
+    g_free(times), g_free(ratios), g_free(x), g_free(y1), g_free(y2);
+    cs_trainer_free(trainer);
+    cs_model_free(model);
+    g_option_context_free(octx);
+    return 0;
+}
