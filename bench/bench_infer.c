@@ -7,12 +7,12 @@
  *
  * Without -w the network is freshly initialised (speed does not depend on the values;
  * flush-to-zero keeps subnormals from skewing it). */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
+#include "bench_util.h"
 #include "condseg.h"
 #include "graph.h"
 #include "kernels.h"
@@ -21,25 +21,7 @@
 #define MASK_GFLOP 165.47
 #define FULL_GFLOP 201.29
 
-static double now(void) { return g_get_monotonic_time() / 1e6; }
 
-/* sgemm GFLOP/s for an m x k by k x n product, repeated for `seconds`. */
-static double sgemm_rate(int m, int n, int k, double seconds) {
-    float *a = g_new(float, (size_t)m * k), *b = g_new(float, (size_t)k * n),
-          *c = g_new(float, (size_t)m * n);
-    for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)((i * 7919) % 1000) / 1000.0f;
-    for (size_t i = 0; i < (size_t)k * n; i++) b[i] = (float)((i * 104729) % 1000) / 1000.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1, a, k, b, n, 0, c, n);
-    int reps = 0;
-    double t0 = now(), t;
-    do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1, a, k, b, n, 0, c, n);
-        reps++;
-        t = now() - t0;
-    } while (t < seconds);
-    g_free(a), g_free(b), g_free(c);
-    return 2.0 * m * n * k * reps / t / 1e9;
-}
 
 typedef struct {
     double last;
@@ -50,7 +32,7 @@ typedef struct {
 static void on_probe(const char *name, const cs_tensor *t, void *user_data) {
     (void)t;
     stage_timer *st = user_data;
-    double tn = now();
+    double tn = bench_now();
     char *copy = g_strdup(name);
     double dt = tn - st->last;
     g_array_append_val(st->names, copy);
@@ -58,10 +40,6 @@ static void on_probe(const char *name, const cs_tensor *t, void *user_data) {
     st->last = tn;
 }
 
-static int compare_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     cs_select_blas_kernels(argv); /* what `condseg` runs with; CONDSEG_BLAS_AUTO=0 keeps OpenBLAS's choice */
@@ -86,8 +64,8 @@ int main(int argc, char **argv) {
     cs_set_num_threads(threads);
 
     const char *corename = cs_blas_kernels();
-    const double peak = sgemm_rate(2048, 2048, 2048, 1.0);
-    const double conv_rate = sgemm_rate(128, 16384, 1152, 1.0);
+    const double peak = bench_sgemm_rate(2048, 2048, 2048, 1.0);
+    const double conv_rate = bench_sgemm_rate(128, 16384, 1152, 1.0);
     printf("OpenBLAS core %s, %d threads: sgemm 2048^3 %.1f GFLOP/s; conv-shaped "
            "128x16384x1152 %.1f GFLOP/s\n", corename, cs_cpu_threads(), peak, conv_rate);
 
@@ -134,21 +112,21 @@ int main(int argc, char **argv) {
         double *times = g_new(double, runs), *ratios = g_new(double, runs);
         double *rates = g_new(double, runs);
         for (int r = 0; r < runs; r++) {
-            rates[r] = sgemm_rate(2048, 2048, 2048, 0.3);
+            rates[r] = bench_sgemm_rate(2048, 2048, 2048, 0.3);
             /* Module times from the last run only. */
             if (r == runs - 1) {
-                st.last = now();
+                st.last = bench_now();
                 cs_model_set_probe(model, on_probe, &st);
             }
-            double t0 = now();
+            double t0 = bench_now();
             cs_model_forward(model, input, 1, size, size, outputs, ptrs, &error);
-            times[r] = now() - t0;
+            times[r] = bench_now() - t0;
             ratios[r] = times[r] / (gflop / rates[r]);
             cs_model_set_probe(model, NULL, NULL);
         }
-        qsort(times, runs, sizeof(double), compare_double);
-        qsort(ratios, runs, sizeof(double), compare_double);
-        qsort(rates, runs, sizeof(double), compare_double);
+        qsort(times, runs, sizeof(double), bench_compare_double);
+        qsort(ratios, runs, sizeof(double), bench_compare_double);
+        qsort(rates, runs, sizeof(double), bench_compare_double);
         const double median = times[runs / 2], ratio = ratios[runs / 2];
         printf("%s forward, batch 1, 256x256: median %.1f ms over %d runs (min %.1f); "
                "%.1f GFLOP/s effective\n", pass ? "all-outputs" : "mask-only", median * 1e3,

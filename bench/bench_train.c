@@ -5,39 +5,18 @@
  * resident memory of the process for this batch size (run once per batch size).
  *
  *   bench_train [--batch N] [--size S] [--steps N] [--threads N] */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 
+#include "bench_util.h"
 #include "condseg.h"
 #include "model_internal.h"
 
 #define TRAIN_GFLOP_PER_IMAGE (3 * 201.29)
 
-static double now(void) { return g_get_monotonic_time() / 1e6; }
 
-static double sgemm_rate(double seconds) {
-    const int n = 2048;
-    float *a = g_new(float, (size_t)n * n), *b = g_new(float, (size_t)n * n),
-          *c = g_new(float, (size_t)n * n);
-    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)(i % 1000) / 1000.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    int reps = 0;
-    double t0 = now(), t;
-    do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        reps++;
-        t = now() - t0;
-    } while (t < seconds);
-    g_free(a), g_free(b), g_free(c);
-    return 2.0 * n * n * n * reps / t / 1e9;
-}
 
-static int compare_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     cs_select_blas_kernels(argv);
@@ -75,24 +54,24 @@ int main(int argc, char **argv) {
 
     printf("OpenBLAS kernels %s; training step of ConDSeg (stage 2), batch %d at %dx%d\n",
            cs_blas_kernels(), batch, size, size);
-    double t0 = now();
+    double t0 = bench_now();
     cs_trainer_backward(trainer, x, NULL, y1, y2, batch, size, NULL, NULL);
     cs_trainer_update(trainer);
-    printf("  warm-up step: %.2f s\n", now() - t0);
+    printf("  warm-up step: %.2f s\n", bench_now() - t0);
     double *times = g_new(double, steps), *ratios = g_new(double, steps);
     const double gflop = TRAIN_GFLOP_PER_IMAGE * batch * (double)plane / (256.0 * 256.0);
     double rate_sum = 0;
     for (int s = 0; s < steps; s++) {
-        const double rate = sgemm_rate(0.3);
+        const double rate = bench_sgemm_rate(2048, 2048, 2048, 0.3);
         rate_sum += rate;
-        t0 = now();
+        t0 = bench_now();
         cs_trainer_backward(trainer, x, NULL, y1, y2, batch, size, NULL, NULL);
         cs_trainer_update(trainer);
-        times[s] = now() - t0;
+        times[s] = bench_now() - t0;
         ratios[s] = times[s] / (gflop / rate);
     }
-    qsort(times, steps, sizeof(double), compare_double);
-    qsort(ratios, steps, sizeof(double), compare_double);
+    qsort(times, steps, sizeof(double), bench_compare_double);
+    qsort(ratios, steps, sizeof(double), bench_compare_double);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("  step: median %.2f s over %d steps (%.2f s per image); sgemm peak %.1f GFLOP/s\n",

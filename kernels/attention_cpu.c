@@ -168,25 +168,50 @@ static void outlook_tile(float *y, float *prob, const float *v, const float *a,
     }
 }
 
-void cs_cpu_outlook_attention(float *y, float *prob, const float *v, const float *a, int n,
-                              int c, int heads, int h, int w, float scale) {
-    outlook_dims d = {.c = c, .heads = heads, .head_dim = c / heads, .h = h, .w = w,
-                      .scale = scale, .pw = w + 2 * CS_HALO, .pr = CS_TILE_ROWS + 2 * CS_HALO};
-    const int tiles = (h + CS_TILE_ROWS - 1) / CS_TILE_ROWS;
-    const size_t scratch_floats = tile_floats(&d);
+/* Runs `tile` over every (image, head, CS_TILE_ROWS rows) of the map, the tiles spread
+ * over the threads, each thread with its own scratch buffer (about 1 MB at 128 pixels
+ * wide, so that it stays in that core's L2). */
+typedef void (*tile_fn)(const void *args, const outlook_dims *d, int b, int hd, int y0, int y1,
+                        float *scratch);
+
+static void run_tiles(const outlook_dims *d, int n, size_t scratch_floats, tile_fn tile,
+                      const void *args) {
+    const int tiles = (d->h + CS_TILE_ROWS - 1) / CS_TILE_ROWS;
 #pragma omp parallel
     {
-        /* Each thread's tile buffer: about 1 MB at 128 pixels wide, kept in its L2. */
         float *scratch = malloc(sizeof(float) * scratch_floats);
         if (!scratch) abort();
 #pragma omp for schedule(dynamic)
-        for (int t = 0; t < n * heads * tiles; t++) {
-            const int b = t / (heads * tiles), hd = (t / tiles) % heads;
-            const int y0 = (t % tiles) * CS_TILE_ROWS, y1 = imin(y0 + CS_TILE_ROWS, h);
-            outlook_tile(y, prob, v, a, &d, b, hd, y0, y1, scratch);
+        for (int t = 0; t < n * d->heads * tiles; t++) {
+            const int b = t / (d->heads * tiles), hd = (t / tiles) % d->heads;
+            const int y0 = (t % tiles) * CS_TILE_ROWS, y1 = imin(y0 + CS_TILE_ROWS, d->h);
+            tile(args, d, b, hd, y0, y1, scratch);
         }
         free(scratch);
     }
+}
+
+static outlook_dims make_dims(int c, int heads, int h, int w, float scale) {
+    return (outlook_dims){.c = c, .heads = heads, .head_dim = c / heads, .h = h, .w = w,
+                          .scale = scale, .pw = w + 2 * CS_HALO, .pr = CS_TILE_ROWS + 2 * CS_HALO};
+}
+
+typedef struct {
+    float *y, *prob;
+    const float *v, *a;
+} forward_args;
+
+static void forward_tile(const void *args, const outlook_dims *d, int b, int hd, int y0, int y1,
+                         float *scratch) {
+    const forward_args *f = args;
+    outlook_tile(f->y, f->prob, f->v, f->a, d, b, hd, y0, y1, scratch);
+}
+
+void cs_cpu_outlook_attention(float *y, float *prob, const float *v, const float *a, int n,
+                              int c, int heads, int h, int w, float scale) {
+    const outlook_dims d = make_dims(c, heads, h, w, scale);
+    const forward_args args = {y, prob, v, a};
+    run_tiles(&d, n, tile_floats(&d), forward_tile, &args);
 }
 
 /* ---- backward ------------------------------------------------------------------------- */
@@ -274,25 +299,23 @@ static void outlook_backward_tile(float *dv, float *da, const float *dy, const f
     }
 }
 
+typedef struct {
+    float *dv, *da;
+    const float *dy, *prob, *v;
+} backward_args;
+
+static void backward_tile(const void *args, const outlook_dims *d, int b, int hd, int y0, int y1,
+                          float *scratch) {
+    const backward_args *g = args;
+    outlook_backward_tile(g->dv, g->da, g->dy, g->prob, g->v, d, b, hd, y0, y1, scratch);
+}
+
 void cs_cpu_outlook_attention_backward(float *dv, float *da, const float *dy, const float *prob,
                                        const float *v, int n, int c, int heads, int h, int w,
                                        float scale) {
-    outlook_dims d = {.c = c, .heads = heads, .head_dim = c / heads, .h = h, .w = w,
-                      .scale = scale, .pw = w + 2 * CS_HALO, .pr = CS_TILE_ROWS + 2 * CS_HALO};
-    const int tiles = (h + CS_TILE_ROWS - 1) / CS_TILE_ROWS;
-    const size_t scratch_floats = backward_tile_floats(&d);
-#pragma omp parallel
-    {
-        float *scratch = malloc(sizeof(float) * scratch_floats);
-        if (!scratch) abort();
-#pragma omp for schedule(dynamic)
-        for (int t = 0; t < n * heads * tiles; t++) {
-            const int b = t / (heads * tiles), hd = (t / tiles) % heads;
-            const int y0 = (t % tiles) * CS_TILE_ROWS, y1 = imin(y0 + CS_TILE_ROWS, h);
-            outlook_backward_tile(dv, da, dy, prob, v, &d, b, hd, y0, y1, scratch);
-        }
-        free(scratch);
-    }
+    const outlook_dims d = make_dims(c, heads, h, w, scale);
+    const backward_args args = {dv, da, dy, prob, v};
+    run_tiles(&d, n, backward_tile_floats(&d), backward_tile, &args);
 }
 
 void cs_cpu_softmax_rows_backward(float *dx, const float *dy, const float *y, size_t rows,

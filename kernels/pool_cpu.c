@@ -5,27 +5,30 @@
 
 #include "kernels.h"
 
+/* The input index of the maximum of window (oy, ox) of a plane: the first in scan order,
+ * the one the backward pass sends the gradient to. Padding counts as -inf. */
+static inline int maxpool_argmax(const float *src, int h, int w, int oy, int ox) {
+    int arg = -1;
+    for (int ky = 0; ky < 3; ky++) {
+        const int iy = oy * 2 - 1 + ky;
+        if (iy < 0 || iy >= h) continue;
+        for (int kx = 0; kx < 3; kx++) {
+            const int ix = ox * 2 - 1 + kx;
+            if (ix < 0 || ix >= w) continue;
+            if (arg < 0 || src[iy * w + ix] > src[arg]) arg = iy * w + ix;
+        }
+    }
+    return arg;
+}
+
 void cs_cpu_maxpool3s2(float *y, const float *x, int n, int c, int h, int w, int ho, int wo) {
 #pragma omp parallel for schedule(static)
     for (int nc = 0; nc < n * c; nc++) {
         const float *src = x + (size_t)nc * h * w;
         float *dst = y + (size_t)nc * ho * wo;
-        for (int oy = 0; oy < ho; oy++) {
-            for (int ox = 0; ox < wo; ox++) {
-                float m = -FLT_MAX;
-                for (int ky = 0; ky < 3; ky++) {
-                    const int iy = oy * 2 - 1 + ky;
-                    if (iy < 0 || iy >= h) continue;
-                    for (int kx = 0; kx < 3; kx++) {
-                        const int ix = ox * 2 - 1 + kx;
-                        if (ix < 0 || ix >= w) continue;
-                        const float v = src[(size_t)iy * w + ix];
-                        if (v > m) m = v;
-                    }
-                }
-                dst[(size_t)oy * wo + ox] = m;
-            }
-        }
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++)
+                dst[(size_t)oy * wo + ox] = src[maxpool_argmax(src, h, w, oy, ox)];
     }
 }
 
@@ -94,26 +97,9 @@ void cs_cpu_maxpool3s2_backward(float *dx, const float *dy, const float *x, int 
         const float *src = x + (size_t)nc * h * w;
         const float *g = dy + (size_t)nc * ho * wo;
         float *d = dx + (size_t)nc * h * w;
-        for (int oy = 0; oy < ho; oy++) {
-            for (int ox = 0; ox < wo; ox++) {
-                /* The maximum the forward pass picked: the first in scan order. */
-                float m = -FLT_MAX;
-                int arg = -1;
-                for (int ky = 0; ky < 3; ky++) {
-                    const int iy = oy * 2 - 1 + ky;
-                    if (iy < 0 || iy >= h) continue;
-                    for (int kx = 0; kx < 3; kx++) {
-                        const int ix = ox * 2 - 1 + kx;
-                        if (ix < 0 || ix >= w) continue;
-                        if (arg < 0 || src[(size_t)iy * w + ix] > m) {
-                            m = src[(size_t)iy * w + ix];
-                            arg = iy * w + ix;
-                        }
-                    }
-                }
-                d[arg] += g[(size_t)oy * wo + ox];
-            }
-        }
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++)
+                d[maxpool_argmax(src, h, w, oy, ox)] += g[(size_t)oy * wo + ox];
     }
 }
 

@@ -103,11 +103,6 @@ static double rand_normal(GRand *rng) {
     return sqrt(-2.0 * log(u)) * cos(2.0 * G_PI * v);
 }
 
-static gboolean is_trunk(const char *name) {
-    return g_str_has_prefix(name, "layer0.") || g_str_has_prefix(name, "layer1.") ||
-           g_str_has_prefix(name, "layer2.") || g_str_has_prefix(name, "layer3.");
-}
-
 static gboolean is_bn_field(const cs_paramset *ps, const char *name) {
     /* A BatchNorm's weight/bias sit next to its running_mean. */
     const char *dot = strrchr(name, '.');
@@ -131,7 +126,7 @@ static void init_params(cs_paramset *ps, uint64_t seed) {
         } else if (is_bn_field(ps, p->name)) {
             const float v = strcmp(leaf, "weight") == 0 ? 1.0f : 0.0f;
             for (int64_t j = 0; j < p->numel; j++) p->data[j] = v;
-        } else if (strcmp(leaf, "weight") == 0 && is_trunk(p->name)) {
+        } else if (strcmp(leaf, "weight") == 0 && cs_is_encoder_name(p->name)) {
             /* Kaiming normal, fan_out, ReLU gain (torchvision's ResNet). */
             const int64_t fan_out = p->numel / p->shape[1];
             const double std = sqrt(2.0 / (double)fan_out);

@@ -57,6 +57,9 @@ void cs_trunk_forward(cs_ctx *ctx, const cs_netcfg *cfg, const cs_tensor *image,
                       cs_tensor *features[4]);
 /* Channels of x1..x4. */
 void cs_trunk_channels(const cs_netcfg *cfg, int channels[4]);
+/* Whether a state-dict name belongs to the encoder (layer0..layer3): the original's
+ * backbone parameter group, and what stage 1 hands to stage 2. */
+gboolean cs_is_encoder_name(const char *name);
 
 /* ---- the networks ------------------------------------------------------------------ */
 

@@ -2,14 +2,11 @@
  * a step of torch.optim.Adam from the same state agree to float32 rounding. */
 #include "optim.h"
 
+#include "net.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static gboolean is_encoder(const char *name) {
-    return g_str_has_prefix(name, "layer0.") || g_str_has_prefix(name, "layer1.") ||
-           g_str_has_prefix(name, "layer2.") || g_str_has_prefix(name, "layer3.");
-}
 
 cs_adam *cs_adam_new(const cs_paramset *ps, double lr_backbone, double lr) {
     cs_adam *opt = g_new0(cs_adam, 1);
@@ -20,7 +17,7 @@ cs_adam *cs_adam_new(const cs_paramset *ps, double lr_backbone, double lr) {
     for (int i = 0; i < cs_paramset_count(ps); i++) {
         const cs_param *p = cs_paramset_at(ps, i);
         if (p->kind != CS_PARAM) continue;
-        if (is_encoder(p->name)) {
+        if (cs_is_encoder_name(p->name)) {
             g_assert(in_encoder && "encoder parameters must come first");
             opt->split = p->offset + p->numel;
         } else {

@@ -46,6 +46,11 @@ static const char *block_name(char *buf, int layer, int i) {
     return buf;
 }
 
+gboolean cs_is_encoder_name(const char *name) {
+    return g_str_has_prefix(name, "layer0.") || g_str_has_prefix(name, "layer1.") ||
+           g_str_has_prefix(name, "layer2.") || g_str_has_prefix(name, "layer3.");
+}
+
 void cs_trunk_channels(const cs_netcfg *cfg, int channels[4]) {
     channels[0] = cfg->stem_channels;
     for (int l = 0; l < 3; l++) channels[l + 1] = cfg->widths[l] * CS_EXPANSION;

@@ -239,11 +239,6 @@ static gboolean save_state(const run_state *st, const cs_model *model, const cs_
 
 /* ---- initial weights ------------------------------------------------------------------- */
 
-static gboolean is_encoder_name(const char *name) {
-    return g_str_has_prefix(name, "layer0.") || g_str_has_prefix(name, "layer1.") ||
-           g_str_has_prefix(name, "layer2.") || g_str_has_prefix(name, "layer3.");
-}
-
 /* Copies the encoder's entries from `file`: its parameters and, with buffers, its
  * BatchNorm statistics too. */
 static gboolean copy_encoder(cs_paramset *ps, const cs_safetensors *file, gboolean buffers,
@@ -251,7 +246,7 @@ static gboolean copy_encoder(cs_paramset *ps, const cs_safetensors *file, gboole
     int copied = 0;
     for (int i = 0; i < cs_paramset_count(ps); i++) {
         cs_param *p = cs_paramset_at(ps, i);
-        if (!is_encoder_name(p->name) || p->kind == CS_COUNTER) continue;
+        if (!cs_is_encoder_name(p->name) || p->kind == CS_COUNTER) continue;
         if (p->kind == CS_BUFFER && !buffers) continue;
         const cs_st_tensor *t = cs_st_find(file, p->name);
         gboolean shape_ok = t && t->ndim == p->ndim;

@@ -3,6 +3,8 @@
 #ifndef CONDSEG_TEST_CHECK_H
 #define CONDSEG_TEST_CHECK_H
 
+#include <glib.h>
+#include <glib/gstdio.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,21 @@ static inline double check_max_abs(const float *a, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (fabs((double)a[i]) > m) m = fabs((double)a[i]);
     return m;
+}
+
+/* Removes a folder of files, links and folders (a test's scratch space). */
+static inline void check_remove_tree(const char *path) {
+    GDir *dir = g_dir_open(path, 0, NULL);
+    for (const char *name; dir && (name = g_dir_read_name(dir));) {
+        char *child = g_build_filename(path, name, NULL);
+        if (g_file_test(child, G_FILE_TEST_IS_DIR) && !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
+            check_remove_tree(child);
+        else
+            g_unlink(child);
+        g_free(child);
+    }
+    if (dir) g_dir_close(dir);
+    g_rmdir(path);
 }
 
 static inline int check_summary(const char *name) {

@@ -5,6 +5,7 @@
 #define CONDSEG_TEST_GOLDEN_H
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 #include <string.h>
 
 #include "check.h"
@@ -80,6 +81,21 @@ static inline double golden_compare(const cs_safetensors *st, const char *name, 
     }
     g_free(ref);
     return err;
+}
+
+/* The case list of ops_golden.safetensors (its "cases" metadata, a JSON array of objects
+ * with "name", "op" and attributes), parsed into `parser`; NULL (a failure) without it. */
+static inline JsonArray *golden_cases(const cs_safetensors *st, JsonParser *parser) {
+    const char *json = cs_st_metadata(st, "cases");
+    GError *error = NULL;
+    if (!json || !json_parser_load_from_data(parser, json, -1, &error)) {
+        CHECK_MSG(0, "%s: no readable 'cases' metadata%s%s", cs_st_path(st), error ? ": " : "",
+                  error ? error->message : "");
+        g_clear_error(&error);
+        return NULL;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    return root && JSON_NODE_HOLDS_ARRAY(root) ? json_node_get_array(root) : NULL;
 }
 
 #endif

@@ -28,21 +28,6 @@
 static char *kvasir_dir;   /* $CONDSEG_DATA/kvasir-seg */
 static char *temp_root;    /* scratch space, removed at the end */
 
-/* Removes a folder of files, links and folders. */
-static void remove_tree(const char *path) {
-    GDir *dir = g_dir_open(path, 0, NULL);
-    for (const char *name; dir && (name = g_dir_read_name(dir));) {
-        char *child = g_build_filename(path, name, NULL);
-        if (g_file_test(child, G_FILE_TEST_IS_DIR) && !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
-            remove_tree(child);
-        else
-            g_unlink(child);
-        g_free(child);
-    }
-    if (dir) g_dir_close(dir);
-    g_rmdir(path);
-}
-
 /* The first `n` ids of kvasir's val.txt (g_strfreev). */
 static char **val_ids(int n) {
     char *path = g_build_filename(kvasir_dir, "val.txt", NULL), *text = NULL;
@@ -651,7 +636,7 @@ int main(void) {
     test_loader_error();
     test_bad_data();
 
-    remove_tree(temp_root);
+    check_remove_tree(temp_root);
     g_free(temp_root);
     g_free(kvasir_dir);
     return check_summary("test_data");

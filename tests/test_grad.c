@@ -499,9 +499,7 @@ int main(void) {
     cs_safetensors *st = golden_open("ops_golden.safetensors");
     if (st) {
         JsonParser *parser = json_parser_new();
-        const char *cases_json = cs_st_metadata(st, "cases");
-        CHECK(cases_json && json_parser_load_from_data(parser, cases_json, -1, NULL));
-        JsonArray *cases = json_node_get_array(json_parser_get_root(parser));
+        JsonArray *cases = golden_cases(st, parser);
         int tested = 0;
         for (guint i = 0; cases && i < json_array_get_length(cases); i++) {
             JsonObject *obj = json_array_get_object_element(cases, i);

@@ -18,21 +18,6 @@
 
 static char *temp_dir;
 
-/* Removes a folder of files and folders (the test's scratch space). */
-static void remove_tree(const char *path) {
-    GDir *dir = g_dir_open(path, 0, NULL);
-    for (const char *name; dir && (name = g_dir_read_name(dir));) {
-        char *child = g_build_filename(path, name, NULL);
-        if (g_file_test(child, G_FILE_TEST_IS_DIR) && !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
-            remove_tree(child);
-        else
-            g_unlink(child);
-        g_free(child);
-    }
-    if (dir) g_dir_close(dir);
-    g_rmdir(path);
-}
-
 /* Tensor shape as (height, width, channels), channels 1 for a 2-D tensor. */
 static gboolean hwc(const cs_st_tensor *t, int *h, int *w, int *c) {
     if (t->dtype != CS_DT_U8 || (t->ndim != 2 && t->ndim != 3)) return FALSE;
@@ -376,7 +361,7 @@ int main(void) {
     test_npy();
     test_load_errors();
 
-    remove_tree(temp_dir);
+    check_remove_tree(temp_dir);
     g_free(temp_dir);
     return check_summary("test_image");
 }

@@ -147,16 +147,8 @@ static gboolean run_golden_case(const cs_safetensors *st, const char *name, cons
 static void test_golden(void) {
     cs_safetensors *st = golden_open("ops_golden.safetensors");
     if (!st) return;
-    const char *cases_json = cs_st_metadata(st, "cases");
-    CHECK_MSG(cases_json != NULL, "ops golden file has no 'cases' metadata");
     JsonParser *parser = json_parser_new();
-    GError *error = NULL;
-    if (cases_json && !json_parser_load_from_data(parser, cases_json, -1, &error)) {
-        CHECK_MSG(0, "cases metadata: %s", error->message);
-        g_error_free(error);
-    }
-    JsonNode *root = json_parser_get_root(parser);
-    JsonArray *cases = root ? json_node_get_array(root) : NULL;
+    JsonArray *cases = golden_cases(st, parser);
     int tested = 0, dicebce = 0, stage2 = 0, stage1 = 0;
     for (guint i = 0; cases && i < json_array_get_length(cases); i++) {
         JsonObject *obj = json_array_get_object_element(cases, i);

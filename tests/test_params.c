@@ -179,9 +179,7 @@ int main(void) {
     g_clear_error(&error);
     cs_model_free(m);
     g_free(path);
-    char *cmd = g_strdup_printf("rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
-    g_free(cmd);
+    check_remove_tree(dir);
     g_free(dir);
     return check_summary("test_params");
 }

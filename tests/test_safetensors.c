@@ -21,22 +21,6 @@ static char *temp_dir;
 
 static char *temp_path(const char *name) { return g_build_filename(temp_dir, name, NULL); }
 
-static void remove_tree(const char *path) {
-    GDir *dir = g_dir_open(path, 0, NULL);
-    for (const char *name; dir && (name = g_dir_read_name(dir));) {
-        char *child = g_build_filename(path, name, NULL);
-        if (g_file_test(child, G_FILE_TEST_IS_DIR) && !g_file_test(child, G_FILE_TEST_IS_SYMLINK)) {
-            g_chmod(child, 0700);
-            remove_tree(child);
-        } else {
-            g_unlink(child);
-        }
-        g_free(child);
-    }
-    if (dir) g_dir_close(dir);
-    g_rmdir(path);
-}
-
 static int count_entries(const char *dir) {
     GDir *d = g_dir_open(dir, 0, NULL);
     int n = 0;
@@ -592,7 +576,7 @@ int main(void) {
     test_f16_exhaustive();
     test_corrupt_files();
     test_failed_saves();
-    remove_tree(temp_dir);
+    check_remove_tree(temp_dir);
     g_free(temp_dir);
     return check_summary("test_safetensors");
 }
