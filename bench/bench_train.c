@@ -21,11 +21,13 @@
 int main(int argc, char **argv) {
     cs_select_blas_kernels(argv);
     int batch = 2, size = 256, steps = 3, threads = 0;
+    char *preset = NULL;
     GOptionEntry entries[] = {
         {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Batch size (default 2)", "N"},
         {"size", 0, 0, G_OPTION_ARG_INT, &size, "Input side (default 256)", "S"},
         {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Timed steps after one warm-up (default 3)", "N"},
         {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
+        {"preset", 0, 0, G_OPTION_ARG_STRING, &preset, "Network preset (default condseg-r50)", "NAME"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *octx = g_option_context_new("- condseg training-step benchmark");
     g_option_context_add_main_entries(octx, entries, NULL);
@@ -36,7 +38,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     cs_set_num_threads(threads);
-    cs_model *model = cs_model_new(CS_ARCH_CONDSEG, NULL, 1, &error);
+    cs_model *model = cs_model_new(CS_ARCH_CONDSEG, preset, 1, &error);
+    if (!model) {
+        fprintf(stderr, "bench_train: %s\n", error->message);
+        return 2;
+    }
     cs_trainer *trainer = cs_trainer_new(model, 1e-4, 1e-4, FALSE);
     const size_t plane = (size_t)size * size;
     float *x = g_new(float, (size_t)batch * 3 * plane), *y1 = g_new(float, (size_t)batch * plane),
@@ -52,8 +58,8 @@ int main(int argc, char **argv) {
     }
     g_rand_free(rng);
 
-    printf("OpenBLAS kernels %s; training step of ConDSeg (stage 2), batch %d at %dx%d\n",
-           cs_blas_kernels(), batch, size, size);
+    printf("OpenBLAS kernels %s; training step of ConDSeg (stage 2, %s), batch %d at %dx%d\n",
+           cs_blas_kernels(), model->cfg->name, batch, size, size);
     double t0 = bench_now();
     cs_trainer_backward(trainer, x, NULL, y1, y2, batch, size, NULL, NULL);
     cs_trainer_update(trainer);
@@ -80,9 +86,9 @@ int main(int argc, char **argv) {
            batch, ratios[steps / 2]);
     printf("  peak resident memory: %.0f MB (weights, gradients and Adam moments: %.0f MB)\n",
            ru.ru_maxrss / 1024.0, 4.0 * 45552786 * 4 / 1e6);
-    printf("{\"what\":\"condseg_train_step\",\"batch\":%d,\"size\":%d,\"s_per_step\":%.3f,"
+    printf("{\"what\":\"condseg_train_step\",\"preset\":\"%s\",\"batch\":%d,\"size\":%d,\"s_per_step\":%.3f,"
            "\"ratio_to_sgemm_peak\":%.3f,\"peak_rss_mb\":%.0f,\"blas\":\"%s\"}\n",
-           batch, size, times[steps / 2], ratios[steps / 2], ru.ru_maxrss / 1024.0,
+           model->cfg->name, batch, size, times[steps / 2], ratios[steps / 2], ru.ru_maxrss / 1024.0,
            cs_blas_kernels());
     g_free(times), g_free(ratios), g_free(x), g_free(y1), g_free(y2);
     cs_trainer_free(trainer);

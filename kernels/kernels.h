@@ -65,7 +65,8 @@ void cs_cpu_col2im_accumulate(float *img, const float *col, int c, int h, int w,
                               int stride, int pad, int dil, int wo, int row0, int rows);
 
 /* Gradients of cs_cpu_conv2d_forward without scale/shift/ReLU: dx (may be NULL), dw and
- * db (may be NULL) accumulate. Same workspace as the forward pass. */
+ * db (may be NULL) accumulate. Its scratch: cs_cpu_conv2d_backward_workspace floats. */
+size_t cs_cpu_conv2d_backward_workspace(const cs_conv_shape *s);
 void cs_cpu_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, const cs_conv_shape *s, float *workspace);
 

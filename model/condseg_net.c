@@ -10,6 +10,7 @@
 const cs_netcfg cs_preset_condseg_r50 = {
     .name = "condseg-r50",
     .stem_channels = 64,
+    .expansion = 4,
     .blocks = {3, 4, 6},
     .widths = {64, 128, 256},
     .dim = 128,
@@ -20,12 +21,32 @@ const cs_netcfg cs_preset_condseg_r50 = {
     .stage1_head = 64,
 };
 
+/* Every part of ConDSeg, narrower: a ResNet-18-like encoder (BasicBlocks 2-2-2) at half
+ * ResNet-18's widths, and 32 channels where the paper has 128. About a twentieth of the
+ * paper network's arithmetic, so that it trains on a CPU in hours. */
+const cs_netcfg cs_preset_condseg_compact = {
+    .name = "condseg-compact",
+    .stem_channels = 32,
+    .expansion = 1,
+    .blocks = {2, 2, 2},
+    .widths = {32, 64, 128},
+    .dim = 32,
+    .sid_hidden = 64,
+    .aux_widths = {32, 32, 32, 16, 16},
+    .heads = 4,
+    .out_hidden = 16,
+    .stage1_head = 16,
+};
+
+static const cs_netcfg *const presets[] = {&cs_preset_condseg_r50, &cs_preset_condseg_compact};
+
 const cs_netcfg *cs_netcfg_find(const char *name) {
-    static const cs_netcfg *const presets[] = {&cs_preset_condseg_r50};
     for (size_t i = 0; i < G_N_ELEMENTS(presets); i++)
         if (g_strcmp0(presets[i]->name, name) == 0) return presets[i];
     return NULL;
 }
+
+const char *cs_netcfg_names(void) { return "condseg-r50, condseg-compact"; }
 
 static int ilog2(int v) {
     int r = 0;

@@ -20,6 +20,7 @@ struct cs_ctx {
     cs_probe_fn probe;
     void *probe_user;
     GHashTable *profile;          /* CONDSEG_PROFILE set: op kind -> time */
+    double conv_flops;            /* of the forward convolutions and Linear layers so far */
 };
 
 /* One recorded operation: what its backward pass needs. */

@@ -146,6 +146,8 @@ void cs_ctx_free(cs_ctx *ctx) {
 
 const cs_paramset *cs_ctx_params(const cs_ctx *ctx) { return ctx->params; }
 
+double cs_ctx_conv_flops(const cs_ctx *ctx) { return ctx->conv_flops; }
+
 void cs_ctx_set_training(cs_ctx *ctx, gboolean training) {
     g_assert(ctx->live->len == 0 && "switch modes between runs");
     ctx->training = training;

@@ -47,6 +47,9 @@ float *cs_tensor_grad(cs_ctx *ctx, cs_tensor *t);
 void cs_backward(cs_ctx *ctx);
 void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data);
 void cs_probe(cs_ctx *ctx, const char *name, const cs_tensor *t);
+/* FLOPs (2 x multiply-adds) of the forward convolutions and Linear layers run since the
+ * context was made, the way spec §3.3 counts them. */
+double cs_ctx_conv_flops(const cs_ctx *ctx);
 /* Bytes held by the pool (in use + cached) and the most ever held. */
 size_t cs_ctx_pool_bytes(const cs_ctx *ctx);
 

@@ -38,7 +38,7 @@ static const cs_netcfg *preset_or_error(const char *preset, const char *where, G
     if (!cfg)
         g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                     "%s: unknown network preset '%s' (known: %s)", where, preset,
-                    cs_preset_condseg_r50.name);
+                    cs_netcfg_names());
     return cfg;
 }
 

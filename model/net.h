@@ -17,8 +17,9 @@
 typedef struct {
     const char *name;
     int stem_channels;       /* layer0 conv output */
-    int blocks[3];           /* bottlenecks in layer1..layer3 */
-    int widths[3];           /* bottleneck widths (the output is 4x) */
+    int expansion;           /* 4: torchvision Bottleneck blocks; 1: BasicBlock (ResNet-18/34) */
+    int blocks[3];           /* blocks in layer1..layer3 */
+    int widths[3];           /* block widths (the output is expansion x width) */
     int dim;                 /* FEM / SID / CDFA / decoder width */
     int sid_hidden;          /* first CBR of each decouple branch */
     int aux_widths[5];       /* auxiliary-head CBR outputs */
@@ -28,7 +29,10 @@ typedef struct {
 } cs_netcfg;
 
 const cs_netcfg *cs_netcfg_find(const char *name);    /* NULL if unknown */
-extern const cs_netcfg cs_preset_condseg_r50;
+/* The known presets' names, comma-separated (for messages). */
+const char *cs_netcfg_names(void);
+extern const cs_netcfg cs_preset_condseg_r50;       /* the paper's network */
+extern const cs_netcfg cs_preset_condseg_compact;   /* the same design, narrower */
 
 /* Formats a parameter name "prefix.suffix..." into buf (CS_NAME_MAX bytes). */
 const char *cs_name(char *buf, const char *prefix, const char *suffix_format, ...)

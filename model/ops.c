@@ -48,7 +48,7 @@ static void conv_backward(cs_ctx *ctx, const cs_node *node) {
                                  node->iarg[2]);
     cs_cpu_conv2d_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, w),
                            b ? cs_param_grad(ctx, b) : NULL, node->out->grad, x->data, w->data, &s,
-                           cs_ctx_workspace(ctx, cs_cpu_conv2d_workspace(&s)));
+                           cs_ctx_workspace(ctx, cs_cpu_conv2d_backward_workspace(&s)));
 }
 
 /* y = conv(x) * scale + shift (per output channel), ReLU optional: the inference form. */
@@ -63,11 +63,13 @@ static cs_tensor *conv_run(cs_ctx *ctx, const cs_tensor *x, const char *weight_n
     float *ws = cs_ctx_workspace(ctx, cs_cpu_conv2d_workspace(&s));
     gint64 t0 = cs_profile_start(ctx);
     cs_cpu_conv2d_forward(y->data, x->data, w->data, scale, b ? b->data : shift, &s, relu, ws);
+    const double flops = 2.0 * (double)cs_numel(y) * x->c * k * k;
+    ctx->conv_flops += flops;
     if (ctx->profile) {
         char kind[32];
         g_snprintf(kind, sizeof kind, "conv%dx%d%s%s", k, k, dil > 1 ? " dilated" : "",
                    stride > 1 ? " s2" : "");
-        cs_profile_end(ctx, kind, t0, 2e-9 * (double)cs_numel(y) * x->c * k * k);
+        cs_profile_end(ctx, kind, t0, 1e-9 * flops);
     }
     cs_node *node = cs_tape_record(ctx, "conv", conv_backward, y);
     if (node) {

@@ -340,7 +340,9 @@ static gboolean parse_lr(const char *name, const char *value, gpointer data, GEr
 
 static int cmd_train(int argc, char **argv) {
     int stage = 0, epochs = 0, batch = 0, image_size = 0, workers = 0, threads = 0;
+    int patience_lr = -1, patience_stop = -1;
     char *data = NULL, *out = NULL, *init = NULL, *resume = NULL, *seed_text = NULL;
+    char *preset = NULL;
     gint64 max_steps = 0;
     gboolean no_augment = FALSE, fix_background = FALSE, single_sigmoid = FALSE;
     cs_train_options opt;
@@ -358,6 +360,9 @@ static int cmd_train(int argc, char **argv) {
          "Initial weights: a network of this stage (all of it), stage-1 weights (their "
          "encoder, for stage 2) or an ImageNet ResNet-50 trunk converted with "
          "tools/pth2safetensors.py --torchvision-resnet50", "WEIGHTS"},
+        {"preset", 0, 0, G_OPTION_ARG_STRING, &preset,
+         "Network size: condseg-r50 (the paper's, default) or condseg-compact (the same "
+         "design, about 1/20 of the arithmetic)", "NAME"},
         {"epochs", 0, 0, G_OPTION_ARG_INT, &epochs, "Epochs (default 300)", "N"},
         {"batch", 'b', 0, G_OPTION_ARG_INT, &batch,
          "Batch size (default 8 in stage 1, 12 in stage 2, as the original)", "N"},
@@ -372,6 +377,12 @@ static int cmd_train(int argc, char **argv) {
         {"resume", 0, 0, G_OPTION_ARG_FILENAME, &resume,
          "Continue the run in RUNDIR exactly where it stopped (its options are kept; "
          "--epochs and --max-steps may be given)", "RUNDIR"},
+        {"patience-lr", 0, 0, G_OPTION_ARG_INT, &patience_lr,
+         "Epochs without a better validation loss before the learning rate drops 10x "
+         "(default 30)", "N"},
+        {"patience-stop", 0, 0, G_OPTION_ARG_INT, &patience_stop,
+         "Epochs with a worse validation mIoU than the best before training stops "
+         "(default 100)", "N"},
         {"image-size", 0, 0, G_OPTION_ARG_INT, &image_size,
          "Network input side, a multiple of 16 (default 256; smaller trains faster)", "N"},
         {"fix-background", 0, 0, G_OPTION_ARG_NONE, &fix_background,
@@ -419,11 +430,14 @@ static int cmd_train(int argc, char **argv) {
         opt.data_dir = data;
         opt.run_dir = out;
         opt.init_weights = init;
+        opt.preset = preset;
         if (epochs) opt.epochs = epochs;
         if (batch) opt.batch = batch;
         if (lrs.lr > 0) opt.lr = lrs.lr;
         if (lrs.lr_backbone > 0) opt.lr_backbone = lrs.lr_backbone;
         if (image_size) opt.image_size = image_size;
+        if (patience_lr >= 0) opt.patience_lr = patience_lr;
+        if (patience_stop >= 0) opt.patience_stop = patience_stop;
         opt.augment = !no_augment;
         opt.fix_background = fix_background;
         opt.single_sigmoid = single_sigmoid;
@@ -463,7 +477,7 @@ static int cmd_train(int argc, char **argv) {
     }
 done:
     g_option_context_free(ctx);
-    g_free(data), g_free(out), g_free(init), g_free(resume), g_free(seed_text);
+    g_free(data), g_free(out), g_free(init), g_free(resume), g_free(seed_text), g_free(preset);
     return status;
 }
 
