@@ -58,17 +58,20 @@ static void query(void) {
 /* ---- the dialog --------------------------------------------------------------------- */
 
 typedef struct {
-    GtkWidget *output_combo;
+    cs_gimp_settings *settings;
     GtkObject *threshold_scale;
-} dialog_widgets;
+} dialog_state;
 
-/* The threshold only matters for the mask outputs. */
-static void output_changed(GtkWidget *combo, dialog_widgets *widgets) {
-    int output = CS_GIMP_OUTPUT_LAYER_MASK;
-    gimp_int_combo_box_get_active(GIMP_INT_COMBO_BOX(combo), &output);
-    gimp_scale_entry_set_sensitive(widgets->threshold_scale,
-                                   output == CS_GIMP_OUTPUT_LAYER_MASK ||
-                                       output == CS_GIMP_OUTPUT_SELECTION);
+/* An output radio button was toggled: keep the choice; the threshold only matters for
+ * the mask outputs. */
+static void output_toggled(GtkWidget *button, dialog_state *state) {
+    if (!gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(button))) return;
+    state->settings->output = GPOINTER_TO_INT(g_object_get_data(G_OBJECT(button),
+                                                                "gimp-item-data"));
+    if (state->threshold_scale)
+        gimp_scale_entry_set_sensitive(state->threshold_scale,
+                                       state->settings->output == CS_GIMP_OUTPUT_LAYER_MASK ||
+                                           state->settings->output == CS_GIMP_OUTPUT_SELECTION);
 }
 
 static GtkWidget *weights_chooser_new(const char *weights) {
@@ -115,33 +118,42 @@ static gboolean run_dialog(cs_gimp_settings *settings) {
                                             GTK_RESPONSE_CANCEL, -1);
     gimp_window_set_transient(GTK_WINDOW(dialog));
 
-    GtkWidget *table = gtk_table_new(4, 3, FALSE);
-    gtk_table_set_col_spacings(GTK_TABLE(table), 6);
-    gtk_table_set_row_spacings(GTK_TABLE(table), 6);
-    gtk_container_set_border_width(GTK_CONTAINER(table), 12);
-    gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dialog))), table, TRUE,
+    GtkWidget *vbox = gtk_vbox_new(FALSE, 12);
+    gtk_container_set_border_width(GTK_CONTAINER(vbox), 12);
+    gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dialog))), vbox, TRUE,
                        TRUE, 0);
 
+    GtkWidget *weights_table = gtk_table_new(2, 2, FALSE);
+    gtk_table_set_col_spacings(GTK_TABLE(weights_table), 6);
+    gtk_table_set_row_spacings(GTK_TABLE(weights_table), 2);
+    gtk_box_pack_start(GTK_BOX(vbox), weights_table, FALSE, FALSE, 0);
     GtkWidget *chooser = weights_chooser_new(settings->weights);
-    gimp_table_attach_aligned(GTK_TABLE(table), 0, 0, "_Weights:", 0.0, 0.5, chooser, 2, FALSE);
-    gtk_table_attach(GTK_TABLE(table), default_model_note_new(), 1, 3, 1, 2, GTK_FILL, GTK_FILL,
-                     0, 0);
+    gimp_table_attach_aligned(GTK_TABLE(weights_table), 0, 0, "_Weights:", 0.0, 0.5, chooser, 1,
+                              FALSE);
+    gtk_table_attach(GTK_TABLE(weights_table), default_model_note_new(), 1, 2, 1, 2, GTK_FILL,
+                     GTK_FILL, 0, 0);
 
-    dialog_widgets widgets;
-    widgets.output_combo = gimp_int_combo_box_new(
-        cs_gimp_output_names[0].label, 0, cs_gimp_output_names[1].label, 1,
-        cs_gimp_output_names[2].label, 2, cs_gimp_output_names[3].label, 3, NULL);
-    gimp_int_combo_box_set_active(GIMP_INT_COMBO_BOX(widgets.output_combo), settings->output);
-    gimp_table_attach_aligned(GTK_TABLE(table), 0, 2, "_Output:", 0.0, 0.5,
-                              widgets.output_combo, 2, FALSE);
+    /* All four outputs in sight: the uncertainty map is the one no other tool gives. */
+    dialog_state state = {settings, NULL};
+    GtkWidget *buttons[CS_GIMP_N_OUTPUTS];
+    GtkWidget *outputs = gimp_int_radio_group_new(
+        TRUE, "Output", G_CALLBACK(output_toggled), &state, settings->output,
+        cs_gimp_output_names[0].label, 0, &buttons[0], cs_gimp_output_names[1].label, 1,
+        &buttons[1], cs_gimp_output_names[2].label, 2, &buttons[2],
+        cs_gimp_output_names[3].label, 3, &buttons[3], NULL);
+    for (int i = 0; i < CS_GIMP_N_OUTPUTS; i++)
+        gimp_help_set_help_data(buttons[i], cs_gimp_output_names[i].help, NULL);
+    gtk_box_pack_start(GTK_BOX(vbox), outputs, FALSE, FALSE, 0);
 
-    widgets.threshold_scale = gimp_scale_entry_new(
-        GTK_TABLE(table), 0, 3, "_Threshold:", 200, 5, settings->threshold, 0.0, 1.0, 0.01, 0.1,
-        2, TRUE, 0, 0, "Probability above which a pixel belongs to the mask", NULL);
-    g_signal_connect(widgets.threshold_scale, "value-changed",
+    GtkWidget *threshold_table = gtk_table_new(1, 3, FALSE);
+    gtk_table_set_col_spacings(GTK_TABLE(threshold_table), 6);
+    gtk_box_pack_start(GTK_BOX(vbox), threshold_table, FALSE, FALSE, 0);
+    state.threshold_scale = gimp_scale_entry_new(
+        GTK_TABLE(threshold_table), 0, 0, "_Threshold:", 200, 5, settings->threshold, 0.0, 1.0,
+        0.01, 0.1, 2, TRUE, 0, 0, "Probability above which a pixel belongs to the mask", NULL);
+    g_signal_connect(state.threshold_scale, "value-changed",
                      G_CALLBACK(gimp_double_adjustment_update), &settings->threshold);
-    g_signal_connect(widgets.output_combo, "changed", G_CALLBACK(output_changed), &widgets);
-    output_changed(widgets.output_combo, &widgets);
+    output_toggled(buttons[CLAMP(settings->output, 0, CS_GIMP_N_OUTPUTS - 1)], &state);
 
     gtk_widget_show_all(dialog);
     const gboolean ok = gimp_dialog_run(GIMP_DIALOG(dialog)) == GTK_RESPONSE_OK;
@@ -149,8 +161,6 @@ static gboolean run_dialog(cs_gimp_settings *settings) {
         char *weights = gtk_file_chooser_get_filename(GTK_FILE_CHOOSER(chooser));
         g_strlcpy(settings->weights, weights ? weights : "", sizeof settings->weights);
         g_free(weights);
-        gimp_int_combo_box_get_active(GIMP_INT_COMBO_BOX(widgets.output_combo),
-                                      &settings->output);
     }
     gtk_widget_destroy(dialog);
     return ok;
@@ -160,7 +170,13 @@ static gboolean run_dialog(cs_gimp_settings *settings) {
 
 /* The last values of an interactive run, when there are some of this version's layout. */
 static void load_last_settings(cs_gimp_settings *settings) {
-    if (gimp_get_data_size(CS_GIMP_PROC) == sizeof *settings) gimp_get_data(CS_GIMP_PROC, settings);
+    cs_gimp_settings last;
+    if (gimp_get_data_size(CS_GIMP_PROC) != sizeof last) return;
+    gimp_get_data(CS_GIMP_PROC, &last);
+    const gboolean valid = memchr(last.weights, '\0', sizeof last.weights) != NULL &&
+                           last.threshold >= 0.0 && last.threshold <= 1.0 && last.output >= 0 &&
+                           last.output < CS_GIMP_N_OUTPUTS;
+    if (valid) *settings = last;
 }
 
 static gboolean settings_from_args(const GimpParam *params, cs_gimp_settings *settings,
