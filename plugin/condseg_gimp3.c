@@ -134,6 +134,10 @@ static gboolean run_dialog(GimpProcedure *procedure, GimpProcedureConfig *config
     g_value_unset(&nick);
     gimp_procedure_dialog_set_sensitive_if_in(GIMP_PROCEDURE_DIALOG(dialog), "threshold", NULL,
                                               "output", mask_outputs, TRUE);
+    /* All four outputs in sight: the uncertainty map is the one no other tool gives. */
+    gimp_procedure_dialog_get_widget(GIMP_PROCEDURE_DIALOG(dialog), "output",
+                                     GIMP_TYPE_INT_RADIO_FRAME);
+    gimp_procedure_dialog_get_scale_entry(GIMP_PROCEDURE_DIALOG(dialog), "threshold", 1.0);
     gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dialog), "weights", "default-model",
                                "output", "threshold", NULL);
     const gboolean ok = gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dialog));
