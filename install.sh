@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --test-deps) test_deps=1 ;;
     --prefix) prefix="$2"; shift ;;
     --prefix=*) prefix="${1#--prefix=}" ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift

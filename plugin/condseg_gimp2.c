@@ -92,7 +92,7 @@ static GtkWidget *weights_chooser_new(const char *weights) {
 
 /* A line under the file chooser saying what an empty choice means. */
 static GtkWidget *default_model_note_new(void) {
-    char *weights = cs_gimp_default_weights();
+    char *weights = cs_default_weights_path();
     char *basename = weights ? g_path_get_basename(weights) : NULL;
     char *text = weights ? g_markup_printf_escaped("<small>Installed default model: %s</small>",
                                                    basename)

@@ -107,7 +107,7 @@ static void condseg_plug_in_init(CondsegPlugIn *plug_in) { (void)plug_in; }
 
 /* What an empty weights choice means here. */
 static char *default_model_note(void) {
-    char *weights = cs_gimp_default_weights();
+    char *weights = cs_default_weights_path();
     char *note = weights ? g_strdup_printf("Without a file: the installed default model, %s",
                                            weights)
                          : g_strdup("No default model installed: choose a .safetensors "

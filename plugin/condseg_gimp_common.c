@@ -9,7 +9,6 @@
  */
 #include "condseg_gimp_common.h"
 
-#include <math.h>
 #include <string.h>
 
 #include "condseg.h"
@@ -31,8 +30,6 @@ const cs_gimp_output_name cs_gimp_output_names[CS_GIMP_N_OUTPUTS] = {
 /* Shares of the progress bar: reading the pixels, inference, writing the result. */
 #define PROGRESS_READ_END 0.05
 #define PROGRESS_INFERENCE_END 0.90
-
-char *cs_gimp_default_weights(void) { return cs_default_weights_path(); }
 
 void cs_gimp_settings_init(cs_gimp_settings *settings) {
     memset(settings, 0, sizeof *settings);

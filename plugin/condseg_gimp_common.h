@@ -64,9 +64,6 @@ typedef struct {
 /* Defaults: the installed default model (when there is one), threshold 0.5, layer mask. */
 void cs_gimp_settings_init(cs_gimp_settings *settings);
 
-/* The default weights file, or NULL; g_free it. */
-char *cs_gimp_default_weights(void);
-
 /* ---------------------------------------------------------------------------------
  * The image work */
 
