@@ -1,8 +1,12 @@
-/* conv_cpu.c — 2-D convolution on the CPU: im2col + OpenBLAS sgemm, tiled over output
- * rows so the column buffer stays a few MB (a 3x3 conv over 128 channels at 256x256
- * would otherwise need a 300 MB buffer), 1x1 convolutions straight on the input, and
- * the bias + ReLU epilogue applied to each tile while it is still in cache.
- * im2col/col2im use PyTorch's Unfold layout, so they also serve as CDFA's unfold/fold.
+/* conv_cpu.c — 2-D convolution on the CPU: im2col + OpenBLAS sgemm.
+ *
+ * Large maps are tiled over output rows so that the column buffer stays a few MB (a 3x3
+ * conv over 128 channels at 256x256 would otherwise need a 300 MB buffer); small maps
+ * (the encoder's 16x16 and 32x32, training at reduced size) are grouped over the images
+ * of the batch instead, so that each GEMM is wide enough to run well. The scale/shift
+ * (bias, folded BatchNorm) + ReLU epilogue is applied to each tile while it is still in
+ * cache. 1x1 convolutions skip im2col. im2col/col2im use PyTorch's Unfold layout, so they
+ * also serve as CDFA's unfold/fold.
  */
 #include <cblas.h>
 #include <string.h>
@@ -10,9 +14,9 @@
 #include "cs_math.h"
 #include "kernels.h"
 
-/* Column-buffer budget of one tile (floats): 8 MB keeps sgemm's panels efficient while
- * im2col's output is still warm in the last-level cache. */
-#define CS_CONV_TILE_FLOATS ((size_t)1 << 23)
+/* Floats of one tile's buffers (8 MB): sgemm's panels stay efficient while im2col's
+ * output is still warm in the last-level cache. */
+#define CS_CONV_TILE_FLOATS ((size_t)1 << 21)
 
 void cs_conv_geometry(cs_conv_shape *s) {
     s->ho = (s->h + 2 * s->pad - s->dil * (s->k - 1) - 1) / s->stride + 1;
@@ -23,18 +27,37 @@ static int conv_is_pointwise(const cs_conv_shape *s) {
     return s->k == 1 && s->stride == 1 && s->pad == 0;
 }
 
-/* Output rows per im2col tile. */
-static int conv_tile_rows(const cs_conv_shape *s) {
-    size_t kdim = (size_t)s->c * s->k * s->k;
+static size_t conv_kdim(const cs_conv_shape *s) { return (size_t)s->c * s->k * s->k; }
+static size_t conv_plane(const cs_conv_shape *s) { return (size_t)s->ho * s->wo; }
+
+/* How the work is cut: `images` images per GEMM when a map is small (their columns side
+ * by side, plus a buffer for the GEMM's output), else one image in tiles of `rows`
+ * output rows. */
+typedef struct {
+    int images;
+    int rows;
+} conv_tiling;
+
+static conv_tiling conv_tiles(const cs_conv_shape *s) {
+    const size_t kdim = conv_kdim(s), plane = conv_plane(s);
+    conv_tiling t = {1, s->ho};
+    const size_t cols = CS_CONV_TILE_FLOATS / (kdim + (size_t)s->o);
+    if (s->n > 1 && 2 * plane <= cols) {
+        size_t images = cols / plane;
+        t.images = images > (size_t)s->n ? s->n : (int)images;
+        return t;
+    }
     size_t rows = CS_CONV_TILE_FLOATS / (kdim * (size_t)s->wo);
     if (rows < 1) rows = 1;
-    if (rows > (size_t)s->ho) rows = (size_t)s->ho;
-    return (int)rows;
+    if (rows < (size_t)s->ho) t.rows = (int)rows;
+    return t;
 }
 
 size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s) {
+    const conv_tiling t = conv_tiles(s);
+    if (t.images > 1) return (conv_kdim(s) + (size_t)s->o) * conv_plane(s) * t.images;
     if (conv_is_pointwise(s)) return 0;
-    return (size_t)s->c * s->k * s->k * (size_t)conv_tile_rows(s) * s->wo;
+    return conv_kdim(s) * (size_t)t.rows * s->wo;
 }
 
 /* The output columns ox whose input column ox*stride + off lies in [0, w). */
@@ -47,15 +70,15 @@ static void conv_valid_columns(int off, int stride, int w, int wo, int *lo, int 
     *hi = b;
 }
 
-void cs_cpu_im2col(float *col, const float *img, int c, int h, int w, int k, int stride,
-                   int pad, int dil, int wo, int row0, int rows) {
+/* im2col into a matrix whose rows are `ld` floats apart (several images side by side). */
+static void im2col_ld(float *col, size_t ld, const float *img, int c, int h, int w, int k,
+                      int stride, int pad, int dil, int wo, int row0, int rows) {
     const int kk = k * k;
-    const size_t ncols = (size_t)rows * wo;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < c * kk; r++) {
         const int ch = r / kk, ky = (r % kk) / k, kx = r % k;
         const float *src = img + (size_t)ch * h * w;
-        float *dst = col + (size_t)r * ncols;
+        float *dst = col + (size_t)r * ld;
         /* Output columns whose input column ix = ox*stride - pad + kx*dil is inside. */
         const int off = kx * dil - pad;
         int ox_lo, ox_hi;
@@ -78,17 +101,21 @@ void cs_cpu_im2col(float *col, const float *img, int c, int h, int w, int k, int
     }
 }
 
-void cs_cpu_col2im_accumulate(float *img, const float *col, int c, int h, int w, int k,
-                              int stride, int pad, int dil, int wo, int row0, int rows) {
+void cs_cpu_im2col(float *col, const float *img, int c, int h, int w, int k, int stride,
+                   int pad, int dil, int wo, int row0, int rows) {
+    im2col_ld(col, (size_t)rows * wo, img, c, h, w, k, stride, pad, dil, wo, row0, rows);
+}
+
+static void col2im_ld(float *img, const float *col, size_t ld, int c, int h, int w, int k,
+                      int stride, int pad, int dil, int wo, int row0, int rows) {
     const int kk = k * k;
-    const size_t ncols = (size_t)rows * wo;
     /* One thread per channel: the k*k rows of a channel all land in that channel. */
 #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < c; ch++) {
         float *dst = img + (size_t)ch * h * w;
         for (int q = 0; q < kk; q++) {
             const int ky = q / k, kx = q % k;
-            const float *src = col + ((size_t)ch * kk + q) * ncols;
+            const float *src = col + ((size_t)ch * kk + q) * ld;
             const int off = kx * dil - pad;
             int ox_lo, ox_hi;
             conv_valid_columns(off, stride, w, wo, &ox_lo, &ox_hi);
@@ -103,54 +130,104 @@ void cs_cpu_col2im_accumulate(float *img, const float *col, int c, int h, int w,
     }
 }
 
-/* scale/shift + ReLU over columns [col0, col0 + ncols) of the o x (ho*wo) output. */
+void cs_cpu_col2im_accumulate(float *img, const float *col, int c, int h, int w, int k,
+                              int stride, int pad, int dil, int wo, int row0, int rows) {
+    col2im_ld(img, col, (size_t)rows * wo, c, h, w, k, stride, pad, dil, wo, row0, rows);
+}
+
+/* dst[i] = (dst[i] + src[i]) * a + b (accumulate) or src[i] * a + b, then ReLU: the
+ * epilogue of one output row. (Not beta * dst: 0 * an uninitialised NaN is NaN.) */
+static inline void epilogue_row(float *dst, const float *src, size_t n, int accumulate, float a,
+                                float b, int relu) {
+    if (accumulate) {
+        for (size_t i = 0; i < n; i++) dst[i] += src[i];
+        src = dst;
+    }
+    if (relu) {
+        for (size_t i = 0; i < n; i++) dst[i] = csm_relu(src[i] * a + b);
+    } else if (a != 1.0f || b != 0.0f || src != dst) {
+        for (size_t i = 0; i < n; i++) dst[i] = src[i] * a + b;
+    }
+}
+
+/* scale/shift + ReLU over columns [col0, col0 + ncols) of the o x plane output. */
 static void conv_epilogue(float *y, const float *scale, const float *shift, int o,
                           size_t plane, size_t col0, size_t ncols, int relu) {
     if (!scale && !shift && !relu) return;
 #pragma omp parallel for schedule(static)
     for (int oc = 0; oc < o; oc++) {
         float *p = y + (size_t)oc * plane + col0;
-        const float a = scale ? scale[oc] : 1.0f, b = shift ? shift[oc] : 0.0f;
-        if (relu) {
-            for (size_t i = 0; i < ncols; i++) p[i] = csm_relu(p[i] * a + b);
-        } else {
-            for (size_t i = 0; i < ncols; i++) p[i] = p[i] * a + b;
-        }
+        epilogue_row(p, p, ncols, 0, scale ? scale[oc] : 1.0f, shift ? shift[oc] : 0.0f, relu);
     }
 }
 
-/* The convolution of one image as tiled GEMMs: y = beta y + conv(x, w), then the
- * epilogue on each tile. */
-static void conv_image(float *yn, const float *xn, const float *w, const float *scale,
-                       const float *shift, const cs_conv_shape *s, int relu, float beta,
-                       float *workspace) {
-    const int kdim = s->c * s->k * s->k;
-    const size_t plane = (size_t)s->ho * s->wo;
-    if (conv_is_pointwise(s)) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->o, (int)plane, s->c, 1.0f, w,
-                    s->c, xn, (int)plane, beta, yn, (int)plane);
-        conv_epilogue(yn, scale, shift, s->o, plane, 0, plane, relu);
+/* y = beta y + conv(x, w) for every image, then the epilogue. */
+static void conv_forward(float *y, const float *x, const float *w, const float *scale,
+                         const float *shift, const cs_conv_shape *s, int relu, float beta,
+                         float *workspace) {
+    const size_t kdim = conv_kdim(s), plane = conv_plane(s), in_plane = (size_t)s->h * s->w;
+    const conv_tiling t = conv_tiles(s);
+    if (t.images > 1) {
+        /* Images side by side: col is kdim x (images*plane), the GEMM's output o x the
+         * same, then scattered to each image's NCHW planes with the epilogue. */
+        for (int n0 = 0; n0 < s->n; n0 += t.images) {
+            const int g = n0 + t.images <= s->n ? t.images : s->n - n0;
+            const size_t ld = (size_t)g * plane;
+            float *col = workspace, *out = workspace + kdim * (size_t)t.images * plane;
+            const float *bsrc = x + (size_t)n0 * s->c * in_plane;
+            if (conv_is_pointwise(s)) {
+#pragma omp parallel for schedule(static)
+                for (int r = 0; r < s->c; r++)
+                    for (int i = 0; i < g; i++)
+                        memcpy(col + (size_t)r * ld + (size_t)i * plane,
+                               bsrc + ((size_t)i * s->c + r) * in_plane, sizeof(float) * plane);
+            } else {
+                for (int i = 0; i < g; i++)
+                    im2col_ld(col + (size_t)i * plane, ld, bsrc + (size_t)i * s->c * in_plane,
+                              s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil, s->wo, 0, s->ho);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->o, (int)ld, (int)kdim,
+                        1.0f, w, (int)kdim, col, (int)ld, 0.0f, out, (int)ld);
+#pragma omp parallel for schedule(static)
+            for (int r = 0; r < s->o * g; r++) {
+                const int oc = r / g, i = r % g;
+                epilogue_row(y + ((size_t)(n0 + i) * s->o + oc) * plane,
+                             out + (size_t)oc * ld + (size_t)i * plane, plane, beta != 0.0f,
+                             scale ? scale[oc] : 1.0f, shift ? shift[oc] : 0.0f, relu);
+            }
+        }
         return;
     }
-    const int tile = conv_tile_rows(s);
-    for (int row0 = 0; row0 < s->ho; row0 += tile) {
-        const int rows = row0 + tile <= s->ho ? tile : s->ho - row0;
-        const int ncols = rows * s->wo;
-        cs_cpu_im2col(workspace, xn, s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil, s->wo,
-                      row0, rows);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->o, ncols, kdim, 1.0f, w, kdim,
-                    workspace, ncols, beta, yn + (size_t)row0 * s->wo, (int)plane);
-        conv_epilogue(yn, scale, shift, s->o, plane, (size_t)row0 * s->wo, (size_t)ncols, relu);
+    for (int n = 0; n < s->n; n++) {
+        const float *xn = x + (size_t)n * s->c * in_plane;
+        float *yn = y + (size_t)n * s->o * plane;
+        if (conv_is_pointwise(s)) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->o, (int)plane, s->c, 1.0f,
+                        w, s->c, xn, (int)plane, beta, yn, (int)plane);
+            conv_epilogue(yn, scale, shift, s->o, plane, 0, plane, relu);
+            continue;
+        }
+        for (int row0 = 0; row0 < s->ho; row0 += t.rows) {
+            const int rows = row0 + t.rows <= s->ho ? t.rows : s->ho - row0;
+            const int ncols = rows * s->wo;
+            cs_cpu_im2col(workspace, xn, s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil,
+                          s->wo, row0, rows);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->o, ncols, (int)kdim, 1.0f,
+                        w, (int)kdim, workspace, ncols, beta, yn + (size_t)row0 * s->wo,
+                        (int)plane);
+            conv_epilogue(yn, scale, shift, s->o, plane, (size_t)row0 * s->wo, (size_t)ncols,
+                          relu);
+        }
     }
 }
 
 void cs_cpu_conv2d_forward(float *y, const float *x, const float *w, const float *scale,
                            const float *shift, const cs_conv_shape *s, int relu,
                            float *workspace) {
-    for (int n = 0; n < s->n; n++)
-        conv_image(y + (size_t)n * s->o * s->ho * s->wo, x + (size_t)n * s->c * s->h * s->w, w,
-                   scale, shift, s, relu, 0.0f, workspace);
+    conv_forward(y, x, w, scale, shift, s, relu, 0.0f, workspace);
 }
+
+/* ---- backward ------------------------------------------------------------------------ */
 
 /* A stride-1 convolution that keeps the map's size has, as its input gradient, another
  * such convolution: of dY with the kernel transposed (O <-> C) and flipped, padding
@@ -168,71 +245,124 @@ static cs_conv_shape conv_transposed_shape(const cs_conv_shape *s) {
 }
 
 size_t cs_cpu_conv2d_backward_workspace(const cs_conv_shape *s) {
-    size_t need = cs_cpu_conv2d_workspace(s);
+    const conv_tiling t = conv_tiles(s);
+    /* Grouped images: their columns and their output gradients side by side. */
+    size_t need = t.images > 1 ? (conv_kdim(s) + (size_t)s->o) * conv_plane(s) * t.images
+                               : cs_cpu_conv2d_workspace(s);
     if (conv_backward_as_forward(s)) {
-        const cs_conv_shape t = conv_transposed_shape(s);
-        const size_t flipped = (size_t)s->o * s->c * s->k * s->k;
-        const size_t via_forward = flipped + cs_cpu_conv2d_workspace(&t);
+        const cs_conv_shape tr = conv_transposed_shape(s);
+        const size_t via_forward = conv_kdim(s) * s->o + cs_cpu_conv2d_workspace(&tr);
         if (via_forward > need) need = via_forward;
     }
     return need;
 }
 
+static void bias_gradient(float *db, const float *dy, const cs_conv_shape *s) {
+    const size_t plane = conv_plane(s);
+#pragma omp parallel for schedule(static)
+    for (int oc = 0; oc < s->o; oc++) {
+        double sum = 0.0;
+        for (int n = 0; n < s->n; n++) {
+            const float *g = dy + ((size_t)n * s->o + oc) * plane;
+            for (size_t i = 0; i < plane; i++) sum += g[i];
+        }
+        db[oc] += (float)sum;
+    }
+}
+
 void cs_cpu_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, const cs_conv_shape *s, float *workspace) {
-    const int kdim = s->c * s->k * s->k, kk = s->k * s->k;
-    const size_t plane = (size_t)s->ho * s->wo, in_plane = (size_t)s->h * s->w;
+    const size_t kdim = conv_kdim(s), plane = conv_plane(s), in_plane = (size_t)s->h * s->w;
+    const int kk = s->k * s->k;
     const int as_forward = dx && conv_backward_as_forward(s);
-    const cs_conv_shape t = conv_transposed_shape(s);
-    for (int n = 0; n < s->n; n++) {
-        const float *xn = x + (size_t)n * s->c * in_plane;
-        const float *dyn = dy + (size_t)n * s->o * plane;
-        float *dxn = dx ? dx + (size_t)n * s->c * in_plane : NULL;
-        if (db) {
+    const conv_tiling t = conv_tiles(s);
+    if (db) bias_gradient(db, dy, s);
+    if (t.images > 1) {
+        /* Grouped images: dW += dY_cat col_cat^T in one GEMM; dcol = W^T dY_cat. */
+        for (int n0 = 0; n0 < s->n; n0 += t.images) {
+            const int g = n0 + t.images <= s->n ? t.images : s->n - n0;
+            const size_t ld = (size_t)g * plane;
+            float *col = workspace, *gy = workspace + kdim * (size_t)t.images * plane;
+            const float *bsrc = x + (size_t)n0 * s->c * in_plane;
 #pragma omp parallel for schedule(static)
-            for (int oc = 0; oc < s->o; oc++) {
-                double sum = 0.0;
-                for (size_t i = 0; i < plane; i++) sum += dyn[(size_t)oc * plane + i];
-                db[oc] += (float)sum;
+            for (int r = 0; r < s->o * g; r++) {
+                const int oc = r / g, i = r % g;
+                memcpy(gy + (size_t)oc * ld + (size_t)i * plane,
+                       dy + ((size_t)(n0 + i) * s->o + oc) * plane, sizeof(float) * plane);
+            }
+            if (conv_is_pointwise(s)) {
+#pragma omp parallel for schedule(static)
+                for (int r = 0; r < s->c; r++)
+                    for (int i = 0; i < g; i++)
+                        memcpy(col + (size_t)r * ld + (size_t)i * plane,
+                               bsrc + ((size_t)i * s->c + r) * in_plane, sizeof(float) * plane);
+            } else {
+                for (int i = 0; i < g; i++)
+                    im2col_ld(col + (size_t)i * plane, ld, bsrc + (size_t)i * s->c * in_plane,
+                              s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil, s->wo, 0, s->ho);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->o, (int)kdim, (int)ld, 1.0f,
+                        gy, (int)ld, col, (int)ld, 1.0f, dw, (int)kdim);
+            if (!dx || as_forward) continue;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kdim, (int)ld, s->o, 1.0f,
+                        w, (int)kdim, gy, (int)ld, 0.0f, col, (int)ld);
+            for (int i = 0; i < g; i++) {
+                float *dxn = dx + (size_t)(n0 + i) * s->c * in_plane;
+                if (conv_is_pointwise(s)) {
+#pragma omp parallel for schedule(static)
+                    for (int r = 0; r < s->c; r++) {
+                        float *d = dxn + (size_t)r * in_plane;
+                        const float *src = col + (size_t)r * ld + (size_t)i * plane;
+                        for (size_t p = 0; p < plane; p++) d[p] += src[p];
+                    }
+                } else {
+                    col2im_ld(dxn, col + (size_t)i * plane, ld, s->c, s->h, s->w, s->k,
+                              s->stride, s->pad, s->dil, s->wo, 0, s->ho);
+                }
             }
         }
-        if (conv_is_pointwise(s)) {
-            /* dW += dY X^T, dX += W^T dY */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->o, s->c, (int)plane, 1.0f,
-                        dyn, (int)plane, xn, (int)plane, 1.0f, dw, s->c);
-            if (dxn)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->c, (int)plane, s->o,
-                            1.0f, w, s->c, dyn, (int)plane, 1.0f, dxn, (int)plane);
-            continue;
+    } else {
+        for (int n = 0; n < s->n; n++) {
+            const float *xn = x + (size_t)n * s->c * in_plane;
+            const float *dyn = dy + (size_t)n * s->o * plane;
+            float *dxn = dx ? dx + (size_t)n * s->c * in_plane : NULL;
+            if (conv_is_pointwise(s)) {
+                /* dW += dY X^T, dX += W^T dY */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->o, s->c, (int)plane,
+                            1.0f, dyn, (int)plane, xn, (int)plane, 1.0f, dw, s->c);
+                if (dxn)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->c, (int)plane, s->o,
+                                1.0f, w, s->c, dyn, (int)plane, 1.0f, dxn, (int)plane);
+                continue;
+            }
+            for (int row0 = 0; row0 < s->ho; row0 += t.rows) {
+                const int rows = row0 + t.rows <= s->ho ? t.rows : s->ho - row0;
+                const int ncols = rows * s->wo;
+                const float *dy_tile = dyn + (size_t)row0 * s->wo;
+                /* dW += dY_tile col^T, with the tile's columns rebuilt from x. */
+                cs_cpu_im2col(workspace, xn, s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil,
+                              s->wo, row0, rows);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->o, (int)kdim, ncols,
+                            1.0f, dy_tile, (int)plane, workspace, ncols, 1.0f, dw, (int)kdim);
+                if (!dxn || as_forward) continue;
+                /* dcol = W^T dY_tile (reusing the buffer), scattered back onto dX. */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kdim, ncols, s->o,
+                            1.0f, w, (int)kdim, dy_tile, (int)plane, 0.0f, workspace, ncols);
+                cs_cpu_col2im_accumulate(dxn, workspace, s->c, s->h, s->w, s->k, s->stride,
+                                         s->pad, s->dil, s->wo, row0, rows);
+            }
         }
-        const int tile = conv_tile_rows(s);
-        for (int row0 = 0; row0 < s->ho; row0 += tile) {
-            const int rows = row0 + tile <= s->ho ? tile : s->ho - row0;
-            const int ncols = rows * s->wo;
-            const float *dy_tile = dyn + (size_t)row0 * s->wo;
-            /* dW += dY_tile col^T, with the tile's columns rebuilt from x. */
-            cs_cpu_im2col(workspace, xn, s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil,
-                          s->wo, row0, rows);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->o, kdim, ncols, 1.0f,
-                        dy_tile, (int)plane, workspace, ncols, 1.0f, dw, kdim);
-            if (!dxn || as_forward) continue;
-            /* dcol = W^T dY_tile (reusing the buffer), scattered back onto dX. */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kdim, ncols, s->o, 1.0f, w,
-                        kdim, dy_tile, (int)plane, 0.0f, workspace, ncols);
-            cs_cpu_col2im_accumulate(dxn, workspace, s->c, s->h, s->w, s->k, s->stride, s->pad,
-                                     s->dil, s->wo, row0, rows);
-        }
-        if (as_forward) {
-            /* W'[c][o][k-1-ky][k-1-kx] = W[o][c][ky][kx], then dX += conv(dY, W'). */
-            float *flipped = workspace;
+    }
+    if (as_forward) {
+        /* W'[c][o][k-1-ky][k-1-kx] = W[o][c][ky][kx], then dX += conv(dY, W'). */
+        float *flipped = workspace;
 #pragma omp parallel for schedule(static)
-            for (int c = 0; c < s->c; c++)
-                for (int o = 0; o < s->o; o++)
-                    for (int q = 0; q < kk; q++)
-                        flipped[((size_t)c * s->o + o) * kk + (kk - 1 - q)] =
-                            w[((size_t)o * s->c + c) * kk + q];
-            conv_image(dxn, dyn, flipped, NULL, NULL, &t, 0, 1.0f,
-                       workspace + (size_t)s->o * s->c * kk);
-        }
+        for (int c = 0; c < s->c; c++)
+            for (int o = 0; o < s->o; o++)
+                for (int q = 0; q < kk; q++)
+                    flipped[((size_t)c * s->o + o) * kk + (kk - 1 - q)] =
+                        w[((size_t)o * s->c + c) * kk + q];
+        const cs_conv_shape tr = conv_transposed_shape(s);
+        conv_forward(dx, dy, flipped, NULL, NULL, &tr, 0, 1.0f, workspace + kdim * s->o);
     }
 }

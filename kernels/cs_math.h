@@ -35,6 +35,29 @@ CS_HD void csm_bn_fold(float gamma, float beta, float mean, float var, float *sc
     *shift = (float)((double)beta - (double)mean * s);
 }
 
+/* Training-mode BatchNorm for channel statistics (mean, biased var): the affine map that
+ * normalises, and the running statistics' update (momentum 0.1, the unbiased variance
+ * var * unbias with unbias = n / (n - 1), spec §1.5). */
+CS_HD void csm_bn_train(float gamma, float beta, float mean, float var, float unbias,
+                        float *scale, float *shift, float *running_mean, float *running_var) {
+    const double invstd = 1.0 / sqrt((double)var + (double)CS_BN_EPS);
+    *scale = (float)(gamma * invstd);
+    *shift = (float)(beta - mean * gamma * invstd);
+    *running_mean = (1.0f - CS_BN_MOMENTUM) * *running_mean + CS_BN_MOMENTUM * mean;
+    *running_var = (float)((1.0 - CS_BN_MOMENTUM) * *running_var +
+                           CS_BN_MOMENTUM * (double)var * unbias);
+}
+
+/* One Adam step of one value, as torch.optim.Adam computes it:
+ * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= step_size m / (sqrt(v) / bc2_sqrt + eps)
+ * with step_size = lr / (1 - b1^t) and bc2_sqrt = sqrt(1 - b2^t). */
+CS_HD void csm_adam(float *p, float *m, float *v, float g, float b1, float b2, float step_size,
+                    float bc2_sqrt, float eps) {
+    *m = *m * b1 + g * (1.0f - b1);
+    *v = *v * b2 + g * g * (1.0f - b2);
+    *p -= step_size * *m / (sqrtf(*v) / bc2_sqrt + eps);
+}
+
 /* Bilinear upsampling with align_corners=True (spec §1.4). For an axis of length n
  * sampled to length m: the float32 scale (as PyTorch computes it), then for destination
  * index d the two source taps and the weight of the second one. */

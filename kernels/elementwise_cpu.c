@@ -137,3 +137,12 @@ void cs_cpu_copy_channels_backward(float *dx, int cx, const float *dy, int cy, i
     for (int b = 0; b < n; b++)
         cs_cpu_accumulate(dx + (size_t)b * block, dy + ((size_t)b * cy + c0) * hw, block);
 }
+
+/* ---- optimiser ---------------------------------------------------------------------- */
+
+void cs_cpu_adam_update(float *p, float *m, float *v, const float *g, int64_t n, float beta1,
+                        float beta2, float step_size, float bias_correction2_sqrt, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        csm_adam(&p[i], &m[i], &v[i], g[i], beta1, beta2, step_size, bias_correction2_sqrt, eps);
+}

@@ -9,6 +9,7 @@
 #define CONDSEG_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* The hot loops are compiled for AVX-512, AVX2 + FMA and baseline x86-64; the loader
  * picks the best the CPU has (GCC function multi-versioning). */
@@ -94,6 +95,19 @@ void cs_cpu_batchnorm_stats(float *mean, float *var, const float *x, int n, int 
 void cs_cpu_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                                const float *x, const float *y, const float *gamma,
                                const float *mean, const float *var, int n, int c, int hw);
+
+/* Eval-mode BatchNorm as a per-channel affine map; and in training mode the affine map of
+ * the batch statistics with the running statistics' update (momentum 0.1, the variance
+ * scaled by unbias = n / (n - 1)). */
+void cs_cpu_bn_eval_affine(float *scale, float *shift, const float *gamma, const float *beta,
+                           const float *mean, const float *var, int c);
+void cs_cpu_bn_train_affine(float *scale, float *shift, float *running_mean, float *running_var,
+                            const float *gamma, const float *beta, const float *batch_mean,
+                            const float *batch_var, int c, float unbias);
+
+/* torch.optim.Adam's update of n values (see csm_adam). */
+void cs_cpu_adam_update(float *p, float *m, float *v, const float *g, int64_t n, float beta1,
+                        float beta2, float step_size, float bias_correction2_sqrt, float eps);
 
 /* Backward passes of the elementwise operations; input gradients accumulate. */
 void cs_cpu_accumulate(float *dst, const float *src, size_t count);

@@ -5,10 +5,12 @@
 
 #include <glib.h>
 
+#include "backend.h"
 #include "graph.h"
 #include "params.h"
 
 struct cs_ctx {
+    const cs_backend *be;         /* where the activations live and the operations run */
     cs_paramset *params;
     gboolean training;            /* BatchNorm on batch statistics, operations recorded */
     GPtrArray *live;              /* cs_tensor *, in creation order (scopes index it) */
@@ -45,8 +47,10 @@ struct cs_node {
 cs_node *cs_tape_record(cs_ctx *ctx, const char *kind, cs_backward_fn backward, cs_tensor *out);
 /* The gradient buffer of t (zeroed when first asked for), or NULL when t needs none. */
 float *cs_grad_of(cs_ctx *ctx, cs_tensor *t);
-/* Where the gradient of trainable parameter p accumulates. */
+/* Where the gradient of trainable parameter p accumulates, and p's values, in the
+ * backend's memory. */
 float *cs_param_grad(cs_ctx *ctx, const cs_param *p);
+float *cs_param_values(const cs_ctx *ctx, const cs_param *p);
 
 float *cs_ctx_workspace(cs_ctx *ctx, size_t floats);
 

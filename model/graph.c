@@ -70,8 +70,10 @@ static float *pool_take(cs_ctx *ctx, size_t bytes) {
                             g_slist_delete_link(list, list));
         return block;
     }
-    float *block = aligned_alloc(64, bytes ? bytes : 64);
-    if (!block) g_error("out of memory: could not allocate %zu bytes for an activation", bytes);
+    float *block = ctx->be->alloc(bytes);
+    if (!block)
+        g_error("out of memory on the %s: could not allocate %zu bytes for an activation",
+                ctx->be->name, bytes);
     ctx->pool_bytes += bytes;
     if (ctx->pool_bytes > ctx->pool_peak) ctx->pool_peak = ctx->pool_bytes;
     return block;
@@ -83,17 +85,20 @@ static void pool_give(cs_ctx *ctx, float *block, size_t bytes) {
 }
 
 static void free_block_list(gpointer key, gpointer value, gpointer user) {
-    (void)key, (void)user;
-    g_slist_free_full(value, free);
+    (void)key;
+    const cs_backend *be = user;
+    for (GSList *l = value; l; l = l->next) be->release(l->data);
+    g_slist_free(value);
 }
 
 size_t cs_ctx_pool_bytes(const cs_ctx *ctx) { return ctx->pool_peak; }
 
 /* ---- context ---------------------------------------------------------------------- */
 
-cs_ctx *cs_ctx_new(cs_paramset *params) {
+cs_ctx *cs_ctx_new(cs_paramset *params, const cs_backend *backend) {
     cs_cpu_threads(); /* thread pool and FTZ/DAZ set up once */
     cs_ctx *ctx = g_new0(cs_ctx, 1);
+    ctx->be = backend ? backend : &cs_backend_cpu;
     ctx->params = params;
     ctx->live = g_ptr_array_new();
     ctx->tape = g_ptr_array_new();
@@ -136,11 +141,11 @@ void cs_ctx_free(cs_ctx *ctx) {
         g_hash_table_destroy(ctx->profile);
     }
     cs_ctx_reset(ctx);
-    g_hash_table_foreach(ctx->free_blocks, free_block_list, NULL);
+    g_hash_table_foreach(ctx->free_blocks, free_block_list, (gpointer)ctx->be);
     g_hash_table_destroy(ctx->free_blocks);
     g_ptr_array_free(ctx->live, TRUE);
     g_ptr_array_free(ctx->tape, TRUE);
-    free(ctx->workspace);
+    if (ctx->workspace) ctx->be->release(ctx->workspace);
     g_free(ctx);
 }
 
@@ -161,13 +166,24 @@ void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data) {
 }
 
 void cs_probe(cs_ctx *ctx, const char *name, const cs_tensor *t) {
-    if (ctx->probe) ctx->probe(name, t, ctx->probe_user);
+    if (!ctx->probe) return;
+    if (ctx->be->host_memory) {
+        ctx->probe(name, t, ctx->probe_user);
+        return;
+    }
+    /* Probes look at host memory: a copy of a device tensor. */
+    cs_tensor host = *t;
+    host.data = g_new(float, cs_numel(t));
+    host.grad = NULL;
+    cs_tensor_read(ctx, t, host.data);
+    ctx->probe(name, &host, ctx->probe_user);
+    g_free(host.data);
 }
 
 float *cs_ctx_workspace(cs_ctx *ctx, size_t floats) {
     if (floats > ctx->workspace_floats) {
-        free(ctx->workspace);
-        ctx->workspace = aligned_alloc(64, block_size(floats));
+        if (ctx->workspace) ctx->be->release(ctx->workspace);
+        ctx->workspace = ctx->be->alloc(block_size(floats));
         if (!ctx->workspace) g_error("out of memory: conv workspace of %zu floats", floats);
         ctx->workspace_floats = floats;
     }
@@ -191,8 +207,16 @@ cs_tensor *cs_tensor_new(cs_ctx *ctx, int n, int c, int h, int w) {
 
 cs_tensor *cs_tensor_from(cs_ctx *ctx, const float *data, int n, int c, int h, int w) {
     cs_tensor *t = tensor_alloc(ctx, n, c, h, w, FALSE);
-    memcpy(t->data, data, sizeof(float) * cs_numel(t));
+    ctx->be->upload(t->data, data, sizeof(float) * cs_numel(t));
     return t;
+}
+
+void cs_tensor_read(cs_ctx *ctx, const cs_tensor *t, float *host) {
+    ctx->be->download(host, t->data, sizeof(float) * cs_numel(t));
+}
+
+void cs_tensor_set_grad(cs_ctx *ctx, cs_tensor *t, const float *host) {
+    ctx->be->upload(cs_tensor_grad(ctx, t), host, sizeof(float) * cs_numel(t));
 }
 
 /* In training every activation may be needed by the backward pass: nothing is given
@@ -239,7 +263,7 @@ float *cs_grad_of(cs_ctx *ctx, cs_tensor *t) {
     if (!t->requires_grad) return NULL;
     if (!t->grad) {
         t->grad = pool_take(ctx, block_size(cs_numel(t)));
-        memset(t->grad, 0, sizeof(float) * cs_numel(t));
+        ctx->be->zero(t->grad, sizeof(float) * cs_numel(t));
     }
     return t->grad;
 }
@@ -250,12 +274,17 @@ float *cs_tensor_grad(cs_ctx *ctx, cs_tensor *t) {
 }
 
 float *cs_param_grad(cs_ctx *ctx, const cs_param *p) {
-    g_assert(p->kind == CS_PARAM && ctx->params->grads);
-    return ctx->params->grads + p->offset;
+    g_assert(p->kind == CS_PARAM && ctx->params->dev_grads);
+    return ctx->params->dev_grads + p->offset;
+}
+
+float *cs_param_values(const cs_ctx *ctx, const cs_param *p) {
+    g_assert(p->kind != CS_COUNTER && ctx->params->dev_values);
+    return ctx->params->dev_values + p->offset;
 }
 
 void cs_backward(cs_ctx *ctx) {
-    g_assert(ctx->params->grads && "cs_paramset_enable_grads first");
+    g_assert(ctx->params->dev_grads && "cs_paramset_enable_grads first");
     for (guint i = ctx->tape->len; i-- > 0;) {
         cs_node *node = g_ptr_array_index(ctx->tape, i);
         if (!node->out->grad) continue; /* nothing flows back through this branch */

@@ -31,7 +31,10 @@ typedef struct cs_ctx cs_ctx;
 /* Called with each named module output (tests compare them with the reference). */
 typedef void (*cs_probe_fn)(const char *name, const cs_tensor *t, void *user_data);
 
-cs_ctx *cs_ctx_new(cs_paramset *params);
+struct cs_backend;
+/* A context running on `backend` (NULL: the CPU); the parameters must have been put on
+ * that backend (cs_paramset_to_backend). */
+cs_ctx *cs_ctx_new(cs_paramset *params, const struct cs_backend *backend);
 void cs_ctx_free(cs_ctx *ctx);
 /* Releases every activation (memory stays in the pool for the next run). */
 void cs_ctx_reset(cs_ctx *ctx);
@@ -40,8 +43,12 @@ const cs_paramset *cs_ctx_params(const cs_ctx *ctx);
  * every operation is recorded for cs_backward. */
 void cs_ctx_set_training(cs_ctx *ctx, gboolean training);
 gboolean cs_ctx_training(const cs_ctx *ctx);
-/* The gradient of t (zeroed when first asked for): losses write dL/dt there. */
+/* The gradient of t (zeroed when first asked for), in the backend's memory. */
 float *cs_tensor_grad(cs_ctx *ctx, cs_tensor *t);
+/* Host <-> tensor copies (plain copies on the CPU): t's values to `host`, and `host`
+ * into t's gradient (how a loss computed on the host hands dL/dt to the backward pass). */
+void cs_tensor_read(cs_ctx *ctx, const cs_tensor *t, float *host);
+void cs_tensor_set_grad(cs_ctx *ctx, cs_tensor *t, const float *host);
 /* Back-propagates from the gradients set on the outputs through every recorded operation;
  * parameter gradients accumulate into the parameter store's grads. */
 void cs_backward(cs_ctx *ctx);

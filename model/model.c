@@ -22,7 +22,8 @@ static cs_model *model_alloc(cs_arch arch, const cs_netcfg *cfg) {
     if (arch == CS_ARCH_STAGE1) cs_stage1_declare(m->params, cfg);
     else cs_condseg_declare(m->params, cfg);
     cs_paramset_allocate(m->params);
-    m->ctx = cs_ctx_new(m->params);
+    cs_paramset_to_backend(m->params, NULL);
+    m->ctx = cs_ctx_new(m->params, NULL);
     return m;
 }
 
@@ -67,6 +68,7 @@ cs_model *cs_model_load(const char *path, GError **error) {
     }
     cs_model *m = model_alloc(arch, cfg);
     gboolean ok = cs_paramset_load(m->params, file, error);
+    cs_paramset_sync_to_backend(m->params);
     cs_st_close(file);
     if (!ok) {
         cs_model_free(m);
@@ -76,6 +78,7 @@ cs_model *cs_model_load(const char *path, GError **error) {
 }
 
 gboolean cs_model_save(const cs_model *model, const char *path, GError **error) {
+    cs_paramset_sync_from_backend(model->params);
     const char *metadata[] = {"format", "pt", CS_META_ARCH, cs_arch_name(model->arch),
                               CS_META_PRESET, model->cfg->name, NULL};
     return cs_paramset_save(model->params, path, metadata, error);
@@ -151,6 +154,7 @@ cs_model *cs_model_new(cs_arch arch, const char *preset, uint64_t seed, GError *
     if (!cfg) return NULL;
     cs_model *m = model_alloc(arch, cfg);
     init_params(m->params, seed);
+    cs_paramset_sync_to_backend(m->params);
     return m;
 }
 
@@ -231,7 +235,7 @@ gboolean cs_model_forward(cs_model *model, const float *input, int batch, int he
     int k = 0;
     for (int i = 0; i < 4; i++) {
         if (!(outputs & (1u << i))) continue;
-        memcpy(out[k++], result[i]->data, sizeof(float) * cs_numel(result[i]));
+        cs_tensor_read(ctx, result[i], out[k++]);
     }
     cs_ctx_reset(ctx);
     return TRUE;

@@ -46,9 +46,10 @@ static void conv_backward(cs_ctx *ctx, const cs_node *node) {
     const int k = w->ndim == 4 ? (int)w->shape[2] : 1;
     cs_conv_shape s = conv_shape(x, (int)w->shape[0], k, node->iarg[0], node->iarg[1],
                                  node->iarg[2]);
-    cs_cpu_conv2d_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, w),
-                           b ? cs_param_grad(ctx, b) : NULL, node->out->grad, x->data, w->data, &s,
-                           cs_ctx_workspace(ctx, cs_cpu_conv2d_backward_workspace(&s)));
+    ctx->be->conv2d_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, w),
+                             b ? cs_param_grad(ctx, b) : NULL, node->out->grad, x->data,
+                             cs_param_values(ctx, w), &s,
+                           cs_ctx_workspace(ctx, ctx->be->conv2d_backward_workspace(&s)));
 }
 
 /* y = conv(x) * scale + shift (per output channel), ReLU optional: the inference form. */
@@ -60,9 +61,10 @@ static cs_tensor *conv_run(cs_ctx *ctx, const cs_tensor *x, const char *weight_n
     const cs_param *b = bias_name ? cs_param_get(ctx->params, bias_name) : NULL;
     cs_conv_shape s = conv_shape(x, o, k, stride, pad, dil);
     cs_tensor *y = cs_tensor_new(ctx, x->n, o, s.ho, s.wo);
-    float *ws = cs_ctx_workspace(ctx, cs_cpu_conv2d_workspace(&s));
+    float *ws = cs_ctx_workspace(ctx, ctx->be->conv2d_workspace(&s));
     gint64 t0 = cs_profile_start(ctx);
-    cs_cpu_conv2d_forward(y->data, x->data, w->data, scale, b ? b->data : shift, &s, relu, ws);
+    ctx->be->conv2d_forward(y->data, x->data, cs_param_values(ctx, w), scale,
+                            b ? cs_param_values(ctx, b) : shift, &s, relu, ws);
     const double flops = 2.0 * (double)cs_numel(y) * x->c * k * k;
     ctx->conv_flops += flops;
     if (ctx->profile) {
@@ -112,22 +114,25 @@ static bn_params bn_lookup(const cs_ctx *ctx, const char *prefix, int c) {
     return p;
 }
 
-/* Eval-mode BatchNorm as per-channel scale and shift (2*c floats). */
-static float *bn_eval_affine(const bn_params *p, int c) {
-    float *affine = g_new(float, 2 * c);
-    for (int i = 0; i < c; i++)
-        csm_bn_fold(p->gamma->data[i], p->beta->data[i], p->mean->data[i], p->var->data[i],
-                    &affine[i], &affine[c + i]);
+/* Eval-mode BatchNorm as per-channel scale and shift: a 1 x 2c x 1 x 1 tensor (scale,
+ * then shift) in the backend's memory. */
+static cs_tensor *bn_eval_affine(cs_ctx *ctx, const bn_params *p, int c) {
+    cs_tensor *affine = cs_tensor_new(ctx, 1, 2 * c, 1, 1);
+    ctx->be->bn_eval_affine(affine->data, affine->data + c, cs_param_values(ctx, p->gamma),
+                            cs_param_values(ctx, p->beta), cs_param_values(ctx, p->mean),
+                            cs_param_values(ctx, p->var), c);
     return affine;
 }
 
 static void bn_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     const int c = x->c;
-    cs_cpu_batchnorm_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, node->param[0]),
-                              cs_param_grad(ctx, node->param[1]), node->out->grad, x->data,
-                              node->iarg[0] ? node->out->data : NULL, node->param[0]->data,
-                              node->saved, node->saved + c, x->n, c, (int)plane(x));
+    const float *stats = node->saved_tensor->data;
+    ctx->be->batchnorm_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, node->param[0]),
+                                cs_param_grad(ctx, node->param[1]), node->out->grad, x->data,
+                                node->iarg[0] ? node->out->data : NULL,
+                                cs_param_values(ctx, node->param[0]), stats, stats + c, x->n, c,
+                                (int)plane(x));
 }
 
 /* Training mode: normalise with the batch statistics, update the running statistics
@@ -135,27 +140,22 @@ static void bn_backward(cs_ctx *ctx, const cs_node *node) {
 static cs_tensor *bn_train(cs_ctx *ctx, const cs_tensor *x, const bn_params *p, int relu) {
     const int c = x->c;
     const size_t m = (size_t)x->n * plane(x);
-    float *stats = g_new(float, 2 * c), *affine = g_new(float, 2 * c);
-    cs_cpu_batchnorm_stats(stats, stats + c, x->data, x->n, c, (int)plane(x));
-    const double unbias = m > 1 ? (double)m / (double)(m - 1) : 1.0;
-    for (int i = 0; i < c; i++) {
-        const double invstd = 1.0 / sqrt((double)stats[c + i] + (double)CS_BN_EPS);
-        affine[i] = (float)(p->gamma->data[i] * invstd);
-        affine[c + i] = (float)(p->beta->data[i] - stats[i] * p->gamma->data[i] * invstd);
-        p->mean->data[i] = (1.0f - CS_BN_MOMENTUM) * p->mean->data[i] + CS_BN_MOMENTUM * stats[i];
-        p->var->data[i] = (float)((1.0 - CS_BN_MOMENTUM) * p->var->data[i] +
-                                  CS_BN_MOMENTUM * stats[c + i] * unbias);
-    }
+    cs_tensor *stats = cs_tensor_new(ctx, 1, 2 * c, 1, 1);   /* batch mean, biased var */
+    cs_tensor *affine = cs_tensor_new(ctx, 1, 2 * c, 1, 1);  /* scale, shift */
+    ctx->be->batchnorm_stats(stats->data, stats->data + c, x->data, x->n, c, (int)plane(x));
+    ctx->be->bn_train_affine(affine->data, affine->data + c, cs_param_values(ctx, p->mean),
+                             cs_param_values(ctx, p->var), cs_param_values(ctx, p->gamma),
+                             cs_param_values(ctx, p->beta), stats->data, stats->data + c, c,
+                             m > 1 ? (float)((double)m / (double)(m - 1)) : 1.0f);
     *p->count->count += 1;
     cs_tensor *y = cs_tensor_new(ctx, x->n, c, x->h, x->w);
-    PROFILED("batchnorm", cs_cpu_channel_affine(y->data, x->data, affine, affine + c, x->n, c,
-                                                (int)plane(x), relu));
-    g_free(affine);
+    PROFILED("batchnorm", ctx->be->channel_affine(y->data, x->data, affine->data,
+                                                  affine->data + c, x->n, c, (int)plane(x), relu));
     cs_node *node = cs_tape_record(ctx, "batchnorm", bn_backward, y);
     node->in[0] = (cs_tensor *)x;
     node->param[0] = p->gamma;
     node->param[1] = p->beta;
-    node->saved = stats;
+    node->saved_tensor = stats;
     node->iarg[0] = relu;
     return y;
 }
@@ -163,11 +163,12 @@ static cs_tensor *bn_train(cs_ctx *ctx, const cs_tensor *x, const bn_params *p, 
 cs_tensor *cs_batchnorm(cs_ctx *ctx, const cs_tensor *x, const char *bn_prefix, int relu) {
     const bn_params p = bn_lookup(ctx, bn_prefix, x->c);
     if (ctx->training) return bn_train(ctx, x, &p, relu);
-    float *affine = bn_eval_affine(&p, x->c);
+    cs_tensor *affine = bn_eval_affine(ctx, &p, x->c);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    PROFILED("batchnorm", cs_cpu_channel_affine(y->data, x->data, affine, affine + x->c, x->n,
-                                                x->c, (int)plane(x), relu));
-    g_free(affine);
+    PROFILED("batchnorm", ctx->be->channel_affine(y->data, x->data, affine->data,
+                                                  affine->data + x->c, x->n, x->c,
+                                                  (int)plane(x), relu));
+    cs_release(ctx, affine);
     return y;
 }
 
@@ -180,9 +181,10 @@ cs_tensor *cs_conv2d_bn(cs_ctx *ctx, const cs_tensor *x, const char *weight_name
         return bn_train(ctx, t, &p, relu);
     }
     /* Inference: the BatchNorm folded into the convolution's output pass. */
-    float *affine = bn_eval_affine(&p, o);
-    cs_tensor *y = conv_run(ctx, x, weight_name, NULL, stride, pad, dil, affine, affine + o, relu);
-    g_free(affine);
+    cs_tensor *affine = bn_eval_affine(ctx, &p, o);
+    cs_tensor *y = conv_run(ctx, x, weight_name, NULL, stride, pad, dil, affine->data,
+                            affine->data + o, relu);
+    cs_release(ctx, affine);
     return y;
 }
 
@@ -190,12 +192,12 @@ cs_tensor *cs_conv2d_bn(cs_ctx *ctx, const cs_tensor *x, const char *weight_name
 
 static void relu_backward(cs_ctx *ctx, const cs_node *node) {
     float *dx = cs_grad_of(ctx, node->in[0]);
-    if (dx) cs_cpu_relu_backward(dx, node->out->grad, node->out->data, cs_numel(node->out));
+    if (dx) ctx->be->relu_backward(dx, node->out->grad, node->out->data, cs_numel(node->out));
 }
 
 cs_tensor *cs_relu(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    PROFILED("relu", cs_cpu_relu(y->data, x->data, cs_numel(x)));
+    PROFILED("relu", ctx->be->relu(y->data, x->data, cs_numel(x)));
     cs_node *node = cs_tape_record(ctx, "relu", relu_backward, y);
     if (node) node->in[0] = (cs_tensor *)x;
     return y;
@@ -203,12 +205,12 @@ cs_tensor *cs_relu(cs_ctx *ctx, const cs_tensor *x) {
 
 static void sigmoid_backward(cs_ctx *ctx, const cs_node *node) {
     float *dx = cs_grad_of(ctx, node->in[0]);
-    if (dx) cs_cpu_sigmoid_backward(dx, node->out->grad, node->out->data, cs_numel(node->out));
+    if (dx) ctx->be->sigmoid_backward(dx, node->out->grad, node->out->data, cs_numel(node->out));
 }
 
 cs_tensor *cs_sigmoid(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    PROFILED("sigmoid", cs_cpu_sigmoid(y->data, x->data, cs_numel(x)));
+    PROFILED("sigmoid", ctx->be->sigmoid(y->data, x->data, cs_numel(x)));
     cs_node *node = cs_tape_record(ctx, "sigmoid", sigmoid_backward, y);
     if (node) node->in[0] = (cs_tensor *)x;
     return y;
@@ -219,15 +221,15 @@ static void add_backward(cs_ctx *ctx, const cs_node *node) {
     for (int i = 0; i < 2; i++) {
         float *d = cs_grad_of(ctx, node->in[i]);
         if (!d) continue;
-        if (node->iarg[0]) cs_cpu_relu_backward(d, node->out->grad, node->out->data, n);
-        else cs_cpu_accumulate(d, node->out->grad, n);
+        if (node->iarg[0]) ctx->be->relu_backward(d, node->out->grad, node->out->data, n);
+        else ctx->be->accumulate(d, node->out->grad, n);
     }
 }
 
 cs_tensor *cs_add(cs_ctx *ctx, const cs_tensor *a, const cs_tensor *b, int relu) {
     check_same_shape(a, b, "add");
     cs_tensor *y = cs_tensor_new(ctx, a->n, a->c, a->h, a->w);
-    PROFILED("add", cs_cpu_add(y->data, a->data, b->data, cs_numel(a), relu));
+    PROFILED("add", ctx->be->add(y->data, a->data, b->data, cs_numel(a), relu));
     cs_node *node = cs_tape_record(ctx, "add", add_backward, y);
     if (node) {
         node->in[0] = (cs_tensor *)a, node->in[1] = (cs_tensor *)b;
@@ -238,7 +240,7 @@ cs_tensor *cs_add(cs_ctx *ctx, const cs_tensor *a, const cs_tensor *b, int relu)
 
 static void mul_channel_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0], *s = node->in[1];
-    cs_cpu_mul_channel_backward(cs_grad_of(ctx, x), cs_grad_of(ctx, s), node->out->grad, x->data,
+    ctx->be->mul_channel_backward(cs_grad_of(ctx, x), cs_grad_of(ctx, s), node->out->grad, x->data,
                                 s->data, x->n, x->c, (int)plane(x));
 }
 
@@ -248,7 +250,7 @@ cs_tensor *cs_mul_channel(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *s) {
                 s->w);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
     PROFILED("mul_channel",
-             cs_cpu_mul_channel(y->data, x->data, s->data, x->n, x->c, (int)plane(x)));
+             ctx->be->mul_channel(y->data, x->data, s->data, x->n, x->c, (int)plane(x)));
     cs_node *node = cs_tape_record(ctx, "mul_channel", mul_channel_backward, y);
     if (node) node->in[0] = (cs_tensor *)x, node->in[1] = (cs_tensor *)s;
     return y;
@@ -256,7 +258,7 @@ cs_tensor *cs_mul_channel(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *s) {
 
 static void mul_spatial_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0], *m = node->in[1];
-    cs_cpu_mul_spatial_backward(cs_grad_of(ctx, x), cs_grad_of(ctx, m), node->out->grad, x->data,
+    ctx->be->mul_spatial_backward(cs_grad_of(ctx, x), cs_grad_of(ctx, m), node->out->grad, x->data,
                                 m->data, x->n, x->c, (int)plane(x));
 }
 
@@ -266,7 +268,7 @@ cs_tensor *cs_mul_spatial(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *m) {
                 m->w);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
     PROFILED("mul_spatial",
-             cs_cpu_mul_spatial(y->data, x->data, m->data, x->n, x->c, (int)plane(x)));
+             ctx->be->mul_spatial(y->data, x->data, m->data, x->n, x->c, (int)plane(x)));
     cs_node *node = cs_tape_record(ctx, "mul_spatial", mul_spatial_backward, y);
     if (node) node->in[0] = (cs_tensor *)x, node->in[1] = (cs_tensor *)m;
     return y;
@@ -276,7 +278,7 @@ static void concat_backward(cs_ctx *ctx, const cs_node *node) {
     const cs_tensor *y = node->out;
     for (int i = 0, c0 = 0; i < node->n_in; c0 += node->in[i]->c, i++) {
         float *d = cs_grad_of(ctx, node->in[i]);
-        if (d) cs_cpu_copy_channels_backward(d, node->in[i]->c, y->grad, y->c, c0, y->n,
+        if (d) ctx->be->copy_channels_backward(d, node->in[i]->c, y->grad, y->c, c0, y->n,
                                              (int)plane(y));
     }
 }
@@ -293,7 +295,7 @@ cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts) {
     const cs_tensor *p0 = parts[0];
     cs_tensor *y = cs_tensor_new(ctx, p0->n, c, p0->h, p0->w);
     for (int i = 0, c0 = 0; i < count; c0 += parts[i]->c, i++)
-        PROFILED("concat", cs_cpu_copy_channels(y->data, c, c0, parts[i]->data, parts[i]->c,
+        PROFILED("concat", ctx->be->copy_channels(y->data, c, c0, parts[i]->data, parts[i]->c,
                                                 p0->n, (int)plane(p0)));
     cs_node *node = cs_tape_record(ctx, "concat", concat_backward, y);
     if (node) {
@@ -308,13 +310,13 @@ cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts) {
 static void upsample_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     float *dx = cs_grad_of(ctx, x);
-    if (dx) cs_cpu_upsample_bilinear_backward(dx, node->out->grad, x->n, x->c, x->h, x->w,
+    if (dx) ctx->be->upsample_bilinear_backward(dx, node->out->grad, x->n, x->c, x->h, x->w,
                                               node->out->h, node->out->w);
 }
 
 cs_tensor *cs_upsample(cs_ctx *ctx, const cs_tensor *x, int factor) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h * factor, x->w * factor);
-    PROFILED("upsample_bilinear", cs_cpu_upsample_bilinear(y->data, x->data, x->n, x->c, x->h,
+    PROFILED("upsample_bilinear", ctx->be->upsample_bilinear(y->data, x->data, x->n, x->c, x->h,
                                                            x->w, y->h, y->w));
     cs_node *node = cs_tape_record(ctx, "upsample_bilinear", upsample_backward, y);
     if (node) node->in[0] = (cs_tensor *)x;
@@ -324,14 +326,14 @@ cs_tensor *cs_upsample(cs_ctx *ctx, const cs_tensor *x, int factor) {
 static void maxpool_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     float *dx = cs_grad_of(ctx, x);
-    if (dx) cs_cpu_maxpool3s2_backward(dx, node->out->grad, x->data, x->n, x->c, x->h, x->w,
+    if (dx) ctx->be->maxpool3s2_backward(dx, node->out->grad, x->data, x->n, x->c, x->h, x->w,
                                        node->out->h, node->out->w);
 }
 
 cs_tensor *cs_maxpool3s2(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, (x->h - 1) / 2 + 1, (x->w - 1) / 2 + 1);
     PROFILED("maxpool3s2",
-             cs_cpu_maxpool3s2(y->data, x->data, x->n, x->c, x->h, x->w, y->h, y->w));
+             ctx->be->maxpool3s2(y->data, x->data, x->n, x->c, x->h, x->w, y->h, y->w));
     cs_node *node = cs_tape_record(ctx, "maxpool3s2", maxpool_backward, y);
     if (node) node->in[0] = (cs_tensor *)x;
     return y;
@@ -347,10 +349,10 @@ static void reduce_backward(cs_ctx *ctx, const cs_node *node) {
     const float *dy = node->out->grad;
     const int hw = (int)plane(x);
     switch (node->iarg[0]) {
-    case REDUCE_GLOBAL_AVG: cs_cpu_global_avgpool_backward(dx, dy, x->n, x->c, hw); break;
-    case REDUCE_GLOBAL_MAX: cs_cpu_global_maxpool_backward(dx, dy, x->data, x->n, x->c, hw); break;
-    case REDUCE_CHANNEL_MEAN: cs_cpu_channel_mean_backward(dx, dy, x->n, x->c, hw); break;
-    default: cs_cpu_channel_max_backward(dx, dy, x->data, x->n, x->c, hw); break;
+    case REDUCE_GLOBAL_AVG: ctx->be->global_avgpool_backward(dx, dy, x->n, x->c, hw); break;
+    case REDUCE_GLOBAL_MAX: ctx->be->global_maxpool_backward(dx, dy, x->data, x->n, x->c, hw); break;
+    case REDUCE_CHANNEL_MEAN: ctx->be->channel_mean_backward(dx, dy, x->n, x->c, hw); break;
+    default: ctx->be->channel_max_backward(dx, dy, x->data, x->n, x->c, hw); break;
     }
 }
 
@@ -363,10 +365,10 @@ static cs_tensor *reduce(cs_ctx *ctx, const cs_tensor *x, int kind) {
     const int hw = (int)plane(x);
     gint64 t0 = cs_profile_start(ctx);
     switch (kind) {
-    case REDUCE_GLOBAL_AVG: cs_cpu_global_avgpool(y->data, x->data, x->n, x->c, hw); break;
-    case REDUCE_GLOBAL_MAX: cs_cpu_global_maxpool(y->data, x->data, x->n, x->c, hw); break;
-    case REDUCE_CHANNEL_MEAN: cs_cpu_channel_mean(y->data, x->data, x->n, x->c, hw); break;
-    default: cs_cpu_channel_max(y->data, x->data, x->n, x->c, hw); break;
+    case REDUCE_GLOBAL_AVG: ctx->be->global_avgpool(y->data, x->data, x->n, x->c, hw); break;
+    case REDUCE_GLOBAL_MAX: ctx->be->global_maxpool(y->data, x->data, x->n, x->c, hw); break;
+    case REDUCE_CHANNEL_MEAN: ctx->be->channel_mean(y->data, x->data, x->n, x->c, hw); break;
+    default: ctx->be->channel_max(y->data, x->data, x->n, x->c, hw); break;
     }
     cs_profile_end(ctx, names[kind], t0, 0.0);
     cs_node *node = cs_tape_record(ctx, names[kind], reduce_backward, y);
@@ -396,7 +398,7 @@ static void outlook_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *v = node->in[0], *a = node->in[1];
     float *dv = cs_grad_of(ctx, v), *da = cs_grad_of(ctx, a);
     g_assert(dv && da);
-    cs_cpu_outlook_attention_backward(dv, da, node->out->grad, node->saved_tensor->data, v->data,
+    ctx->be->outlook_attention_backward(dv, da, node->out->grad, node->saved_tensor->data, v->data,
                                       v->n, v->c, node->iarg[0], v->h, v->w, node->farg);
 }
 
@@ -410,7 +412,7 @@ cs_tensor *cs_outlook_attention(cs_ctx *ctx, const cs_tensor *v, const cs_tensor
     cs_tensor *prob = ctx->training ? cs_tensor_new(ctx, a->n, a->c, a->h, a->w) : NULL;
     const float scale = 1.0f / sqrtf((float)(v->c / heads));
     PROFILED("outlook_attention",
-             cs_cpu_outlook_attention(y->data, prob ? prob->data : NULL, v->data, a->data, v->n,
+             ctx->be->outlook_attention(y->data, prob ? prob->data : NULL, v->data, a->data, v->n,
                                       v->c, heads, v->h, v->w, scale));
     cs_node *node = cs_tape_record(ctx, "outlook_attention", outlook_backward, y);
     if (node) {

@@ -2,6 +2,7 @@
  * a step of torch.optim.Adam from the same state agree to float32 rounding. */
 #include "optim.h"
 
+#include "backend.h"
 #include "net.h"
 
 #include <math.h>
@@ -24,12 +25,15 @@ cs_adam *cs_adam_new(const cs_paramset *ps, double lr_backbone, double lr) {
             in_encoder = FALSE;
         }
     }
+    opt->be = ps->backend ? ps->backend : &cs_backend_cpu;
     const size_t bytes = (sizeof(float) * (size_t)(opt->n + 1) + 63) / 64 * 64;
-    opt->m = aligned_alloc(64, bytes);
-    opt->v = aligned_alloc(64, bytes);
-    if (!opt->m || !opt->v) g_error("out of memory for the optimiser state (%zu bytes)", 2 * bytes);
-    memset(opt->m, 0, bytes);
-    memset(opt->v, 0, bytes);
+    opt->m = opt->be->alloc(bytes);
+    opt->v = opt->be->alloc(bytes);
+    if (!opt->m || !opt->v)
+        g_error("out of memory on the %s for the optimiser state (%zu bytes)", opt->be->name,
+                2 * bytes);
+    opt->be->zero(opt->m, bytes);
+    opt->be->zero(opt->v, bytes);
     opt->lr[0] = lr_backbone;
     opt->lr[1] = lr;
     opt->beta1 = 0.9, opt->beta2 = 0.999, opt->eps = 1e-8;
@@ -38,22 +42,9 @@ cs_adam *cs_adam_new(const cs_paramset *ps, double lr_backbone, double lr) {
 
 void cs_adam_free(cs_adam *opt) {
     if (!opt) return;
-    free(opt->m);
-    free(opt->v);
+    opt->be->release(opt->m);
+    opt->be->release(opt->v);
     g_free(opt);
-}
-
-/* torch.optim.Adam (single-tensor path): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
- * p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
-static void adam_range(float *restrict p, float *restrict m, float *restrict v,
-                       const float *restrict g, int64_t n, float b1, float b2, float step_size,
-                       float bc2_sqrt, float eps) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        m[i] = m[i] * b1 + g[i] * (1.0f - b1);
-        v[i] = v[i] * b2 + g[i] * g[i] * (1.0f - b2);
-        p[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
-    }
 }
 
 void cs_adam_step(cs_adam *opt, cs_paramset *ps) {
@@ -64,9 +55,10 @@ void cs_adam_step(cs_adam *opt, cs_paramset *ps) {
     for (int group = 0; group < 2; group++) {
         if (end[group] <= start[group]) continue;
         const int64_t s = start[group];
-        adam_range(ps->values + s, opt->m + s, opt->v + s, ps->grads + s, end[group] - s,
-                   (float)opt->beta1, (float)opt->beta2, (float)(opt->lr[group] / bc1),
-                   (float)sqrt(bc2), (float)opt->eps);
+        /* torch.optim.Adam's single-tensor arithmetic (csm_adam). */
+        opt->be->adam_update(ps->dev_values + s, opt->m + s, opt->v + s, ps->dev_grads + s,
+                             end[group] - s, (float)opt->beta1, (float)opt->beta2,
+                             (float)(opt->lr[group] / bc1), (float)sqrt(bc2), (float)opt->eps);
     }
 }
 

@@ -8,10 +8,14 @@
 
 #include "params.h"
 
+struct cs_backend;
+
 typedef struct {
+    const struct cs_backend *be;  /* where the moments live: the parameters' backend */
     int64_t n;                /* trainable values */
     int64_t split;            /* values [0, split) are the encoder (layer0..layer3) */
-    float *m, *v;             /* first and second moments, the layout of the values */
+    float *m, *v;             /* first and second moments, the layout of the values, in the
+                               * backend's memory */
     int64_t step;
     double lr[2];             /* encoder, rest */
     double beta1, beta2, eps;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "condseg.h"
 #include "safetensors.h"
 
@@ -26,6 +27,10 @@ void cs_paramset_free(cs_paramset *ps) {
     if (!ps) return;
     g_hash_table_destroy(ps->by_name);
     g_ptr_array_free(ps->list, TRUE);
+    if (ps->backend && !ps->backend->host_memory) {
+        if (ps->dev_values) ps->backend->release(ps->dev_values);
+        if (ps->dev_grads) ps->backend->release(ps->dev_grads);
+    }
     free(ps->values);
     free(ps->grads);
     g_free(ps->counters);
@@ -88,16 +93,59 @@ void cs_paramset_allocate(cs_paramset *ps) {
     }
 }
 
+static size_t value_bytes(int64_t n) { return (sizeof(float) * (size_t)(n + 1) + 63) / 64 * 64; }
+
+gboolean cs_paramset_to_backend(cs_paramset *ps, const cs_backend *backend) {
+    if (!backend) backend = &cs_backend_cpu;
+    g_assert(!ps->backend || ps->backend == backend);
+    ps->backend = backend;
+    if (backend->host_memory) {
+        ps->dev_values = ps->values;
+        ps->dev_grads = ps->grads;
+        return TRUE;
+    }
+    if (!ps->dev_values) {
+        ps->dev_values = backend->alloc(value_bytes(ps->n_trainable + ps->n_buffer));
+        if (!ps->dev_values) return FALSE;
+    }
+    cs_paramset_sync_to_backend(ps);
+    return TRUE;
+}
+
+void cs_paramset_sync_to_backend(cs_paramset *ps) {
+    if (!ps->backend || ps->backend->host_memory) return;
+    ps->backend->upload(ps->dev_values, ps->values,
+                        sizeof(float) * (size_t)(ps->n_trainable + ps->n_buffer));
+}
+
+void cs_paramset_sync_from_backend(cs_paramset *ps) {
+    if (!ps->backend || ps->backend->host_memory) return;
+    ps->backend->download(ps->values, ps->dev_values,
+                          sizeof(float) * (size_t)(ps->n_trainable + ps->n_buffer));
+    if (ps->grads && ps->dev_grads)
+        ps->backend->download(ps->grads, ps->dev_grads, sizeof(float) * (size_t)ps->n_trainable);
+}
+
 void cs_paramset_enable_grads(cs_paramset *ps) {
     if (ps->grads) return;
-    size_t bytes = (sizeof(float) * (size_t)(ps->n_trainable + 1) + 63) / 64 * 64;
+    const size_t bytes = value_bytes(ps->n_trainable);
     ps->grads = aligned_alloc(64, bytes);
     if (!ps->grads) g_error("out of memory allocating %zu bytes of gradients", bytes);
     memset(ps->grads, 0, bytes);
+    const cs_backend *be = ps->backend ? ps->backend : &cs_backend_cpu;
+    if (be->host_memory) {
+        ps->dev_grads = ps->grads;
+    } else {
+        ps->dev_grads = be->alloc(bytes);
+        if (!ps->dev_grads) g_error("out of memory on the %s for %zu bytes of gradients", be->name, bytes);
+        be->zero(ps->dev_grads, bytes);
+    }
 }
 
 void cs_paramset_zero_grads(cs_paramset *ps) {
-    if (ps->grads) memset(ps->grads, 0, sizeof(float) * (size_t)ps->n_trainable);
+    if (!ps->dev_grads) return;
+    const cs_backend *be = ps->backend ? ps->backend : &cs_backend_cpu;
+    be->zero(ps->dev_grads, sizeof(float) * (size_t)ps->n_trainable);
 }
 
 cs_param *cs_param_find(const cs_paramset *ps, const char *name) {

@@ -35,6 +35,10 @@ typedef struct {
     int64_t *counters;
     int n_counters;
     float *grads;             /* n_trainable gradients (training only), layout of values */
+    /* The same in the memory of the backend the network runs on; for the CPU these are
+     * values and grads themselves. */
+    const struct cs_backend *backend;
+    float *dev_values, *dev_grads;
 } cs_paramset;
 
 cs_paramset *cs_paramset_new(void);
@@ -46,9 +50,17 @@ void cs_declare(cs_paramset *ps, const char *name, cs_param_kind kind, int ndim,
 /* Carves the values (zero-filled) and counters out of one allocation each. */
 void cs_paramset_allocate(cs_paramset *ps);
 
-/* Training: allocates the gradients (zeroed); cs_paramset_zero_grads clears them. */
+/* Training: allocates the gradients (zeroed, on the backend too); cs_paramset_zero_grads
+ * clears them. */
 void cs_paramset_enable_grads(cs_paramset *ps);
 void cs_paramset_zero_grads(cs_paramset *ps);
+
+/* Puts the values on `backend` (NULL: the CPU) and keeps them there; after changes on
+ * either side, the sync functions copy them across (nothing to do on the CPU). */
+struct cs_backend;
+gboolean cs_paramset_to_backend(cs_paramset *ps, const struct cs_backend *backend);
+void cs_paramset_sync_to_backend(cs_paramset *ps);    /* host values -> backend */
+void cs_paramset_sync_from_backend(cs_paramset *ps);  /* backend values (and grads) -> host */
 
 /* The entry called `name`; a missing name is a bug in the network code and aborts. */
 cs_param *cs_param_get(const cs_paramset *ps, const char *name);

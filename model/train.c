@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend.h"
 #include "condseg.h"
 #include "data.h"
 #include "losses.h"
@@ -209,6 +210,7 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
 /* ---- saving ------------------------------------------------------------------------------ */
 
 static gboolean save_weights(const cs_model *model, const char *path, long step, GError **error) {
+    cs_paramset_sync_from_backend(model->params);
     char step_text[32];
     g_snprintf(step_text, sizeof step_text, "%ld", step);
     const char *metadata[] = {"format", "pt", CS_META_ARCH, cs_arch_name(model->arch),
@@ -222,9 +224,14 @@ static gboolean save_state(const run_state *st, const cs_model *model, const cs_
     char *json = state_to_json(st, adam);
     char step_text[32];
     g_snprintf(step_text, sizeof step_text, "%ld", st->step);
+    /* The moments live with the parameters: a host copy to write. */
+    float *moments = g_new(float, 2 * (size_t)adam->n);
+    adam->be->download(moments, adam->m, sizeof(float) * (size_t)adam->n);
+    adam->be->download(moments + adam->n, adam->v, sizeof(float) * (size_t)adam->n);
     const cs_st_entry entries[2] = {
-        {.name = "adam.m", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n}, .data = adam->m},
-        {.name = "adam.v", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n}, .data = adam->v},
+        {.name = "adam.m", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n}, .data = moments},
+        {.name = "adam.v", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n},
+         .data = moments + adam->n},
     };
     const char *metadata[] = {"condseg.training_state", json, "condseg.step", step_text, NULL};
     char *state_path = g_build_filename(st->run_dir, STATE_FILE, NULL);
@@ -234,6 +241,7 @@ static gboolean save_state(const run_state *st, const cs_model *model, const cs_
     g_free(state_path);
     g_free(last_path);
     g_free(json);
+    g_free(moments);
     return ok;
 }
 
@@ -350,31 +358,33 @@ double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, co
     cs_ctx_reset(ctx);
     cs_ctx_set_training(ctx, TRUE);
     cs_paramset_zero_grads(m->params);
+    /* The loss runs on the host: the outputs come over, their gradients go back. */
+    float *host = g_new(float, 8 * count), *grad = host + 4 * count;
+    cs_tensor *out[4] = {NULL, NULL, NULL, NULL};
+    int n_out;
     double loss;
     cs_tensor *input = cs_tensor_from(ctx, x, n, 3, size, size);
     if (m->arch == CS_ARCH_STAGE1) {
         /* Two passes in training mode, clean then perturbed (spec §6.2). */
-        cs_tensor *pred = cs_stage1_forward(ctx, m->cfg, input);
-        cs_tensor *pred_aug =
-            cs_stage1_forward(ctx, m->cfg, cs_tensor_from(ctx, x_aug, n, 3, size, size));
-        loss = cs_loss_stage1(pred->data, pred_aug->data, y1, count, &t->loss_opt,
-                              cs_tensor_grad(ctx, pred), cs_tensor_grad(ctx, pred_aug));
-        if (outputs) {
-            memcpy(outputs, pred->data, sizeof(float) * count);
-            memcpy(outputs + count, pred_aug->data, sizeof(float) * count);
-        }
+        out[0] = cs_stage1_forward(ctx, m->cfg, input);
+        out[1] = cs_stage1_forward(ctx, m->cfg, cs_tensor_from(ctx, x_aug, n, 3, size, size));
+        n_out = 2;
+        for (int i = 0; i < n_out; i++) cs_tensor_read(ctx, out[i], host + i * count);
+        loss = cs_loss_stage1(host, host + count, y1, count, &t->loss_opt, grad, grad + count);
     } else {
-        cs_tensor *out[4];
         cs_condseg_forward(ctx, m->cfg, input, CS_OUT_ALL, out, NULL, NULL);
-        float *grads[4];
-        for (int i = 0; i < 4; i++) grads[i] = cs_tensor_grad(ctx, out[i]);
-        loss = cs_loss_stage2(out[0]->data, out[1]->data, out[2]->data, out[3]->data, y1, y2, n,
-                              size, size, &t->loss_opt, grads[0], grads[1], grads[2], grads[3],
-                              parts);
-        for (int i = 0; outputs && i < 4; i++)
-            memcpy(outputs + i * count, out[i]->data, sizeof(float) * count);
+        n_out = 4;
+        for (int i = 0; i < n_out; i++) cs_tensor_read(ctx, out[i], host + i * count);
+        loss = cs_loss_stage2(host, host + count, host + 2 * count, host + 3 * count, y1, y2, n,
+                              size, size, &t->loss_opt, grad, grad + count, grad + 2 * count,
+                              grad + 3 * count, parts);
     }
-    if (isfinite(loss)) cs_backward(ctx);
+    if (outputs) memcpy(outputs, host, sizeof(float) * n_out * count);
+    if (isfinite(loss)) {
+        for (int i = 0; i < n_out; i++) cs_tensor_set_grad(ctx, out[i], grad + i * count);
+        cs_backward(ctx);
+    }
+    g_free(host);
     cs_ctx_reset(ctx);
     cs_ctx_set_training(ctx, FALSE);
     return loss;
@@ -579,6 +589,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         if (!model) goto done;
         if (o->init_weights && !load_initial_weights(model, o->init_weights, init_log, error))
             goto done;
+        cs_paramset_sync_to_backend(model->params);
     }
     trainer = cs_trainer_new(model, o->stage == 1 ? o->lr : o->lr_backbone, o->lr,
                              o->single_sigmoid);
@@ -590,8 +601,15 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                         "%s: the optimiser moments do not fit the network", state_path);
             goto done;
         }
-        if (!cs_st_read_f32(state_file, m, adam->m, error) ||
-            !cs_st_read_f32(state_file, v, adam->v, error) ||
+        float *moments = g_new(float, 2 * (size_t)adam->n);
+        const gboolean read = cs_st_read_f32(state_file, m, moments, error) &&
+                              cs_st_read_f32(state_file, v, moments + adam->n, error);
+        if (read) {
+            adam->be->upload(adam->m, moments, sizeof(float) * (size_t)adam->n);
+            adam->be->upload(adam->v, moments + adam->n, sizeof(float) * (size_t)adam->n);
+        }
+        g_free(moments);
+        if (!read ||
             !state_from_json(&st, adam, cs_st_metadata(state_file, "condseg.training_state"),
                              state_path, error))
             goto done;

@@ -134,7 +134,8 @@ static void run_fd_case(const fd_case *c) {
                          : beta && c->bn_bias   ? c->bn_bias
                                                 : 0.5f * rand_normal();
     }
-    cs_ctx *ctx = cs_ctx_new(ps);
+    cs_paramset_to_backend(ps, NULL);
+    cs_ctx *ctx = cs_ctx_new(ps, NULL);
     cs_ctx_set_training(ctx, TRUE);
 
     float *inputs[3];
@@ -358,7 +359,8 @@ static int run_golden_case(const golden_case *c, const char *op) {
     cs_paramset_allocate(ps);
     cs_paramset_enable_grads(ps);
     for (int i = 0; i < n_map; i++) fill_role(ps, c, map[i].role, map[i].name);
-    cs_ctx *ctx = cs_ctx_new(ps);
+    cs_paramset_to_backend(ps, NULL);
+    cs_ctx *ctx = cs_ctx_new(ps, NULL);
     cs_ctx_set_training(ctx, TRUE);
 
     cs_tensor *in[2] = {NULL, NULL}, *y = NULL;

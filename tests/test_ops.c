@@ -108,7 +108,8 @@ static int run_case(const op_case *c, const char *op) {
         map[n_map++] = (param_map){"conv1", "sa.conv1.weight", CS_PARAM};
     }
     cs_paramset *ps = params_for(c, map, n_map);
-    cs_ctx *ctx = cs_ctx_new(ps);
+    cs_paramset_to_backend(ps, NULL);
+    cs_ctx *ctx = cs_ctx_new(ps, NULL);
     cs_tensor *y = NULL;
     int known = 1;
 
