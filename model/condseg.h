@@ -92,7 +92,8 @@ enum {
     CS_OUT_ALL = 0xfu,
 };
 
-/* The resolution the original pipeline trains and evaluates at. */
+/* The resolution the original pipeline trains and evaluates at. Weights trained at another
+ * size record it (metadata condseg.input_size), and cs_model_input_size() gives it. */
 #define CS_INPUT_SIZE 256
 
 typedef struct cs_model cs_model;
@@ -103,6 +104,7 @@ typedef struct {
     int n_tensors;               /* state-dict entries, buffers included */
     int64_t n_parameters;        /* trainable values */
     int64_t n_buffer_values;     /* BatchNorm running statistics and counters */
+    int input_size;              /* side of the network input the weights were trained at */
 } cs_model_info;
 
 /* The default weights file, or NULL when none is installed (g_free the result). Looked up
@@ -127,8 +129,12 @@ void cs_model_get_info(const cs_model *model, cs_model_info *info);
 gboolean cs_model_forward(cs_model *model, const float *input, int batch, int height,
                           int width, unsigned outputs, float *const *out, GError **error);
 
-/* The whole original preprocessing of one image (cv2-exact resize to 256x256, /255)
- * followed by inference. `prob` receives one 256x256 plane per requested output. */
+/* The side of the network input these weights expect (256 unless trained otherwise). */
+int cs_model_input_size(const cs_model *model);
+
+/* The whole original preprocessing of one image (cv2-exact resize to the input size
+ * S x S, /255) followed by inference. `prob` receives one S x S plane per requested
+ * output, S = cs_model_input_size(). */
 gboolean cs_model_predict_image(cs_model *model, const cs_image *bgr, unsigned outputs,
                                 float *prob, GError **error);
 
@@ -192,7 +198,7 @@ gboolean cs_train(const cs_train_options *opt, gboolean resume, cs_train_report_
 
 /* Evaluation as the original's test.py (spec §6.4, §7): every image of a split at batch
  * 1, metrics per image, averaged. `per_image` (may be NULL) is called with each image's
- * id, metrics and 256x256 probability map; `save_masks_dir` (may be NULL) receives each
+ * id, metrics and probability map (S x S, S = cs_model_input_size()); `save_masks_dir` (may be NULL) receives each
  * prediction as a PNG mask at the image's resolution. */
 typedef void (*cs_eval_image_fn)(const char *id, const cs_metrics *m, const float *prob,
                                  void *user_data);

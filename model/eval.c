@@ -37,7 +37,7 @@ gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
         cs_dataset_free(ds);
         return FALSE;
     }
-    const int size = CS_INPUT_SIZE;
+    const int size = cs_model_input_size(model);
     const size_t plane = (size_t)size * size;
     const cs_sample_options opt = {.aug = CS_AUG_NONE, .size = size};
     cs_loader *loader = cs_loader_new(ds, 1, FALSE, &opt, 0, 0);

@@ -1,6 +1,7 @@
 /* model.c — the public model API of condseg.h: loading and saving weights, creating a
  * freshly initialised network, inference on preprocessed batches and on images. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@ static cs_model *model_alloc(cs_arch arch, const cs_netcfg *cfg) {
     cs_paramset_allocate(m->params);
     cs_paramset_to_backend(m->params, NULL);
     m->ctx = cs_ctx_new(m->params, NULL);
+    m->input_size = CS_INPUT_SIZE;
     return m;
 }
 
@@ -66,7 +68,17 @@ cs_model *cs_model_load(const char *path, GError **error) {
         cs_st_close(file);
         return NULL;
     }
+    const char *size_text = cs_st_metadata(file, CS_META_INPUT_SIZE);
+    const int input_size = size_text ? atoi(size_text) : CS_INPUT_SIZE;
+    if (input_size < 16 || input_size % 16 || input_size > 4096) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "weights file '%s': metadata %s = '%s' is not a multiple of 16 up to 4096",
+                    path, CS_META_INPUT_SIZE, size_text);
+        cs_st_close(file);
+        return NULL;
+    }
     cs_model *m = model_alloc(arch, cfg);
+    m->input_size = input_size;
     gboolean ok = cs_paramset_load(m->params, file, error);
     cs_paramset_sync_to_backend(m->params);
     cs_st_close(file);
@@ -79,8 +91,11 @@ cs_model *cs_model_load(const char *path, GError **error) {
 
 gboolean cs_model_save(const cs_model *model, const char *path, GError **error) {
     cs_paramset_sync_from_backend(model->params);
+    char size_text[16];
+    g_snprintf(size_text, sizeof size_text, "%d", model->input_size);
     const char *metadata[] = {"format", "pt", CS_META_ARCH, cs_arch_name(model->arch),
-                              CS_META_PRESET, model->cfg->name, NULL};
+                              CS_META_PRESET, model->cfg->name, CS_META_INPUT_SIZE, size_text,
+                              NULL};
     return cs_paramset_save(model->params, path, metadata, error);
 }
 
@@ -164,7 +179,10 @@ void cs_model_get_info(const cs_model *model, cs_model_info *info) {
     info->n_tensors = cs_paramset_count(model->params);
     info->n_parameters = model->params->n_trainable;
     info->n_buffer_values = model->params->n_buffer + model->params->n_counters;
+    info->input_size = model->input_size;
 }
+
+int cs_model_input_size(const cs_model *model) { return model->input_size; }
 
 void cs_model_set_progress(cs_model *model, cs_progress_fn fn, void *user_data) {
     model->progress = fn;
@@ -247,7 +265,7 @@ gboolean cs_model_predict_image(cs_model *model, const cs_image *bgr, unsigned o
         g_set_error(error, CS_ERROR, CS_ERROR_ARG, "predict: expected a 3-channel BGR image");
         return FALSE;
     }
-    const int size = CS_INPUT_SIZE, plane = size * size;
+    const int size = model->input_size, plane = size * size;
     guint8 *resized = g_malloc((size_t)plane * 3);
     cs_resize_linear_u8(bgr->data, bgr->width, bgr->height, resized, size, size, 3);
     float *input = g_malloc(sizeof(float) * 3 * plane);

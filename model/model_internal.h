@@ -17,11 +17,13 @@ struct cs_model {
     cs_ctx *ctx;              /* kept between runs: its pool makes repeat runs allocation-free */
     cs_progress_fn progress;
     void *progress_data;
+    int input_size;           /* CS_INPUT_SIZE, or what the weights' metadata says */
 };
 
 /* Metadata keys condseg writes into its weights files. */
 #define CS_META_ARCH "condseg.arch"
 #define CS_META_PRESET "condseg.preset"
+#define CS_META_INPUT_SIZE "condseg.input_size"
 
 const char *cs_arch_name(cs_arch arch);
 

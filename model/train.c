@@ -211,10 +211,12 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
 
 static gboolean save_weights(const cs_model *model, const char *path, long step, GError **error) {
     cs_paramset_sync_from_backend(model->params);
-    char step_text[32];
+    char step_text[32], size_text[16];
     g_snprintf(step_text, sizeof step_text, "%ld", step);
+    g_snprintf(size_text, sizeof size_text, "%d", model->input_size);
     const char *metadata[] = {"format", "pt", CS_META_ARCH, cs_arch_name(model->arch),
-                              CS_META_PRESET, model->cfg->name, "condseg.step", step_text, NULL};
+                              CS_META_PRESET, model->cfg->name, CS_META_INPUT_SIZE, size_text,
+                              "condseg.step", step_text, NULL};
     return cs_paramset_save(model->params, path, metadata, error);
 }
 
@@ -587,6 +589,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     } else {
         model = cs_model_new(arch, o->preset, o->seed, error);
         if (!model) goto done;
+        model->input_size = o->image_size; /* recorded with the weights */
         if (o->init_weights && !load_initial_weights(model, o->init_weights, init_log, error))
             goto done;
         cs_paramset_sync_to_backend(model->params);

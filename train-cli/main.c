@@ -122,8 +122,9 @@ static int cmd_predict(int argc, char **argv) {
         {"threshold", 't', 0, G_OPTION_ARG_CALLBACK, (gpointer)parse_threshold,
          "Probability above which a pixel is foreground (default 0.5)", "T"},
         {"prob", 0, 0, G_OPTION_ARG_FILENAME, &o.prob,
-         "Also write the raw 256x256 probabilities as a float32 NumPy array (K,256,256); "
-         "a directory when there are several images", "FILE.npy"},
+         "Also write the raw probabilities at the network's input size (256 for the paper's "
+         "settings) as a float32 NumPy array (K,S,S); a directory when there are several images",
+         "FILE.npy"},
         {"all-outputs", 0, 0, G_OPTION_ARG_NONE, &o.all_outputs,
          "With --prob: all four outputs (mask, fg, bg, uncertainty), K = 4", NULL},
         {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "CPU threads (default: all cores)", "N"},
@@ -179,7 +180,7 @@ static int cmd_predict(int argc, char **argv) {
         goto done;
     }
     const unsigned outputs = o.all_outputs ? CS_OUT_ALL : CS_OUT_MASK;
-    const int k = o.all_outputs ? 4 : 1, size = CS_INPUT_SIZE;
+    const int k = o.all_outputs ? 4 : 1, size = cs_model_input_size(model);
     float *prob = g_new(float, (size_t)k * size * size);
     for (int i = 1; i < argc; i++) {
         const char *input = argv[i];
@@ -252,6 +253,7 @@ static int cmd_info(int argc, char **argv) {
             printf("parameters:  %" G_GINT64_FORMAT "\n", info.n_parameters);
             printf("buffers:     %" G_GINT64_FORMAT " values (BatchNorm statistics)\n",
                    info.n_buffer_values);
+            printf("input size:  %dx%d\n", info.input_size, info.input_size);
             cs_model_free(model);
         }
     }
@@ -487,6 +489,7 @@ typedef struct {
     JsonBuilder *json;        /* per-image array, or NULL */
     gboolean verbose;
     const char *prob_dir;     /* --save-prob */
+    int size;                 /* the probability maps' side */
     gboolean failed;
 } eval_display;
 
@@ -507,7 +510,7 @@ static void on_eval_image(const char *id, const cs_metrics *m, const float *prob
     if (d->prob_dir) {
         char *name = g_strdup_printf("%s.npy", id);
         char *path = g_build_filename(d->prob_dir, name, NULL);
-        const int64_t shape[2] = {CS_INPUT_SIZE, CS_INPUT_SIZE};
+        const int64_t shape[2] = {d->size, d->size};
         GError *error = NULL;
         if (!cs_write_npy_f32(path, prob, 2, shape, &error)) {
             fprintf(stderr, "%s: %s\n", program, error->message);
@@ -536,7 +539,8 @@ static int cmd_eval(int argc, char **argv) {
         {"save-masks", 0, 0, G_OPTION_ARG_FILENAME, &masks,
          "Write each prediction as a PNG mask at the image's size", "DIR"},
         {"save-prob", 0, 0, G_OPTION_ARG_FILENAME, &prob_dir,
-         "Write each 256x256 probability map as a float32 NumPy array <id>.npy", "DIR"},
+         "Write each probability map (at the network's input size) as a float32 NumPy array "
+         "<id>.npy", "DIR"},
         {"json", 0, 0, G_OPTION_ARG_FILENAME, &json_path,
          "Write the metrics (mean and per image) as JSON", "FILE"},
         {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print each image's IoU and Dice", NULL},
@@ -571,6 +575,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     display.verbose = verbose;
     display.prob_dir = prob_dir;
+    display.size = cs_model_input_size(model);
     if (prob_dir && g_mkdir_with_parents(prob_dir, 0755) != 0) {
         fprintf(stderr, "%s: --save-prob '%s': cannot create the folder: %s\n", program, prob_dir,
                 g_strerror(errno));
