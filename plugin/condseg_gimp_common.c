@@ -238,7 +238,9 @@ gboolean cs_gimp_segment(gint32 image, gint32 drawable, const cs_gimp_settings *
 
     /* Inference, and the result at the drawable's resolution, before the image is touched. */
     cs_gimp_host_progress_init("ConDSeg segmentation");
-    float *prob = g_new(float, CS_INPUT_SIZE * CS_INPUT_SIZE);
+    /* The network's output plane: S x S, S the input size the weights were trained at. */
+    const int size = cs_model_input_size(model);
+    float *prob = g_new(float, (size_t)size * size);
     cs_image *bgr = read_bgr(source, bounds);
     cs_gimp_host_progress(PROGRESS_READ_END);
     cs_model_set_progress(model, report_inference_progress, NULL);
@@ -255,11 +257,10 @@ gboolean cs_gimp_segment(gint32 image, gint32 drawable, const cs_gimp_settings *
     float *map = NULL;
     if (output == CS_GIMP_OUTPUT_LAYER_MASK || output == CS_GIMP_OUTPUT_SELECTION) {
         mask = cs_image_new(bounds.width, bounds.height, 1);
-        cs_prob_to_mask(prob, CS_INPUT_SIZE, CS_INPUT_SIZE, (float)settings->threshold, mask);
+        cs_prob_to_mask(prob, size, size, (float)settings->threshold, mask);
     } else {
         map = g_new(float, (size_t)bounds.width * bounds.height);
-        cs_resize_linear_f32(prob, CS_INPUT_SIZE, CS_INPUT_SIZE, map, bounds.width,
-                             bounds.height);
+        cs_resize_linear_f32(prob, size, size, map, bounds.width, bounds.height);
     }
     g_free(prob);
 
