@@ -175,7 +175,10 @@ def main():
             ["--threshold", "abc"], "threshold not a number", empty)
         bad(["predict", "-w", stage1_w, "--frobnicate", img], 2, ["--frobnicate"],
             "unknown option", empty)
-        bad(["predict", "-o", out_png, img], 2, ["--weights"], "no weights given", empty)
+        # Without -w the default model is used; CONDSEG_WEIGHTS names it.
+        os.environ["CONDSEG_WEIGHTS"] = missing
+        bad(["predict", "-o", out_png, img], 1, [missing], "default weights missing", empty)
+        del os.environ["CONDSEG_WEIGHTS"]
         bad(["predict", "-w", stage1_w, "-o", out_png, "--all-outputs", "--prob",
              os.path.join(empty, "p.npy"), img], 2, ["--all-outputs", "stage-1"],
             "--all-outputs with a stage-1 network", empty)

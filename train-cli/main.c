@@ -53,6 +53,23 @@ static char *file_stem(const char *path) {
     return base;
 }
 
+#define DEVICE_HELP "Where to run: cpu, cuda (an NVIDIA GPU) or auto (default: a GPU when one is usable)"
+
+/* --device: moves the model there; an explicit "auto" says why it stayed on the CPU. */
+static int apply_device(cs_model *model, const char *device) {
+    GError *error = NULL;
+    char *note = NULL;
+    if (!cs_model_set_device(model, device, &note, &error)) {
+        const int status = error->code == CS_ERROR_ARG ? EXIT_USAGE : 1;
+        fprintf(stderr, "%s: --device: %s\n", program, error->message);
+        g_error_free(error);
+        return status;
+    }
+    if (note && device) fprintf(stderr, "%s: %s\n", program, note);
+    g_free(note);
+    return 0;
+}
+
 /* ---- predict ----------------------------------------------------------------------- */
 
 typedef struct {
@@ -62,6 +79,7 @@ typedef struct {
     double threshold;
     gboolean all_outputs;
     int threads;
+    char *device;
 } predict_options;
 
 static gboolean parse_threshold(const char *name, const char *value, gpointer data,
@@ -115,7 +133,8 @@ static int cmd_predict(int argc, char **argv) {
     predict_options o = {.threshold = 0.5};
     GOptionEntry entries[] = {
         {"weights", 'w', 0, G_OPTION_ARG_FILENAME, &o.weights,
-         "Network weights (.safetensors): a ConDSeg or stage-1 network", "FILE"},
+         "Network weights (.safetensors): a ConDSeg or stage-1 network (default: the "
+         "installed default model)", "FILE"},
         {"output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
          "Mask file (one image) or directory (several images; masks keep the input names)",
          "OUT"},
@@ -128,6 +147,7 @@ static int cmd_predict(int argc, char **argv) {
         {"all-outputs", 0, 0, G_OPTION_ARG_NONE, &o.all_outputs,
          "With --prob: all four outputs (mask, fg, bg, uncertainty), K = 4", NULL},
         {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "CPU threads (default: all cores)", "N"},
+        {"device", 0, 0, G_OPTION_ARG_STRING, &o.device, DEVICE_HELP, "DEVICE"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("IMAGE... - segment images with ConDSeg");
     GOptionGroup *group = g_option_group_new("predict", "predict", "predict", &o, NULL);
@@ -143,8 +163,10 @@ static int cmd_predict(int argc, char **argv) {
         status = EXIT_USAGE;
         goto done;
     }
+    if (!o.weights) o.weights = cs_default_weights_path();
     if (!o.weights) {
-        status = usage_error("predict: --weights FILE is required");
+        status = usage_error("predict: no --weights FILE given, and no default model is "
+                             "installed (set CONDSEG_WEIGHTS or run ./install.sh)");
         goto done;
     }
     if (argc < 2) {
@@ -172,6 +194,7 @@ static int cmd_predict(int argc, char **argv) {
         status = 1;
         goto done;
     }
+    if ((status = apply_device(model, o.device))) goto done;
     cs_model_info info;
     cs_model_get_info(model, &info);
     if (o.all_outputs && info.arch == CS_ARCH_STAGE1) {
@@ -220,6 +243,7 @@ done:
     g_free(o.weights);
     g_free(o.output);
     g_free(o.prob);
+    g_free(o.device);
     return status;
 }
 
@@ -344,7 +368,7 @@ static int cmd_train(int argc, char **argv) {
     int stage = 0, epochs = 0, batch = 0, image_size = 0, workers = 0, threads = 0;
     int patience_lr = -1, patience_stop = -1;
     char *data = NULL, *out = NULL, *init = NULL, *resume = NULL, *seed_text = NULL;
-    char *preset = NULL;
+    char *preset = NULL, *device = NULL;
     gint64 max_steps = 0;
     gboolean no_augment = FALSE, fix_background = FALSE, single_sigmoid = FALSE;
     cs_train_options opt;
@@ -394,6 +418,7 @@ static int cmd_train(int argc, char **argv) {
          "DiceBCE on the probabilities (the original applies a second sigmoid: §9 item 1)", NULL},
         {"workers", 0, 0, G_OPTION_ARG_INT, &workers, "Data loading threads", "N"},
         {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N"},
+        {"device", 0, 0, G_OPTION_ARG_STRING, &device, DEVICE_HELP, "DEVICE"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- train ConDSeg (stage 1 or 2)");
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -463,6 +488,15 @@ static int cmd_train(int argc, char **argv) {
     }
     opt.max_steps = (long)max_steps;
     opt.workers = workers;
+    char *note = NULL;
+    if (!(opt.device = cs_device_resolve(device, &note, &error))) {
+        status = error->code == CS_ERROR_ARG ? EXIT_USAGE : 1;
+        fprintf(stderr, "%s: --device: %s\n", program, error->message);
+        g_clear_error(&error);
+        goto done;
+    }
+    if (note && device) fprintf(stderr, "%s: %s\n", program, note);
+    g_free(note);
     cs_set_num_threads(threads);
     signal(SIGINT, on_interrupt);
     signal(SIGTERM, on_interrupt);
@@ -480,6 +514,7 @@ static int cmd_train(int argc, char **argv) {
 done:
     g_option_context_free(ctx);
     g_free(data), g_free(out), g_free(init), g_free(resume), g_free(seed_text), g_free(preset);
+    g_free(device);
     return status;
 }
 
@@ -530,10 +565,12 @@ static void on_eval_image(const char *id, const cs_metrics *m, const float *prob
 static int cmd_eval(int argc, char **argv) {
     char *weights = NULL, *data = NULL, *split = NULL, *masks = NULL, *json_path = NULL;
     char *prob_dir = NULL;
+    char *device = NULL;
     gboolean verbose = FALSE;
     int threads = 0;
     GOptionEntry entries[] = {
-        {"weights", 'w', 0, G_OPTION_ARG_FILENAME, &weights, "Network weights (.safetensors)", "FILE"},
+        {"weights", 'w', 0, G_OPTION_ARG_FILENAME, &weights,
+         "Network weights (.safetensors; default: the installed default model)", "FILE"},
         {"data", 'd', 0, G_OPTION_ARG_FILENAME, &data, "Dataset folder (images/, masks/, SPLIT.txt)", "DIR"},
         {"split", 0, 0, G_OPTION_ARG_STRING, &split, "Which list: SPLIT.txt (default val)", "SPLIT"},
         {"save-masks", 0, 0, G_OPTION_ARG_FILENAME, &masks,
@@ -545,6 +582,7 @@ static int cmd_eval(int argc, char **argv) {
          "Write the metrics (mean and per image) as JSON", "FILE"},
         {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print each image's IoU and Dice", NULL},
         {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N"},
+        {"device", 0, 0, G_OPTION_ARG_STRING, &device, DEVICE_HELP, "DEVICE"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- evaluate weights on a dataset split");
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -560,9 +598,10 @@ static int cmd_eval(int argc, char **argv) {
         status = EXIT_USAGE;
         goto done;
     }
+    if (!weights) weights = cs_default_weights_path();
     if (!weights || !data || argc > 1) {
-        status = usage_error("eval: --weights FILE and --data DIR are required%s",
-                             argc > 1 ? ", and nothing else" : "");
+        status = usage_error("eval: --data DIR is required, --weights FILE too when no default "
+                             "model is installed%s", argc > 1 ? ", and nothing else" : "");
         goto done;
     }
     cs_set_num_threads(threads);
@@ -573,6 +612,7 @@ static int cmd_eval(int argc, char **argv) {
         status = 1;
         goto done;
     }
+    if ((status = apply_device(model, device))) goto done;
     display.verbose = verbose;
     display.prob_dir = prob_dir;
     display.size = cs_model_input_size(model);
@@ -638,7 +678,7 @@ done:
     cs_model_free(model);
     g_option_context_free(ctx);
     g_free(weights), g_free(data), g_free(split), g_free(masks), g_free(json_path);
-    g_free(prob_dir);
+    g_free(prob_dir), g_free(device);
     return status;
 }
 
