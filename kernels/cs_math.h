@@ -101,4 +101,21 @@ CS_HD float csm_exp_nonpositive(float x) {
 CS_HD int csm_nb_dy(int k) { return k / 3 - 1; }
 CS_HD int csm_nb_dx(int k) { return k % 3 - 1; }
 
+/* MaxPool2d(3, stride 2, padding 1): the input index (within the plane src of h x w) of
+ * the maximum of output window (oy, ox), the first in scan order, padding as -inf; the
+ * backward pass sends the window's gradient there. */
+CS_HD int csm_maxpool3s2_argmax(const float *src, int h, int w, int oy, int ox) {
+    int arg = -1;
+    for (int ky = 0; ky < 3; ky++) {
+        const int iy = oy * 2 - 1 + ky;
+        if (iy < 0 || iy >= h) continue;
+        for (int kx = 0; kx < 3; kx++) {
+            const int ix = ox * 2 - 1 + kx;
+            if (ix < 0 || ix >= w) continue;
+            if (arg < 0 || src[iy * w + ix] > src[arg]) arg = iy * w + ix;
+        }
+    }
+    return arg;
+}
+
 #endif

@@ -168,6 +168,8 @@ typedef struct {
     /* Corrections of the original's quirks (spec §9); FALSE reproduces the original. */
     gboolean fix_background;    /* y2 = 1 - y1 after augmentation, not the un-augmented one */
     gboolean single_sigmoid;    /* DiceBCE on the probabilities, not on sigmoid(p) */
+    const char *device;         /* cs_model_set_device's name: "cpu", "cuda", "auto" (NULL:
+                                 * auto); not saved with the run: a resume chooses again */
 } cs_train_options;
 
 /* Fills the original's settings for `stage`. */
@@ -209,6 +211,29 @@ gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
 /* Progress of a forward pass (0..1), for front ends that show a bar. */
 typedef void (*cs_progress_fn)(double fraction, void *user_data);
 void cs_model_set_progress(cs_model *model, cs_progress_fn fn, void *user_data);
+
+/* ---------------------------------------------------------------------------------
+ * Compute device: the CPU, or an NVIDIA GPU when condseg is built with CUDA
+ * (-DCONDSEG_CUDA, model/device.c). A model starts on the CPU. */
+
+/* Moves `model` (its weights, and gradients when training) to `device` and runs it there
+ * from now on: "cpu"; "cuda" (an NVIDIA GPU; fails with CS_ERROR_DEVICE and the reason
+ * when there is none or condseg was built without CUDA); "auto" or NULL (the GPU when one
+ * is usable, else the CPU). Call it before running or training the model. When "auto"
+ * picks the CPU in a build with CUDA, `note` (may be NULL) receives why, e.g. "no usable
+ * GPU (no NVIDIA GPU found (cudaGetDeviceCount: ...)): running on the CPU" (g_free it);
+ * otherwise it is set to NULL. An unknown name fails with CS_ERROR_ARG. ("cuda-emulated",
+ * the CUDA backend's code run on the host, exists for tests.) */
+gboolean cs_model_set_device(cs_model *model, const char *device, char **note,
+                             GError **error);
+/* Where the model runs: "cpu" or "cuda". */
+const char *cs_model_device(const cs_model *model);
+/* The device cs_model_set_device would choose for `device` ("cpu" or "cuda"), with the
+ * same errors and note; for front ends that pass the choice on (cs_train_options). */
+const char *cs_device_resolve(const char *device, char **note, GError **error);
+/* TF32 tensor cores in the GPU's matrix products: faster, about 1e-3 relative error; off
+ * by default (CONDSEG_TF32=1 in the environment turns them on). No effect on the CPU. */
+void cs_set_tf32(gboolean allow);
 
 /* Worker threads for the CPU kernels (0: all cores). */
 void cs_set_num_threads(int n);

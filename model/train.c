@@ -594,6 +594,8 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             goto done;
         cs_paramset_sync_to_backend(model->params);
     }
+    /* The device (CUDA backend): the model moves before the trainer allocates there. */
+    if (!cs_model_set_device(model, options->device, NULL, error)) goto done;
     trainer = cs_trainer_new(model, o->stage == 1 ? o->lr : o->lr_backbone, o->lr,
                              o->single_sigmoid);
     adam = cs_trainer_adam(trainer);

@@ -1,0 +1,111 @@
+/* backend_cuda_emulated.cu — the CUDA backend's operation code (cuda_ops.cuh) run on the
+ * host: HostExec executes each functor over its index range with OpenMP threads, the
+ * reductions block by block with the GPU's split of rows (as if on 132 multiprocessors),
+ * and cuBLAS's column-major GEMM calls through OpenBLAS with the same arguments. Memory is
+ * host memory, but the table says it is not, so the parameter mirror and the copies take
+ * the paths they take on a GPU. What this cannot check is the CUDA side proper: launch
+ * configurations, the shared-memory reduction tree, cuBLAS itself.
+ *
+ * Tests compare it with the CPU backend on machines without a GPU (test_cuda --emulated).
+ */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend_cuda.h"
+#include "cuda_ops.cuh"
+
+namespace {
+
+struct host_scratch {
+    void *block[CSK_SCRATCH_SLOTS];
+    size_t bytes[CSK_SCRATCH_SLOTS];
+};
+
+host_scratch scratch_state;
+
+}  // namespace
+
+struct HostExec {
+    static int sm_count() { return 132; }
+
+    template <class F>
+    static void for_each(int n, const F &f) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) f(i);
+    }
+
+    template <class R, class Term, class Fin>
+    static void reduce_blocks(int rows, int len, int splits, const Term &term, const Fin &fin,
+                              typename R::V *partial) {
+        const int blocks = csk_int_count((size_t)rows * splits, "reduction blocks");
+#pragma omp parallel for schedule(static)
+        for (int block = 0; block < blocks; block++) {
+            const int row = block / splits, split = block - row * splits;
+            int begin, end;
+            csk_split_range(len, splits, split, &begin, &end);
+            typename R::V acc = R::identity();
+            for (int j = begin; j < end; j++) acc = R::combine(acc, term(row, j));
+            if (partial) partial[block] = acc;
+            else fin(row, acc);
+        }
+    }
+
+    static void gemm_cm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                        const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                        int ldc) {
+        if (m <= 0 || n <= 0) return;
+        cblas_sgemm(CblasColMajor, trans_a ? CblasTrans : CblasNoTrans,
+                    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                    ldc);
+    }
+
+    static void *scratch(int slot, size_t bytes) {
+        if (bytes > scratch_state.bytes[slot]) {
+            free(scratch_state.block[slot]);
+            const size_t want = (bytes + 63) / 64 * 64;
+            scratch_state.block[slot] = aligned_alloc(64, want);
+            if (!scratch_state.block[slot]) {
+                fprintf(stderr, "condseg: out of memory: %zu bytes of scratch memory\n", want);
+                abort();
+            }
+            scratch_state.bytes[slot] = want;
+        }
+        return scratch_state.block[slot];
+    }
+};
+
+static void *emulated_alloc(size_t bytes) {
+    bytes = (bytes + 63) / 64 * 64;
+    return aligned_alloc(64, bytes ? bytes : 64);
+}
+
+static void emulated_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+static void emulated_zero(void *p, size_t bytes) {
+    if (bytes) memset(p, 0, bytes);
+}
+
+static void emulated_synchronize(void) {}
+
+static cs_backend make_table(void) {
+    cs_backend b;
+    memset(&b, 0, sizeof b);
+    b.name = "cuda-emulated";
+    b.host_memory = 0;
+    b.alloc = emulated_alloc;
+    b.release = free;
+    b.upload = emulated_copy;
+    b.download = emulated_copy;
+    b.zero = emulated_zero;
+    b.synchronize = emulated_synchronize;
+    CudaOps<HostExec>::fill(&b);
+    return b;
+}
+
+static cs_backend emulated_table = make_table();
+
+extern "C" const cs_backend *cs_cuda_emulated_backend(void) { return &emulated_table; }
