@@ -699,7 +699,8 @@ static gboolean write_st_content(FILE *fp, const void *content, char **reason) {
         /* Validated by the caller already. */
         (void)shape_sizes(c->entries[i].shape, c->entries[i].ndim,
                           cs_dtype_size(c->entries[i].dtype), &numel, &nbytes);
-        ok = fwrite(c->entries[i].data, 1, nbytes, fp) == nbytes;
+        /* An empty tensor may come with no data pointer at all. */
+        ok = nbytes == 0 || fwrite(c->entries[i].data, 1, nbytes, fp) == nbytes;
     }
     return ok;
 }
