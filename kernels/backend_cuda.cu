@@ -145,6 +145,16 @@ struct DeviceExec {
                                     b, ldb, &beta, c, ldc));
     }
 
+    static void gemm_cm_batched(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                                const float *a, int lda, long long stride_a, const float *b,
+                                int ldb, long long stride_b, float beta, float *c, int ldc,
+                                long long stride_c, int batch) {
+        if (m <= 0 || n <= 0 || batch <= 0) return;
+        CS_CUBLAS_CHECK(cublasSgemmStridedBatched(
+            dev.blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m,
+            n, k, &alpha, a, lda, stride_a, b, ldb, stride_b, &beta, c, ldc, stride_c, batch));
+    }
+
     /* Grown on demand; cudaFree waits for the work that may still use the old block. */
     static void *scratch(int slot, size_t bytes) {
         if (bytes > dev.scratch_bytes[slot]) {
@@ -228,26 +238,21 @@ static int fail(const char *format, const char *detail) {
     return 0;
 }
 
-/* cudaGetDeviceCount's "insufficient driver" also means "no driver at all": tell which. */
-static const char *driver_problem(cudaError_t err) {
-    if (err != cudaErrorInsufficientDriver) return NULL;
-    void *lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
-    if (!lib) return "no NVIDIA driver is installed (libcuda.so.1 not found)";
-    dlclose(lib);
-    return "the NVIDIA driver is older than the CUDA runtime condseg was built with: "
-           "update the driver";
-}
-
 static int start(void) {
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess) {
-        const char *why = driver_problem(err);
-        char detail[256];
-        snprintf(detail, sizeof detail, "%s%s%s", cudaGetErrorString(err), why ? "; " : "",
-                 why ? why : "");
         (void)cudaGetLastError();
-        return fail("no NVIDIA GPU found (cudaGetDeviceCount: %s)", detail);
+        /* "insufficient driver" is also what no driver at all gives: tell which. */
+        if (err == cudaErrorInsufficientDriver) {
+            void *lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+            if (!lib) return fail("no NVIDIA GPU found (%s)", "no NVIDIA driver: libcuda.so.1 not found");
+            dlclose(lib);
+            return fail("no usable NVIDIA GPU (%s)",
+                        "the NVIDIA driver is older than the CUDA runtime condseg was built "
+                        "with: update the driver");
+        }
+        return fail("no NVIDIA GPU found (cudaGetDeviceCount: %s)", cudaGetErrorString(err));
     }
     if (count < 1) return fail("no NVIDIA GPU found (cudaGetDeviceCount: %s)", "0 devices");
     int device = 0;

@@ -61,6 +61,15 @@ struct HostExec {
                     ldc);
     }
 
+    static void gemm_cm_batched(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                                const float *a, int lda, long long stride_a, const float *b,
+                                int ldb, long long stride_b, float beta, float *c, int ldc,
+                                long long stride_c, int batch) {
+        for (int i = 0; i < batch; i++)
+            gemm_cm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb,
+                    beta, c + i * stride_c, ldc);
+    }
+
     static void *scratch(int slot, size_t bytes) {
         if (bytes > scratch_state.bytes[slot]) {
             free(scratch_state.block[slot]);

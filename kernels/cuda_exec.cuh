@@ -10,6 +10,8 @@
  *                                     splits == 1, else partial[row * splits + split] = v
  *   X::gemm_cm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
  *                                     cublasSgemm's column-major semantics
+ *   X::gemm_cm_batched(..., stride_a, ..., stride_b, ..., stride_c, batch)
+ *                                     cublasSgemmStridedBatched's
  *   X::scratch(slot, bytes)           memory of the executor kept between operations
  *   X::sm_count()                     how many blocks run at once (for splitting rows)
  *
@@ -147,6 +149,16 @@ static void csk_gemm_rm(int trans_a, int trans_b, int m, int n, int k, float alp
                         const float *a, int lda, const float *b, int ldb, float beta, float *c,
                         int ldc) {
     X::gemm_cm(trans_b, trans_a, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
+}
+
+/* The same for `batch` products, operand i at a + i * stride_a etc. (stride 0: shared). */
+template <class X>
+static void csk_gemm_rm_batched(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                                const float *a, int lda, long long stride_a, const float *b,
+                                int ldb, long long stride_b, float beta, float *c, int ldc,
+                                long long stride_c, int batch) {
+    X::gemm_cm_batched(trans_b, trans_a, n, m, k, alpha, b, ldb, stride_b, a, lda, stride_a,
+                       beta, c, ldc, stride_c, batch);
 }
 
 #endif

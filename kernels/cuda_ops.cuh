@@ -625,8 +625,10 @@ struct OutlookBackwardValuesF {
  * The work is cut into chunks of `images` images whose columns sit side by side (the
  * GEMM's N grows with small maps), or, when one image's columns exceed the workspace
  * limit, into tiles of `rows` output rows of one image. With one image per chunk the GEMM
- * writes into y directly and the epilogue (scale/shift/ReLU) is one pass at the end; a
- * 1x1/s1/p0 convolution of one image needs no columns at all. */
+ * writes into y directly and the epilogue (scale/shift/ReLU) is one pass at the end. A
+ * 1x1/s1/p0 convolution needs no columns: its maps are the GEMM operands as they are, one
+ * strided-batched GEMM for all images (the channel Linear layers of CDFA are such). Only on
+ * small maps are its images still put side by side, for a wider GEMM. */
 
 /* Columns of `images` consecutive images (x: the first), output rows [row0, row0 + rows);
  * column index image * rows * wo + (oy - row0) * wo + ox, row length ld. */
@@ -744,7 +746,7 @@ static inline csk_conv_plan csk_plan_conv(const cs_conv_shape *s) {
     const size_t per_image = (p.kdim + (size_t)s->o) * p.plane;
     size_t images = per_image ? limit / per_image : 1;
     if (images > (size_t)s->n) images = (size_t)s->n;
-    if (images < 2) images = 1;
+    if (images < 2 || (p.pointwise && p.plane >= 1024)) images = 1;
     p.images = (int)images;
     p.rows = s->ho;
     if (p.images > 1) {
@@ -779,16 +781,17 @@ struct CudaOps {
         const csk_conv_plan pl = csk_plan_conv(s);
         const int kdim = (int)pl.kdim, plane = (int)pl.plane, o = s->o;
         const size_t in_image = (size_t)s->c * s->h * s->w, out_image = (size_t)o * plane;
-        for (int n0 = 0; n0 < s->n; n0 += pl.images) {
+        if (pl.images == 1 && pl.pointwise) {
+            /* y_i = W x_i for every image i */
+            csk_gemm_rm_batched<X>(0, 0, o, plane, s->c, 1.0f, w, s->c, 0, x, plane,
+                                   (long long)in_image, 0.0f, y, plane, (long long)out_image,
+                                   s->n);
+        }
+        for (int n0 = 0; n0 < s->n && !(pl.images == 1 && pl.pointwise); n0 += pl.images) {
             const int g = n0 + pl.images <= s->n ? pl.images : s->n - n0;
             const float *xn = x + (size_t)n0 * in_image;
             float *yn = y + (size_t)n0 * out_image;
             if (pl.images == 1) {
-                if (pl.pointwise) {
-                    csk_gemm_rm<X>(0, 0, o, plane, s->c, 1.0f, w, s->c, xn, plane, 0.0f, yn,
-                                   plane);
-                    continue;
-                }
                 for (int row0 = 0; row0 < s->ho; row0 += pl.rows) {
                     const int rows = row0 + pl.rows <= s->ho ? pl.rows : s->ho - row0;
                     const int ncols = rows * s->wo;
@@ -825,19 +828,22 @@ struct CudaOps {
             csk_reduce_rows<X, SumReducer>(o, csk_int_count(pl.plane * s->n, "bias gradient"),
                                            term, fin);
         }
+        if (pl.images == 1 && pl.pointwise) {
+            /* dW += dY_i X_i^T image after image; dX_i += W^T dY_i for all at once */
+            for (int i = 0; i < s->n; i++)
+                csk_gemm_rm<X>(0, 1, o, c, plane, 1.0f, dy + (size_t)i * out_image, plane,
+                               x + (size_t)i * in_image, plane, 1.0f, dw, c);
+            if (dx)
+                csk_gemm_rm_batched<X>(1, 0, c, plane, o, 1.0f, w, c, 0, dy, plane,
+                                       (long long)out_image, 1.0f, dx, plane,
+                                       (long long)in_image, s->n);
+            return;
+        }
         for (int n0 = 0; n0 < s->n; n0 += pl.images) {
             const int g = n0 + pl.images <= s->n ? pl.images : s->n - n0;
             const float *xn = x + (size_t)n0 * in_image, *dyn = dy + (size_t)n0 * out_image;
             float *dxn = dx ? dx + (size_t)n0 * in_image : NULL;
             if (pl.images == 1) {
-                if (pl.pointwise) {
-                    /* dW += dY X^T; dX += W^T dY */
-                    csk_gemm_rm<X>(0, 1, o, c, plane, 1.0f, dyn, plane, xn, plane, 1.0f, dw, c);
-                    if (dxn)
-                        csk_gemm_rm<X>(1, 0, c, plane, o, 1.0f, w, c, dyn, plane, 1.0f, dxn,
-                                       plane);
-                    continue;
-                }
                 for (int row0 = 0; row0 < s->ho; row0 += pl.rows) {
                     const int rows = row0 + pl.rows <= s->ho ? pl.rows : s->ho - row0;
                     const int ncols = rows * s->wo;
