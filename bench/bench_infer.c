@@ -4,6 +4,11 @@
  * resident memory. Also the time between module outputs, to show where time goes.
  *
  *   bench_infer [-w WEIGHTS] [--image IMG] [--runs N] [--all-outputs] [--threads N]
+ *   bench_infer --device cuda [--batch 1,16] [--tf32 off,on] [--runs N] [--budget S]
+ *
+ * With --device (a GPU): the time per image and the images per second of the mask-only
+ * forward (cs_model_forward: input upload and output download included) for each batch
+ * size and TF32 setting, one JSON line each ("condseg_cuda_mask_b16"); no sgemm ratios.
  *
  * Without -w the network is freshly initialised (speed does not depend on the values;
  * flush-to-zero keeps subnormals from skewing it). */
@@ -12,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "bench_device.h"
 #include "bench_util.h"
 #include "condseg.h"
 #include "graph.h"
@@ -40,9 +46,81 @@ static void on_probe(const char *name, const cs_tensor *t, void *user_data) {
 }
 
 
+/* ---- device mode ------------------------------------------------------------------------ */
+
+typedef struct {
+    cs_model *model;
+    const float *input;
+    float *const *out;
+    int batch;
+    unsigned outputs;
+} forward_job;
+
+static void forward_step(void *user_data) {
+    forward_job *j = user_data;
+    GError *error = NULL;
+    if (!cs_model_forward(j->model, j->input, j->batch, CS_INPUT_SIZE, CS_INPUT_SIZE, j->outputs,
+                          j->out, &error)) {
+        fprintf(stderr, "bench_infer: %s\n", error->message);
+        exit(1);
+    }
+}
+
+static int device_bench(cs_model *model, const char *batches, const char *tf32, int runs,
+                        double budget, gboolean all_outputs) {
+    int sizes[8], modes[2];
+    const int n_sizes = bench_int_list(batches ? batches : "1", sizes, 8);
+    const int n_modes = bench_tf32_list(tf32, modes, 2);
+    if (!n_sizes || !n_modes) {
+        fprintf(stderr, "bench_infer: --batch: a list like 1,16; --tf32: off, on or off,on\n");
+        return 2;
+    }
+    const char *device = cs_model_device(model);
+    printf("condseg %s on %s (%s): mask-only forward at %dx%d, input upload and output "
+           "download included\n", model->cfg->name, device, bench_device_name(model),
+           CS_INPUT_SIZE, CS_INPUT_SIZE);
+    const size_t plane = (size_t)CS_INPUT_SIZE * CS_INPUT_SIZE;
+    int biggest = 0;
+    for (int i = 0; i < n_sizes; i++) biggest = sizes[i] > biggest ? sizes[i] : biggest;
+    float *input = g_new(float, 3 * plane * biggest), *out = g_new(float, 4 * plane * biggest);
+    GRand *rng = g_rand_new_with_seed(7);
+    for (size_t i = 0; i < 3 * plane * biggest; i++) input[i] = (float)g_rand_double(rng);
+    g_rand_free(rng);
+    for (int m = 0; m < n_modes; m++) {
+        cs_set_tf32(modes[m]);
+        for (int pass = 0; pass < (all_outputs ? 2 : 1); pass++) {
+            for (int i = 0; i < n_sizes; i++) {
+                const int batch = sizes[i];
+                float *ptrs[4];
+                for (int k = 0; k < 4; k++) ptrs[k] = out + (size_t)k * plane * batch;
+                forward_job job = {model, input, ptrs, batch, pass ? CS_OUT_ALL : CS_OUT_MASK};
+                int timed = 0;
+                const double median = bench_median_time(forward_step, &job, 2, runs, budget, &timed);
+                printf("  %s, batch %2d, TF32 %-3s: %8.2f ms per image, %8.1f images/s (median of "
+                       "%d)\n", pass ? "all outputs" : "mask", batch, modes[m] ? "on" : "off",
+                       1e3 * median / batch, batch / median, timed);
+                printf("{\"what\":\"condseg_%s_%s_b%d\",\"device\":\"%s\",\"gpu\":\"%s\","
+                       "\"preset\":\"%s\",\"batch\":%d,\"size\":%d,\"tf32\":%s,"
+                       "\"ms_per_img\":%.3f,\"images_per_s\":%.2f,\"median_ms\":%.3f,\"runs\":%d,"
+                       "\"pool_mb\":%.0f}\n",
+                       device, pass ? "all" : "mask", batch, device, bench_device_name(model),
+                       model->cfg->name, batch, CS_INPUT_SIZE, modes[m] ? "true" : "false",
+                       1e3 * median / batch, batch / median, 1e3 * median, timed,
+                       cs_ctx_pool_bytes(model->ctx) / 1e6);
+                fflush(stdout);
+            }
+        }
+    }
+    cs_set_tf32(FALSE);
+    g_free(input), g_free(out);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     cs_select_blas_kernels(argv); /* what `condseg` runs with; CONDSEG_BLAS_AUTO=0 keeps OpenBLAS's choice */
     char *weights = NULL, *image_path = NULL, *preset = NULL;
+    char *device = NULL, *batches = NULL, *tf32 = NULL;
+    double budget = 20.0;
     int runs = 5, threads = 0;
     gboolean all_outputs = FALSE;
     GOptionEntry entries[] = {
@@ -52,6 +130,10 @@ int main(int argc, char **argv) {
         {"all-outputs", 0, 0, G_OPTION_ARG_NONE, &all_outputs, "Also time all four outputs", NULL},
         {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
         {"preset", 0, 0, G_OPTION_ARG_STRING, &preset, "Network preset without -w (default condseg-r50)", "NAME"},
+        {"device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda or auto: device mode", "DEVICE"},
+        {"batch", 0, 0, G_OPTION_ARG_STRING, &batches, "Device mode: batch sizes (default 1)", "1,16"},
+        {"tf32", 0, 0, G_OPTION_ARG_STRING, &tf32, "Device mode: TF32 settings (default off)", "off,on"},
+        {"budget", 0, 0, G_OPTION_ARG_DOUBLE, &budget, "Device mode: seconds per measurement (default 20)", "S"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *octx = g_option_context_new("- condseg inference benchmark");
     g_option_context_add_main_entries(octx, entries, NULL);
@@ -62,6 +144,20 @@ int main(int argc, char **argv) {
     }
     if (runs < 1) runs = 1;
     cs_set_num_threads(threads);
+    if (bench_device_mode(device)) {
+        cs_model *model = weights ? cs_model_load(weights, &error)
+                                  : cs_model_new(CS_ARCH_CONDSEG, preset, 1, &error);
+        if (!model) {
+            fprintf(stderr, "bench_infer: %s\n", error->message);
+            return 1;
+        }
+        int status = bench_use_device(model, device, "bench_infer")
+                         ? device_bench(model, batches, tf32, runs, budget, all_outputs)
+                         : 1;
+        cs_model_free(model);
+        g_option_context_free(octx);
+        return status;
+    }
 
     const char *corename = cs_blas_kernels();
     const double peak = bench_sgemm_rate(2048, 2048, 2048, 1.0);

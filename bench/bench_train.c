@@ -5,11 +5,18 @@
  * 201.29 GFLOP for the paper's network at 256x256); and the peak resident memory of the
  * process for this batch size (run once per batch size).
  *
- *   bench_train [--batch N] [--size S] [--steps N] [--threads N] */
+ *   bench_train [--batch N] [--size S] [--steps N] [--threads N]
+ *   bench_train --device cuda [--batch 12] [--tf32 off,on] [--steps N] [--budget S]
+ *
+ * With --device (a GPU): training images per second (the same step: outputs downloaded,
+ * the loss on the host, output gradients uploaded, backward, Adam) for each TF32 setting,
+ * one JSON line each ("condseg_cuda_train_b12"); no sgemm ratio. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 
+#include "backend.h"
+#include "bench_device.h"
 #include "bench_util.h"
 #include "condseg.h"
 #include "model_internal.h"
@@ -18,16 +25,67 @@
 
 
 
+/* ---- device mode ------------------------------------------------------------------------ */
+
+typedef struct {
+    cs_trainer *trainer;
+    cs_model *model;
+    const float *x, *y1, *y2;
+    int batch, size;
+} step_job;
+
+static void train_step(void *user_data) {
+    step_job *j = user_data;
+    cs_trainer_backward(j->trainer, j->x, NULL, j->y1, j->y2, j->batch, j->size, NULL, NULL);
+    cs_trainer_update(j->trainer);
+    j->model->params->backend->synchronize(); /* Adam's update is still running otherwise */
+}
+
+static int device_bench(cs_model *model, cs_trainer *trainer, const float *x, const float *y1,
+                        const float *y2, int batch, int size, const char *tf32, int steps,
+                        double budget) {
+    int modes[2];
+    const int n_modes = bench_tf32_list(tf32, modes, 2);
+    if (!n_modes) {
+        fprintf(stderr, "bench_train: --tf32: off, on or off,on\n");
+        return 2;
+    }
+    const char *device = cs_model_device(model);
+    printf("condseg training step (stage 2, %s) on %s (%s), batch %d at %dx%d\n",
+           model->cfg->name, device, bench_device_name(model), batch, size, size);
+    step_job job = {trainer, model, x, y1, y2, batch, size};
+    for (int m = 0; m < n_modes; m++) {
+        cs_set_tf32(modes[m]);
+        int timed = 0;
+        const double median = bench_median_time(train_step, &job, 2, steps, budget, &timed);
+        printf("  TF32 %-3s: %8.1f ms per step, %7.1f images/s (median of %d)\n",
+               modes[m] ? "on" : "off", 1e3 * median, batch / median, timed);
+        printf("{\"what\":\"condseg_%s_train_b%d\",\"device\":\"%s\",\"gpu\":\"%s\","
+               "\"preset\":\"%s\",\"batch\":%d,\"size\":%d,\"tf32\":%s,\"step_ms\":%.2f,"
+               "\"images_per_s\":%.2f,\"runs\":%d,\"pool_mb\":%.0f}\n",
+               device, batch, device, bench_device_name(model), model->cfg->name, batch, size,
+               modes[m] ? "true" : "false", 1e3 * median, batch / median, timed,
+               cs_ctx_pool_bytes(model->ctx) / 1e6);
+        fflush(stdout);
+    }
+    cs_set_tf32(FALSE);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     cs_select_blas_kernels(argv);
     int batch = 2, size = 256, steps = 3, threads = 0;
-    char *preset = NULL;
+    char *preset = NULL, *device = NULL, *tf32 = NULL;
+    double budget = 30.0;
     GOptionEntry entries[] = {
         {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Batch size (default 2)", "N"},
         {"size", 0, 0, G_OPTION_ARG_INT, &size, "Input side (default 256)", "S"},
         {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Timed steps after one warm-up (default 3)", "N"},
         {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
         {"preset", 0, 0, G_OPTION_ARG_STRING, &preset, "Network preset (default condseg-r50)", "NAME"},
+        {"device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda or auto: device mode", "DEVICE"},
+        {"tf32", 0, 0, G_OPTION_ARG_STRING, &tf32, "Device mode: TF32 settings (default off)", "off,on"},
+        {"budget", 0, 0, G_OPTION_ARG_DOUBLE, &budget, "Device mode: seconds per measurement (default 30)", "S"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *octx = g_option_context_new("- condseg training-step benchmark");
     g_option_context_add_main_entries(octx, entries, NULL);
@@ -43,6 +101,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: %s\n", error->message);
         return 2;
     }
+    /* The device first: the trainer allocates its state where the parameters are. */
+    if (bench_device_mode(device) && !bench_use_device(model, device, "bench_train")) return 1;
     cs_trainer *trainer = cs_trainer_new(model, 1e-4, 1e-4, FALSE);
     const size_t plane = (size_t)size * size;
     float *x = g_new(float, (size_t)batch * 3 * plane), *y1 = g_new(float, (size_t)batch * plane),
@@ -57,6 +117,14 @@ int main(int argc, char **argv) {
         y2[i] = 1.0f - y1[i];
     }
     g_rand_free(rng);
+    if (bench_device_mode(device)) {
+        const int status = device_bench(model, trainer, x, y1, y2, batch, size, tf32, steps, budget);
+        g_free(x), g_free(y1), g_free(y2);
+        cs_trainer_free(trainer);
+        cs_model_free(model);
+        g_option_context_free(octx);
+        return status;
+    }
 
     printf("OpenBLAS kernels %s; training step of ConDSeg (stage 2, %s), batch %d at %dx%d\n",
            cs_blas_kernels(), model->cfg->name, batch, size, size);
