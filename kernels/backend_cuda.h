@@ -43,6 +43,9 @@ void cs_cuda_set_workspace_limit(size_t floats);
  * on the GPU (as if it had 132 multiprocessors), GEMMs are cuBLAS's column-major calls
  * through OpenBLAS. Its name is "cuda-emulated". */
 const cs_backend *cs_cuda_emulated_backend(void);
+/* The fast division of the kernels' index arithmetic against '/': the number of wrong
+ * quotients over a sweep of divisors and numerators (0 expected). */
+long cs_cuda_check_divider(void);
 
 #ifdef __cplusplus
 }

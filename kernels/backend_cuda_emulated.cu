@@ -118,3 +118,32 @@ static cs_backend make_table(void) {
 static cs_backend emulated_table = make_table();
 
 extern "C" const cs_backend *cs_cuda_emulated_backend(void) { return &emulated_table; }
+
+/* csk_quot against the division operator: small divisors exhaustively over small n, edge
+ * values (multiples of d and their neighbours, 2^31 - 1) and random numerators for
+ * divisors up to 2^31 - 1. The host arithmetic is the device's (__umulhi). */
+extern "C" long cs_cuda_check_divider(void) {
+    long wrong = 0;
+    unsigned long long state = 88172645463325252ull;
+    for (long d = 1; d <= 2147483647L; d = d < 4096 ? d + 1 : d * 3 / 2 + 7) {
+        const csk_div v = csk_make_div((int)d);
+        long checks[64];
+        int n = 0;
+        checks[n++] = 0, checks[n++] = 2147483647L, checks[n++] = 2147483646L;
+        for (long k = 1; k <= 5 && n < 60; k++) {
+            for (long off = -1; off <= 1; off++) {
+                const long x = d * k + off;
+                if (x >= 0 && x <= 2147483647L) checks[n++] = x;
+            }
+            const long big = 2147483647L / d * d;
+            checks[n++] = big, checks[n++] = big - 1;
+        }
+        for (int i = 0; i < n; i++) wrong += csk_quot(v, (int)checks[i]) != (int)(checks[i] / d);
+        for (int i = 0; i < (d < 4096 ? 300 : 3000); i++) {
+            state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+            const long x = d < 4096 && i < 200 ? i : (long)(state % 2147483648ull);
+            wrong += csk_quot(v, (int)x) != (int)(x / d);
+        }
+    }
+    return wrong;
+}

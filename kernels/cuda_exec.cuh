@@ -35,6 +35,33 @@
  * 8 GB) are beyond what one operation of these networks ever touches. */
 int csk_int_count(size_t n, const char *what);
 
+/* ---- division by a divisor fixed for a whole kernel ----------------------------------
+ * Integer division costs some 20 instructions on a GPU, and the index arithmetic of im2col
+ * and its kin would spend more time dividing than moving memory. A divisor known when the
+ * kernel is launched becomes a multiply-high, add and shift (Granlund & Montgomery, as
+ * PyTorch's IntDivider): exact for every 0 <= n < 2^31. */
+struct csk_div {
+    unsigned d, magic, shift;
+};
+
+static inline csk_div csk_make_div(int d) {
+    csk_div v;
+    v.d = (unsigned)(d > 0 ? d : 1);
+    v.shift = 0;
+    while (v.shift < 32 && (1ull << v.shift) < v.d) v.shift++;
+    v.magic = (unsigned)(((1ull << 32) * ((1ull << v.shift) - v.d)) / v.d + 1);
+    return v;
+}
+
+static inline CSK_HD int csk_quot(const csk_div &v, int n) {
+#ifdef __CUDA_ARCH__
+    const unsigned t = __umulhi((unsigned)n, v.magic);
+#else
+    const unsigned t = (unsigned)(((unsigned long long)(unsigned)n * v.magic) >> 32);
+#endif
+    return (int)((t + (unsigned)n) >> v.shift);
+}
+
 /* ---- reductions ---------------------------------------------------------------------
  * A reducer R names its value type V (plain data: it lives in shared memory), the
  * identity and an associative combination. */

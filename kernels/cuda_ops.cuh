@@ -56,9 +56,10 @@ struct AddF {
 struct ChannelAffineF {
     float *y;
     const float *x, *scale, *shift;
-    int c, hw, relu;
+    csk_div by_hw, by_c;
+    int relu;
     CSK_HD void operator()(int i) const {
-        const int ch = (i / hw) % c;
+        const int nc = csk_quot(by_hw, i), ch = nc - csk_quot(by_c, nc) * (int)by_c.d;
         const float v = x[i] * scale[ch] + shift[ch];
         y[i] = relu ? csm_relu(v) : v;
     }
@@ -635,12 +636,14 @@ struct OutlookBackwardValuesF {
 struct Im2colF {
     float *col;
     const float *x;
-    int ld, image_cols, c, h, w, k, stride, pad, dil, wo, row0;
+    int c, h, w, k, stride, pad, dil, row0;
+    csk_div by_ld, by_image_cols, by_wo, by_kk, by_k;
     CSK_HD void operator()(int i) const {
-        const int r = i / ld, q = i - r * ld;
-        const int image = q / image_cols, qq = q - image * image_cols;
-        const int oy = row0 + qq / wo, ox = qq % wo;
-        const int kk = k * k, ch = r / kk, rem = r - ch * kk, ky = rem / k, kx = rem - ky * k;
+        const int r = csk_quot(by_ld, i), q = i - r * (int)by_ld.d;
+        const int image = csk_quot(by_image_cols, q), qq = q - image * (int)by_image_cols.d;
+        const int line = csk_quot(by_wo, qq), ox = qq - line * (int)by_wo.d, oy = row0 + line;
+        const int ch = csk_quot(by_kk, r), rem = r - ch * (int)by_kk.d;
+        const int ky = csk_quot(by_k, rem), kx = rem - ky * k;
         const int iy = oy * stride - pad + ky * dil, ix = ox * stride - pad + kx * dil;
         col[i] = csk_inside(iy, ix, h, w)
                      ? x[((size_t)image * c + ch) * h * w + (size_t)iy * w + ix]
@@ -654,20 +657,28 @@ struct Col2imF {
     float *dx;
     const float *col;
     int ld, image_cols, c, h, w, k, stride, pad, dil, wo, row0, rows;
+    csk_div by_image, by_plane, by_w;
     CSK_HD void operator()(int i) const {
-        const int plane = h * w, image = i / (c * plane), rem = i - image * c * plane;
-        const int ch = rem / plane, q = rem - ch * plane, iy = q / w, ix = q - iy * w;
+        const int image = csk_quot(by_image, i), rem = i - image * (int)by_image.d;
+        const int ch = csk_quot(by_plane, rem), q = rem - ch * (int)by_plane.d;
+        const int iy = csk_quot(by_w, q), ix = q - iy * w;
         const float *src = col + (size_t)image * image_cols;
         float d = dx[i];
         for (int ky = 0; ky < k; ky++) {
-            const int ny = iy + pad - ky * dil;
-            if (ny < 0 || ny % stride) continue;
-            const int oy = ny / stride;
+            int oy = iy + pad - ky * dil;
+            if (oy < 0) continue;
+            if (stride > 1) {
+                if (oy % stride) continue;
+                oy /= stride;
+            }
             if (oy < row0 || oy >= row0 + rows) continue;
             for (int kx = 0; kx < k; kx++) {
-                const int nx = ix + pad - kx * dil;
-                if (nx < 0 || nx % stride) continue;
-                const int ox = nx / stride;
+                int ox = ix + pad - kx * dil;
+                if (ox < 0) continue;
+                if (stride > 1) {
+                    if (ox % stride) continue;
+                    ox /= stride;
+                }
                 if (ox >= wo) continue;
                 const int r = (ch * k + ky) * k + kx;
                 d += src[(size_t)r * ld + (oy - row0) * wo + ox];
@@ -689,10 +700,11 @@ struct ConvScatterF {
     float *y;
     const float *out;
     const float *scale, *shift;
-    int o, plane, ld, relu;
+    int plane, ld, relu;
+    csk_div by_image, by_plane;
     CSK_HD void operator()(int i) const {
-        const int image = i / (o * plane), rem = i - image * o * plane;
-        const int oc = rem / plane, p = rem - oc * plane;
+        const int image = csk_quot(by_image, i), rem = i - image * (int)by_image.d;
+        const int oc = csk_quot(by_plane, rem), p = rem - oc * plane;
         y[i] = csk_epilogue(out[(size_t)oc * ld + (size_t)image * plane + p], scale, shift, oc,
                             relu);
     }
@@ -701,9 +713,11 @@ struct ConvScatterF {
 struct ConvEpilogueF {
     float *y;
     const float *scale, *shift;
-    int o, plane, relu;
+    csk_div by_plane, by_o;
+    int relu;
     CSK_HD void operator()(int i) const {
-        y[i] = csk_epilogue(y[i], scale, shift, (i / plane) % o, relu);
+        const int t = csk_quot(by_plane, i), oc = t - csk_quot(by_o, t) * (int)by_o.d;
+        y[i] = csk_epilogue(y[i], scale, shift, oc, relu);
     }
 };
 
@@ -712,9 +726,11 @@ struct ConvEpilogueF {
 struct ConvGatherDyF {
     float *dycat;
     const float *dy;
-    int o, plane, ld;
+    int o, plane;
+    csk_div by_ld, by_plane;
     CSK_HD void operator()(int i) const {
-        const int oc = i / ld, q = i - oc * ld, image = q / plane, p = q - image * plane;
+        const int oc = csk_quot(by_ld, i), q = i - oc * (int)by_ld.d;
+        const int image = csk_quot(by_plane, q), p = q - image * plane;
         dycat[i] = dy[((size_t)image * o + oc) * plane + p];
     }
 };
@@ -764,9 +780,19 @@ static inline csk_conv_plan csk_plan_conv(const cs_conv_shape *s) {
 }
 
 static inline Im2colF csk_im2col(float *col, const float *x, int ld, int image_cols,
-                          const cs_conv_shape *s, int row0) {
-    Im2colF f = {col, x, ld, image_cols, s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil,
-                 s->wo, row0};
+                                 const cs_conv_shape *s, int row0) {
+    Im2colF f = {col, x, s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil, row0,
+                 csk_make_div(ld), csk_make_div(image_cols), csk_make_div(s->wo),
+                 csk_make_div(s->k * s->k), csk_make_div(s->k)};
+    return f;
+}
+
+static inline Col2imF csk_col2im(float *dx, const float *col, int ld, int image_cols,
+                                 const cs_conv_shape *s, int row0, int rows) {
+    const int plane = s->h * s->w;
+    Col2imF f = {dx, col, ld, image_cols, s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil,
+                 s->wo, row0, rows, csk_make_div(s->c * plane), csk_make_div(plane),
+                 csk_make_div(s->w)};
     return f;
 }
 
@@ -807,11 +833,12 @@ struct CudaOps {
             X::for_each(csk_int_count(pl.kdim * ld, "im2col"),
                         csk_im2col(col, xn, ld, plane, s, 0));
             csk_gemm_rm<X>(0, 0, o, ld, kdim, 1.0f, w, kdim, col, ld, 0.0f, out, ld);
-            ConvScatterF scatter = {yn, out, scale, shift, o, plane, ld, relu};
+            ConvScatterF scatter = {yn, out, scale, shift, plane, ld, relu,
+                                    csk_make_div(o * plane), csk_make_div(plane)};
             X::for_each(csk_int_count(out_image * g, "conv output"), scatter);
         }
         if (pl.images == 1 && (scale || shift || relu)) {
-            ConvEpilogueF epilogue = {y, scale, shift, o, plane, relu};
+            ConvEpilogueF epilogue = {y, scale, shift, csk_make_div(plane), csk_make_div(o), relu};
             X::for_each(csk_int_count(out_image * s->n, "conv output"), epilogue);
         }
     }
@@ -856,31 +883,29 @@ struct CudaOps {
                     /* The columns' gradient in the same buffer, gathered onto dX. */
                     csk_gemm_rm<X>(1, 0, kdim, ncols, o, 1.0f, w, kdim, dy_tile, plane, 0.0f,
                                    workspace, ncols);
-                    Col2imF col2im = {dxn, workspace, ncols, ncols, c, s->h, s->w, s->k,
-                                      s->stride, s->pad, s->dil, s->wo, row0, rows};
-                    X::for_each(csk_int_count(in_image, "col2im"), col2im);
+                    X::for_each(csk_int_count(in_image, "col2im"),
+                                csk_col2im(dxn, workspace, ncols, ncols, s, row0, rows));
                 }
                 continue;
             }
             const int ld = g * plane;
             float *col = workspace, *gy = workspace + pl.kdim * (size_t)pl.images * plane;
-            ConvGatherDyF gather = {gy, dyn, o, plane, ld};
+            ConvGatherDyF gather = {gy, dyn, o, plane, csk_make_div(ld), csk_make_div(plane)};
             X::for_each(csk_int_count((size_t)o * ld, "conv gradient"), gather);
             X::for_each(csk_int_count(pl.kdim * ld, "im2col"),
                         csk_im2col(col, xn, ld, plane, s, 0));
             csk_gemm_rm<X>(0, 1, o, kdim, ld, 1.0f, gy, ld, col, ld, 1.0f, dw, kdim);
             if (!dxn) continue;
             csk_gemm_rm<X>(1, 0, kdim, ld, o, 1.0f, w, kdim, gy, ld, 0.0f, col, ld);
-            Col2imF col2im = {dxn, col, ld, plane, c, s->h, s->w, s->k, s->stride, s->pad,
-                              s->dil, s->wo, 0, s->ho};
-            X::for_each(csk_int_count(in_image * g, "col2im"), col2im);
+            X::for_each(csk_int_count(in_image * g, "col2im"),
+                        csk_col2im(dxn, col, ld, plane, s, 0, s->ho));
         }
     }
 
     /* ---- BatchNorm ---- */
     static void channel_affine(float *y, const float *x, const float *scale, const float *shift,
                                int n, int c, int hw, int relu) {
-        ChannelAffineF f = {y, x, scale, shift, c, hw, relu};
+        ChannelAffineF f = {y, x, scale, shift, csk_make_div(hw), csk_make_div(c), relu};
         X::for_each(csk_int_count((size_t)n * c * hw, "channel_affine"), f);
     }
 

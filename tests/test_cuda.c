@@ -602,6 +602,10 @@ int main(int argc, char **argv) {
     printf("backend %s against cpu (TF32 off)\n", dev->name);
     cs_set_num_threads(0);
     rng = g_rand_new_with_seed(20250101);
+#ifdef CONDSEG_HAVE_CUDA
+    const long wrong_quotients = cs_cuda_check_divider();
+    CHECK_MSG(wrong_quotients == 0, "fast division: %ld wrong quotients", wrong_quotients);
+#endif
     test_conv();
     printf("  BatchNorm, elementwise, pooling, upsampling, attention, Adam\n");
     test_batchnorm(3, 6, 50);
