@@ -245,7 +245,7 @@ def find(prefix, tf32):
 print(f"GPU: {sys.argv[2]}")
 tv = next((r.get("torch") for r in rows if r.get("what", "").startswith("pytorch")), "?")
 print(f"condseg vs PyTorch {tv} eager (tools/condseg_ref.py), paper preset, 256x256, same run")
-print(f"{'measurement':34} {'TF32':4} {'condseg':>12} {'PyTorch':>12} {'speed-up':>9}  goal")
+print(f"{'measurement':26} {'TF32':4} {'condseg':>14} {'PyTorch':>14} {'speed-up':>9}  goal")
 met = True
 for label, key, field, unit, higher in [
         ("mask inference, batch 1", "mask_b1", "ms_per_img", "ms/img", False),
@@ -255,7 +255,7 @@ for label, key, field, unit, higher in [
         ours, ref = find(f"condseg_cuda_{key}", tf32), find(f"pytorch_cuda_{key}", tf32)
         a = ours.get(field) if ours else None
         b = ref.get(field) if ref else None
-        cell = lambda v: f"{v:8.2f} {unit}" if v is not None else "         -"
+        cell = lambda v: f"{v:.2f} {unit}" if v is not None else "-"
         if a and b:
             speed = (b / a) if not higher else (a / b)
             ok = speed >= 1.0
@@ -263,9 +263,14 @@ for label, key, field, unit, higher in [
             extra = f"{speed:8.2f}x  {'yes' if ok else 'NO'}"
         else:
             extra, met = "        -   ?", False
-        print(f"{label:34} {'on' if tf32 else 'off':4} {cell(a):>12} {cell(b):>12} {extra}")
+        print(f"{label:26} {'on' if tf32 else 'off':4} {cell(a):>14} {cell(b):>14} {extra}")
 print("speed-up: condseg's speed over PyTorch's (above 1: condseg faster); both include the "
       "host copies of inputs and outputs")
+for tf32 in (False, True):
+    g = [(b, find(f"pytorch_cuda_mask_b{b}", tf32)) for b in (1, 16)]
+    g = ", ".join(f"batch {b} {r['gpu_ms_per_img']:.2f} ms/img" for b, r in g if r and "gpu_ms_per_img" in r)
+    if g:
+        print(f"PyTorch without the host copies (input already on the GPU), TF32 {'on' if tf32 else 'off'}: {g}")
 print("goal (at least as fast as PyTorch eager in each):", "met" if met else "NOT met")
 PY
 
