@@ -197,8 +197,9 @@ struct RowArgMaxTerm {
 struct ChannelSumTerm {
     const float *x;
     int c, hw;
+    csk_div by_hw;
     CSK_HD csk_sum2 operator()(int ch, int j) const {
-        const int b = j / hw, p = j - b * hw;
+        const int b = csk_quot(by_hw, j), p = j - b * hw;
         return SumReducer::one(x[((size_t)b * c + ch) * hw + p]);
     }
 };
@@ -251,8 +252,9 @@ struct ChannelSqDevTerm {
     const float *x;
     const double *mean;
     int c, hw;
+    csk_div by_hw;
     CSK_HD csk_sum2 operator()(int ch, int j) const {
-        const int b = j / hw, p = j - b * hw;
+        const int b = csk_quot(by_hw, j), p = j - b * hw;
         const double d = (double)x[((size_t)b * c + ch) * hw + p] - mean[ch];
         return SumReducer::one(d * d);
     }
@@ -286,8 +288,9 @@ struct BnGradTerm {
     const float *dy, *x, *y, *mean;
     const double *rows;
     int c, hw;
+    csk_div by_hw;
     CSK_HD csk_sum2 operator()(int ch, int j) const {
-        const int b = j / hw, p = j - b * hw;
+        const int b = csk_quot(by_hw, j), p = j - b * hw;
         const size_t k = ((size_t)b * c + ch) * hw + p;
         const double g = csk_bn_g(dy, y, k);
         const double xhat = ((double)x[k] - (double)mean[ch]) * rows[ch];
@@ -313,9 +316,10 @@ struct BnDxF {
     float *dx;
     const float *dy, *x, *y, *gamma, *mean;
     const double *rows;
-    int c, hw;
+    int c;
+    csk_div by_hw, by_c;
     CSK_HD void operator()(int i) const {
-        const int ch = (i / hw) % c;
+        const int nc = csk_quot(by_hw, i), ch = nc - csk_quot(by_c, nc) * c;
         const double invstd = rows[ch];
         const double g = csk_bn_g(dy, y, (size_t)i);
         const double xhat = ((double)x[i] - (double)mean[ch]) * invstd;
@@ -739,8 +743,9 @@ struct ConvGatherDyF {
 struct BiasGradTerm {
     const float *dy;
     int o, plane;
+    csk_div by_plane;
     CSK_HD csk_sum2 operator()(int row, int j) const {
-        const int b = j / plane, p = j - b * plane;
+        const int b = csk_quot(by_plane, j), p = j - b * plane;
         return SumReducer::one(dy[((size_t)b * o + row) * plane + p]);
     }
 };
@@ -850,7 +855,7 @@ struct CudaOps {
         const int kdim = (int)pl.kdim, plane = (int)pl.plane, o = s->o, c = s->c;
         const size_t in_image = (size_t)c * s->h * s->w, out_image = (size_t)o * plane;
         if (db) {
-            BiasGradTerm term = {dy, o, plane};
+            BiasGradTerm term = {dy, o, plane, csk_make_div(plane)};
             AddRowSumFin fin = {db};
             csk_reduce_rows<X, SumReducer>(o, csk_int_count(pl.plane * s->n, "bias gradient"),
                                            term, fin);
@@ -919,10 +924,10 @@ struct CudaOps {
         const int len = csk_int_count((size_t)n * hw, "batchnorm");
         const double count = (double)n * hw;
         double *mean_d = (double *)X::scratch(CSK_SCRATCH_ROWS, sizeof(double) * (size_t)c);
-        ChannelSumTerm sum = {x, c, hw};
+        ChannelSumTerm sum = {x, c, hw, csk_make_div(hw)};
         MeanToRowsFin to_rows = {mean_d, count};
         csk_reduce_rows<X, SumReducer>(c, len, sum, to_rows);
-        ChannelSqDevTerm sq = {x, mean_d, c, hw};
+        ChannelSqDevTerm sq = {x, mean_d, c, hw, csk_make_div(hw)};
         BnStatsFin fin = {mean, var, mean_d, count};
         csk_reduce_rows<X, SumReducer>(c, len, sq, fin);
     }
@@ -943,11 +948,11 @@ struct CudaOps {
         double *rows = (double *)X::scratch(CSK_SCRATCH_ROWS, sizeof(double) * 3 * (size_t)c);
         BnInvStdF invstd = {rows, var};
         X::for_each(c, invstd);
-        BnGradTerm term = {dy, x, y, mean, rows, c, hw};
+        BnGradTerm term = {dy, x, y, mean, rows, c, hw, csk_make_div(hw)};
         BnGradFin fin = {dgamma, dbeta, rows, c, (double)n * hw};
         csk_reduce_rows<X, SumReducer>(c, len, term, fin);
         if (!dx) return;
-        BnDxF f = {dx, dy, x, y, gamma, mean, rows, c, hw};
+        BnDxF f = {dx, dy, x, y, gamma, mean, rows, c, csk_make_div(hw), csk_make_div(c)};
         X::for_each(csk_int_count((size_t)n * c * hw, "batchnorm"), f);
     }
 
