@@ -96,10 +96,10 @@ install_deps() {
   local apt_opts="-o Acquire::http::Timeout=15 -o Acquire::Retries=0 -qq"
   echo "installing the build dependencies with apt-get (quietly) ..."
   # Package lists may be missing (container images drop them): update only if needed.
-  DEBIAN_FRONTEND=noninteractive timeout 300 $sudo apt-get install -y --no-install-recommends \
+  DEBIAN_FRONTEND=noninteractive timeout 150 $sudo apt-get install -y --no-install-recommends \
       $apt_opts $pkgs >/dev/null 2>&1 && return 0
-  timeout 120 $sudo apt-get update $apt_opts >/dev/null 2>&1 || return 1
-  DEBIAN_FRONTEND=noninteractive timeout 300 $sudo apt-get install -y --no-install-recommends \
+  timeout 60 $sudo apt-get update $apt_opts >/dev/null 2>&1 || return 1
+  DEBIAN_FRONTEND=noninteractive timeout 240 $sudo apt-get install -y --no-install-recommends \
       $apt_opts $pkgs >/dev/null 2>&1
 }
 
@@ -151,7 +151,10 @@ built=0
 if [ "$force_bundle" = 1 ]; then
   say "no build (--use-bundle)"
 elif say "build (CUDA on, Release) in $BUILD" && find_nvcc; then
-  if have_deps || install_deps; then
+  # Missing packages: a carried bundle first (no network needed), else apt-get.
+  if ! have_deps && [ "$mode" = run ] && { [ -f build/gpu-bundle.tar.gz ] || [ -d "$BUNDLE" ]; }; then
+    echo "the build dependencies are missing here, and a prebuilt bundle is present"
+  elif have_deps || install_deps; then
     if have_deps && build; then built=1; else fail "build"; fi
   else
     echo "the build dependencies (GLib, json-glib, gdk-pixbuf, libpng, libjpeg, OpenBLAS -dev"
