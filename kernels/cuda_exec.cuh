@@ -62,6 +62,11 @@ static inline CSK_HD int csk_quot(const csk_div &v, int n) {
     return (int)((t + (unsigned)n) >> v.shift);
 }
 
+/* Whether (y, x) lies in an h x w map. */
+static inline CSK_HD int csk_inside(int y, int x, int h, int w) {
+    return y >= 0 && y < h && x >= 0 && x < w;
+}
+
 /* ---- reductions ---------------------------------------------------------------------
  * A reducer R names its value type V (plain data: it lives in shared memory), the
  * identity and an associative combination. */
@@ -164,6 +169,52 @@ static inline CSK_HD void csk_split_range(int len, int splits, int s, int *begin
     *begin = s * chunk < len ? s * chunk : len;
     *end = *begin + chunk < len ? *begin + chunk : len;
 }
+
+/* ---- common terms and results of row reductions ------------------------------------- */
+
+/* Row `row` of a rows x len matrix. */
+struct RowSumTerm {
+    const float *x;
+    int len;
+    CSK_HD csk_sum2 operator()(int row, int j) const {
+        return SumReducer::one(x[(size_t)row * len + j]);
+    }
+};
+
+struct RowDotTerm {
+    const float *a, *b;
+    int len;
+    CSK_HD csk_sum2 operator()(int row, int j) const {
+        const size_t k = (size_t)row * len + j;
+        return SumReducer::one((double)a[k] * b[k]);
+    }
+};
+
+struct RowArgMaxTerm {
+    const float *x;
+    int len;
+    CSK_HD csk_argmax operator()(int row, int j) const {
+        csk_argmax v = {x[(size_t)row * len + j], j};
+        return v;
+    }
+};
+
+
+struct AddRowSumFin {
+    float *dst;
+    CSK_HD void operator()(int row, csk_sum2 v) const { dst[row] += (float)v.a; }
+};
+
+struct MeanFin {
+    float *y;
+    double count;
+    CSK_HD void operator()(int row, csk_sum2 v) const { y[row] = (float)(v.a / count); }
+};
+
+struct MaxFin {
+    float *y;
+    CSK_HD void operator()(int row, csk_argmax v) const { y[row] = v.v; }
+};
 
 /* ---- GEMM ----------------------------------------------------------------------------- */
 
