@@ -8,6 +8,10 @@
  * runs with CUBLAS_DEFAULT_MATH (no TF32) unless TF32 is allowed (cs_cuda_set_tf32 or
  * CONDSEG_TF32=1). A failing CUDA call inside an operation aborts with file:line and the
  * CUDA error, as an operation has no way to report it.
+ *
+ * cuBLAS is loaded when the backend starts (dlopen), not linked: libcublasLt's start-up
+ * costs every process about 0.1 s, which programs and plug-ins running on the CPU should
+ * not pay. The CUDA runtime is linked (it costs nothing until used).
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -18,6 +22,54 @@
 
 #include "backend_cuda.h"
 #include "cuda_ops.cuh"
+
+/* ---- cuBLAS, loaded at run time -------------------------------------------------------- */
+
+#define CSK_STR2(x) #x
+#define CSK_STR(x) CSK_STR2(x)
+#define CSK_CUBLAS_SONAME "libcublas.so." CSK_STR(CUBLAS_VER_MAJOR)
+
+/* The entry points used, typed after cublas_api.h's declarations. */
+static struct {
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasSetStream_v2) set_stream;
+    decltype(&cublasSetMathMode) set_math_mode;
+    decltype(&cublasSgemm_v2) sgemm;
+    decltype(&cublasSgemmStridedBatched) sgemm_strided_batched;
+    decltype(&cublasGetStatusString) status_string;
+} blas_api;
+
+/* Loads libcublas (the soname of the headers built against; then the toolkit's own folder,
+ * known at build time). NULL, or the reason it failed in `why`. */
+static int load_cublas(char *why, size_t size) {
+    void *lib = dlopen(CSK_CUBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
+#ifdef CSK_CUBLAS_DIR
+    if (!lib) lib = dlopen(CSK_CUBLAS_DIR "/" CSK_CUBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
+#endif
+    if (!lib) {
+        snprintf(why, size, "cuBLAS could not be loaded (%s)", dlerror());
+        return 0;
+    }
+    const struct {
+        const char *name;
+        void **slot;
+    } symbols[] = {
+        {"cublasCreate_v2", (void **)&blas_api.create},
+        {"cublasSetStream_v2", (void **)&blas_api.set_stream},
+        {"cublasSetMathMode", (void **)&blas_api.set_math_mode},
+        {"cublasSgemm_v2", (void **)&blas_api.sgemm},
+        {"cublasSgemmStridedBatched", (void **)&blas_api.sgemm_strided_batched},
+        {"cublasGetStatusString", (void **)&blas_api.status_string},
+    };
+    for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
+        *symbols[i].slot = dlsym(lib, symbols[i].name);
+        if (!*symbols[i].slot) {
+            snprintf(why, size, "cuBLAS (%s) has no %s", CSK_CUBLAS_SONAME, symbols[i].name);
+            return 0;
+        }
+    }
+    return 1;
+}
 
 /* ---- error checks ------------------------------------------------------------------ */
 
@@ -35,7 +87,7 @@ static void cs_cublas_check(cublasStatus_t status, const char *what, const char 
                             int line) {
     if (status == CUBLAS_STATUS_SUCCESS) return;
     fprintf(stderr, "condseg: cuBLAS error at %s:%d: %s: %s\n", file, line, what,
-            cublasGetStatusString(status));
+            blas_api.status_string(status));
     abort();
 }
 
@@ -140,7 +192,7 @@ struct DeviceExec {
                         const float *a, int lda, const float *b, int ldb, float beta, float *c,
                         int ldc) {
         if (m <= 0 || n <= 0) return;
-        CS_CUBLAS_CHECK(cublasSgemm(dev.blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+        CS_CUBLAS_CHECK(blas_api.sgemm(dev.blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                     trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha, a, lda,
                                     b, ldb, &beta, c, ldc));
     }
@@ -150,7 +202,7 @@ struct DeviceExec {
                                 int ldb, long long stride_b, float beta, float *c, int ldc,
                                 long long stride_c, int batch) {
         if (m <= 0 || n <= 0 || batch <= 0) return;
-        CS_CUBLAS_CHECK(cublasSgemmStridedBatched(
+        CS_CUBLAS_CHECK(blas_api.sgemm_strided_batched(
             dev.blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m,
             n, k, &alpha, a, lda, stride_a, b, ldb, stride_b, &beta, c, ldc, stride_c, batch));
     }
@@ -284,15 +336,17 @@ static int start(void) {
     if ((err = cudaStreamCreateWithFlags(&dev.stream, cudaStreamNonBlocking)) != cudaSuccess)
         return fail("the GPU could not be started (cudaStreamCreate: %s)",
                     cudaGetErrorString(err));
-    cublasStatus_t status = cublasCreate(&dev.blas);
+    char why[400];
+    if (!load_cublas(why, sizeof why)) return fail("%s", why);
+    cublasStatus_t status = blas_api.create(&dev.blas);
     if (status != CUBLAS_STATUS_SUCCESS)
         return fail("cuBLAS could not be started (cublasCreate: %s)",
-                    cublasGetStatusString(status));
-    CS_CUBLAS_CHECK(cublasSetStream(dev.blas, dev.stream));
+                    blas_api.status_string(status));
+    CS_CUBLAS_CHECK(blas_api.set_stream(dev.blas, dev.stream));
     const char *tf32 = getenv("CONDSEG_TF32");
     if (tf32 && strcmp(tf32, "1") == 0) dev.tf32 = 1;
-    CS_CUBLAS_CHECK(cublasSetMathMode(dev.blas, dev.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                         : CUBLAS_DEFAULT_MATH));
+    CS_CUBLAS_CHECK(blas_api.set_math_mode(dev.blas, dev.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                              : CUBLAS_DEFAULT_MATH));
     dev.started = 1;
     return 1;
 }
@@ -311,8 +365,8 @@ extern "C" const char *cs_cuda_device_description(void) {
 extern "C" void cs_cuda_set_tf32(int allow) {
     dev.tf32 = allow != 0;
     if (dev.started)
-        CS_CUBLAS_CHECK(cublasSetMathMode(dev.blas, dev.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                             : CUBLAS_DEFAULT_MATH));
+        CS_CUBLAS_CHECK(blas_api.set_math_mode(dev.blas, dev.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                  : CUBLAS_DEFAULT_MATH));
 }
 
 extern "C" int cs_cuda_tf32(void) { return dev.tf32; }
