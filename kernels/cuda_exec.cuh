@@ -1,7 +1,8 @@
 /* cuda_exec.cuh — what the CUDA backend's operations are built from, independent of where
  * they run: per-thread work as functors (a struct whose operator()(i) does element i),
- * row reductions with a fixed combination order, and row-major GEMMs. Each operation in
- * cuda_ops.cuh is a template over an executor X that provides
+ * row reductions with a fixed combination order, and row-major GEMMs. Each operation
+ * (the *_cuda.cuh files, assembled in cuda_ops.cuh) is a template over an executor X that
+ * provides
  *
  *   X::for_each(n, f)                 f(i) for every i in [0, n), in any order, in parallel
  *   X::reduce_blocks<R>(rows, len, splits, term, fin, partial)
