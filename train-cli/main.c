@@ -388,7 +388,7 @@ static int cmd_train(int argc, char **argv) {
          "tools/pth2safetensors.py --torchvision-resnet50", "WEIGHTS"},
         {"preset", 0, 0, G_OPTION_ARG_STRING, &preset,
          "Network size: condseg-r50 (the paper's, default) or condseg-compact (the same "
-         "design, about 1/20 of the arithmetic)", "NAME"},
+         "design, about 1/15 of the arithmetic)", "NAME"},
         {"epochs", 0, 0, G_OPTION_ARG_INT, &epochs, "Epochs (default 300)", "N"},
         {"batch", 'b', 0, G_OPTION_ARG_INT, &batch,
          "Batch size (default 8 in stage 1, 12 in stage 2, as the original)", "N"},
