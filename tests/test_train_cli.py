@@ -232,8 +232,10 @@ def main():
             means = {k: [] for k in res["mean"]}
             for item in res["images"]:
                 p = np.load(os.path.join(probs, item["id"] + ".npy"))
+                # eval works at the size the weights were trained at (--image-size 32 above)
+                check(p.shape[-2:] == (32, 32), f"eval at the trained input size ({p.shape})")
                 m = cv2.imread(os.path.join(ev, "masks", item["id"] + ".jpg"), cv2.IMREAD_GRAYSCALE)
-                y = cv2.resize(m, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float64) / 255
+                y = cv2.resize(m, (32, 32), interpolation=cv2.INTER_LINEAR).astype(np.float64) / 255
                 ref_m = metrics_ref(p, y)
                 for k, v in ref_m.items():
                     worst = max(worst, abs(v - item[k]))
