@@ -38,6 +38,26 @@ KEYS_TSV = {
 }
 TRUNK_PREFIXES = ("layer0.", "layer1.", "layer2.", "layer3.")
 
+# Network presets (model/condseg_net.c has the same table). condseg-r50 is the paper's
+# network; condseg-compact keeps every part with a BasicBlock trunk (expansion 1) and
+# narrower widths. Fields: stem output, block expansion, blocks and widths of layer1..3,
+# FEM/SID/CDFA/decoder width, SID hidden width, auxiliary-head widths, CDFA heads, output
+# block hidden width, stage-1 head width.
+PRESETS = {
+    "condseg-r50": dict(stem=64, expansion=4, blocks=(3, 4, 6), widths=(64, 128, 256),
+                        dim=128, sid_hidden=512, aux=(256, 256, 128, 64, 64), heads=4,
+                        out_hidden=64, stage1_head=64),
+    "condseg-compact": dict(stem=32, expansion=1, blocks=(2, 2, 2), widths=(32, 64, 128),
+                            dim=32, sid_hidden=64, aux=(32, 32, 32, 16, 16), heads=4,
+                            out_hidden=16, stage1_head=16),
+}
+DEFAULT_PRESET = "condseg-r50"
+
+
+def trunk_channels(cfg):
+    """Channels of x1..x4."""
+    return (cfg["stem"],) + tuple(w * cfg["expansion"] for w in cfg["widths"])
+
 
 def up(k):
     """Bilinear ×k, align_corners=True (§1.4)."""
@@ -147,20 +167,46 @@ class Bottleneck(nn.Module):
         return self.relu(t + s)
 
 
-def _res_layer(in_c, width, blocks, stride):
-    mods = [Bottleneck(in_c, width, stride, downsample=True)]
-    mods += [Bottleneck(4 * width, width) for _ in range(blocks - 1)]
+class BasicBlock(nn.Module):
+    """torchvision's ResNet-18/34 block (the compact preset's trunk)."""
+
+    def __init__(self, in_c, width, stride=1, downsample=False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_c, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        self.downsample = None
+        if downsample:
+            self.downsample = nn.Sequential(nn.Conv2d(in_c, width, 1, stride=stride, bias=False),
+                                            nn.BatchNorm2d(width))
+
+    def forward(self, x):
+        t = self.relu(self.bn1(self.conv1(x)))
+        t = self.bn2(self.conv2(t))
+        s = x if self.downsample is None else self.downsample(x)
+        return self.relu(t + s)
+
+
+def _res_layer(in_c, width, blocks, stride, expansion=4):
+    """torchvision's _make_layer: block 0 gets a downsample when the shape changes."""
+    block = Bottleneck if expansion == 4 else BasicBlock
+    out_c = expansion * width
+    mods = [block(in_c, width, stride, downsample=stride != 1 or in_c != out_c)]
+    mods += [block(out_c, width) for _ in range(blocks - 1)]
     return nn.Sequential(*mods)
 
 
-def _add_trunk(m):
+def _add_trunk(m, cfg):
     """Registers layer0…layer3 on module m (shared by both networks, identical names)."""
-    m.layer0 = nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
-                             nn.BatchNorm2d(64), nn.ReLU())
-    # layer1 = [maxpool, [3 bottlenecks]]: hence the "layer1.1.<i>" key prefix (§10.2).
-    m.layer1 = nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), _res_layer(64, 64, 3, 1))
-    m.layer2 = _res_layer(256, 128, 4, 2)
-    m.layer3 = _res_layer(512, 256, 6, 2)
+    stem, e, (b1, b2, b3), (w1, w2, w3) = cfg["stem"], cfg["expansion"], cfg["blocks"], cfg["widths"]
+    m.layer0 = nn.Sequential(nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False),
+                             nn.BatchNorm2d(stem), nn.ReLU())
+    # layer1 = [maxpool, [blocks]]: hence the "layer1.1.<i>" key prefix (§10.2).
+    m.layer1 = nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), _res_layer(stem, w1, b1, 1, e))
+    m.layer2 = _res_layer(e * w1, w2, b2, 2, e)
+    m.layer3 = _res_layer(e * w2, w3, b3, 2, e)
 
 
 # ---------------------------------------------------------------------------------
@@ -169,11 +215,12 @@ def _add_trunk(m):
 class DecoupleLayer(nn.Module):
     """SID (§2.6)."""
 
-    def __init__(self, in_c=1024, out_c=128):
+    def __init__(self, in_c=1024, out_c=128, hidden=512):
         super().__init__()
 
         def branch():
-            return nn.Sequential(CBR(in_c, 512, 3, 1), CBR(512, out_c, 3, 1), CBR(out_c, out_c, 1, 0))
+            return nn.Sequential(CBR(in_c, hidden, 3, 1), CBR(hidden, out_c, 3, 1),
+                                 CBR(out_c, out_c, 1, 0))
         self.cbr_fg = branch()
         self.cbr_bg = branch()
         self.cbr_uc = branch()
@@ -185,14 +232,15 @@ class DecoupleLayer(nn.Module):
 class AuxiliaryHead(nn.Module):
     """§2.7: three independent branches 1/16 → full resolution, sigmoid outputs."""
 
-    def __init__(self, in_c=128):
+    def __init__(self, in_c=128, widths=(256, 256, 128, 64, 64)):
         super().__init__()
 
         def branch():
+            a, b, c, d, e = widths
             return nn.Sequential(
-                CBR(in_c, 256, 3, 1), up(2), CBR(256, 256, 3, 1), up(2),
-                CBR(256, 128, 3, 1), up(2), CBR(128, 64, 3, 1), up(2),
-                CBR(64, 64, 3, 1), nn.Conv2d(64, 1, 1, bias=True), nn.Sigmoid())
+                CBR(in_c, a, 3, 1), up(2), CBR(a, b, 3, 1), up(2),
+                CBR(b, c, 3, 1), up(2), CBR(c, d, 3, 1), up(2),
+                CBR(d, e, 3, 1), nn.Conv2d(e, 1, 1, bias=True), nn.Sigmoid())
         self.branch_fg = branch()
         self.branch_bg = branch()
         self.branch_uc = branch()
@@ -295,14 +343,14 @@ class DecoderBlock(nn.Module):
 class OutputBlock(nn.Module):
     """§2.11."""
 
-    def __init__(self, in_c=128, out_c=1):
+    def __init__(self, in_c=128, out_c=1, hidden=64):
         super().__init__()
         self.up_2x2 = up(2)
         self.up_4x4 = up(4)
         self.fuse = CBR(3 * in_c, in_c, 3, 1)
         self.c1 = CBR(in_c, in_c, 3, 1)
-        self.c2 = CBR(in_c, in_c // 2, 1, 0)
-        self.c3 = nn.Conv2d(in_c // 2, out_c, 1, bias=True)
+        self.c2 = CBR(in_c, hidden, 1, 0)
+        self.c3 = nn.Conv2d(hidden, out_c, 1, bias=True)
         self.sig = nn.Sigmoid()
 
     def forward(self, x1, x2, x3):
@@ -322,32 +370,31 @@ STAGE1_PROBES = "x1 x2 x3 x4 pred".split()
 class ConDSeg(nn.Module):
     arch = "condseg"
 
-    def __init__(self):
+    def __init__(self, preset=DEFAULT_PRESET):
         super().__init__()
-        _add_trunk(self)
-        self.dconv1 = DilatedConv(64)
-        self.dconv2 = DilatedConv(256)
-        self.dconv3 = DilatedConv(512)
-        self.dconv4 = DilatedConv(1024)
-        self.decouple_layer = DecoupleLayer(1024, 128)
-        self.preprocess_fg4 = CDFAPreprocess(128, 128, 1)
-        self.preprocess_bg4 = CDFAPreprocess(128, 128, 1)
-        self.preprocess_fg3 = CDFAPreprocess(128, 128, 2)
-        self.preprocess_bg3 = CDFAPreprocess(128, 128, 2)
-        self.preprocess_fg2 = CDFAPreprocess(128, 128, 4)
-        self.preprocess_bg2 = CDFAPreprocess(128, 128, 4)
-        self.preprocess_fg1 = CDFAPreprocess(128, 128, 8)
-        self.preprocess_bg1 = CDFAPreprocess(128, 128, 8)
-        self.aux_head = AuxiliaryHead(128)
+        self.preset = preset
+        cfg = PRESETS[preset]
+        c1, c2, c3, c4 = trunk_channels(cfg)
+        d = cfg["dim"]
+        _add_trunk(self, cfg)
+        self.dconv1 = DilatedConv(c1, d)
+        self.dconv2 = DilatedConv(c2, d)
+        self.dconv3 = DilatedConv(c3, d)
+        self.dconv4 = DilatedConv(c4, d)
+        self.decouple_layer = DecoupleLayer(c4, d, cfg["sid_hidden"])
+        for s, scale in ((4, 1), (3, 2), (2, 4), (1, 8)):
+            setattr(self, f"preprocess_fg{s}", CDFAPreprocess(d, d, scale))
+            setattr(self, f"preprocess_bg{s}", CDFAPreprocess(d, d, scale))
+        self.aux_head = AuxiliaryHead(d, cfg["aux"])
         self.up2X = up(2)
-        self.cdfa4 = CDFA(128)
-        self.cdfa3 = CDFA(256)
-        self.cdfa2 = CDFA(256)
-        self.cdfa1 = CDFA(256)
-        self.decoder_small = DecoderBlock()
-        self.decoder_middle = DecoderBlock()
-        self.decoder_large = DecoderBlock()
-        self.output_block = OutputBlock()
+        self.cdfa4 = CDFA(d, d, cfg["heads"])
+        self.cdfa3 = CDFA(2 * d, d, cfg["heads"])
+        self.cdfa2 = CDFA(2 * d, d, cfg["heads"])
+        self.cdfa1 = CDFA(2 * d, d, cfg["heads"])
+        self.decoder_small = DecoderBlock(d, d)
+        self.decoder_middle = DecoderBlock(d, d)
+        self.decoder_large = DecoderBlock(d, d)
+        self.output_block = OutputBlock(d, 1, cfg["out_hidden"])
 
     def run(self, x, rec=None, mask_only=False):
         """The §3.1 graph. `rec` (dict) receives the named intermediates; with mask_only the
@@ -401,10 +448,12 @@ class Adjust(nn.Module):
 class ConDSegStage1(nn.Module):
     arch = "stage1"
 
-    def __init__(self):
+    def __init__(self, preset=DEFAULT_PRESET):
         super().__init__()
-        _add_trunk(self)
-        self.head = Adjust()
+        self.preset = preset
+        cfg = PRESETS[preset]
+        _add_trunk(self, cfg)
+        self.head = Adjust(trunk_channels(cfg), cfg["stage1_head"])
         self.up_2x2, self.up_4x4, self.up_8x8, self.up_16x16 = up(2), up(4), up(8), up(16)
 
     def run(self, x, rec=None):
@@ -424,8 +473,8 @@ class ConDSegStage1(nn.Module):
         return self.run(x)["pred"]
 
 
-def build(arch):
-    return {"condseg": ConDSeg, "full": ConDSeg, "stage1": ConDSegStage1}[arch]()
+def build(arch, preset=DEFAULT_PRESET):
+    return {"condseg": ConDSeg, "full": ConDSeg, "stage1": ConDSegStage1}[arch](preset)
 
 
 def probes(model, x):
@@ -481,12 +530,12 @@ def state_dict_np(model):
     return out
 
 
-def weights_metadata(arch):
-    return {"format": "pt", "condseg.arch": arch, "condseg.preset": "condseg-r50"}
+def weights_metadata(arch, preset=DEFAULT_PRESET):
+    return {"format": "pt", "condseg.arch": arch, "condseg.preset": preset}
 
 
 def save_weights(model, path):
-    st_io.save_file(state_dict_np(model), path, weights_metadata(model.arch))
+    st_io.save_file(state_dict_np(model), path, weights_metadata(model.arch, model.preset))
 
 
 def load_weights(model, path):
@@ -515,6 +564,22 @@ def load_weights(model, path):
 def arch_of_file(path):
     tensors, meta = st_io.load_file(path)
     return "stage1" if is_stage1_keys(tensors) else "condseg"
+
+
+def preset_of_file(path):
+    """The preset a weights file records (condseg.preset); the paper's when it records none
+    (converted PyTorch checkpoints)."""
+    _, meta = st_io.load_file(path)
+    preset = (meta or {}).get("condseg.preset", DEFAULT_PRESET)
+    if preset not in PRESETS:
+        raise ValueError(f"{path}: unknown preset '{preset}' (known: {', '.join(PRESETS)})")
+    return preset
+
+
+def input_size_of_file(path, default=256):
+    """The input size the weights were trained at (condseg.input_size), 256 when unrecorded."""
+    _, meta = st_io.load_file(path)
+    return int((meta or {}).get("condseg.input_size", default))
 
 
 # ---------------------------------------------------------------------------------

@@ -6,11 +6,12 @@ from float32 inputs/weights, then stored as float32, so the C float32 code is co
 the true values rather than with another float32 rounding.
 
 Subcommands:
-  net   --kind full|stage1 --image IMG --out DIR [--seed 1]
+  net   --kind full|stage1|compact --image IMG --out DIR [--seed 1]
         DIR/<kind>_weights.safetensors (deterministic random weights, realistic BN stats)
         DIR/<kind>_golden.safetensors  ("input" [2,3,256,256] and "out.<probe>" per probe)
   prob  --weights W --image IMG --out FILE.npy [--all-outputs]
-        float32 (K,256,256) probabilities (K=1: mask / stage-1 pred; K=4: mask,fg,bg,uc)
+        float32 (K,S,S) probabilities, S = the input size the weights record (256 if none)
+        (K=1: mask / stage-1 pred; K=4: mask,fg,bg,uc); the preset from condseg.preset
   ops   --out DIR [--seed 2]
         DIR/ops_golden.safetensors: single-op cases with forward outputs and gradients;
         metadata "cases" = JSON list of {"name", "op", attributes, "inputs", "outputs", "grads"}
@@ -35,7 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import condseg_ref as R  # noqa: E402
 import st_io  # noqa: E402
 
-KIND_ARCH = {"full": "condseg", "stage1": "stage1"}
+KIND_ARCH = {"full": "condseg", "stage1": "stage1", "compact": "condseg"}
+# The network preset each kind uses: "compact" is the full network at condseg-compact's widths.
+KIND_PRESET = {"full": "condseg-r50", "stage1": "condseg-r50", "compact": "condseg-compact"}
 
 
 def log(msg):
@@ -103,14 +106,16 @@ def cmd_net(args):
         np.clip(cimg + 0.03 * rng.standard_normal(cimg.shape), 0, 1),
         rng.random_sample(cimg.shape)]).astype(np.float32)
 
-    model = R.build(arch)
-    R.check_keys(model)
+    preset = KIND_PRESET[args.kind]
+    model = R.build(arch, preset)
+    if preset == R.DEFAULT_PRESET:
+        R.check_keys(model)   # the paper network's names and shapes (the tsv key lists)
     log(f"[net {args.kind}] calibration image {cpath}")
     R.randomize_(model, args.seed, torch.from_numpy(calib))
     t1 = time.time()
     wpath = os.path.join(args.out, f"{args.kind}_weights.safetensors")
     sd = R.state_dict_np(model)
-    st_io.save_file(sd, wpath, R.weights_metadata(arch))
+    st_io.save_file(sd, wpath, R.weights_metadata(arch, preset))
 
     # float64 from exactly the stored float32 weights
     model.load_state_dict(OrderedDict((k, torch.from_numpy(v)) for k, v in sd.items()))
@@ -153,10 +158,11 @@ def cmd_prob(args):
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.time()
     arch = R.arch_of_file(args.weights)
-    model = R.build(arch)
+    model = R.build(arch, R.preset_of_file(args.weights))
     R.load_weights(model, args.weights)
     model.double().eval()
-    x = torch.from_numpy(load_image(args.image)[None]).double()
+    size = R.input_size_of_file(args.weights)
+    x = torch.from_numpy(load_image(args.image, size)[None]).double()
     with torch.no_grad():
         if arch == "stage1":
             outs = [model(x)]
@@ -757,7 +763,7 @@ def main(argv=None):
                                  epilog=__doc__.split("\n", 2)[2])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("net", help="random-weight network + golden intermediates")
-    p.add_argument("--kind", choices=("full", "stage1"), required=True)
+    p.add_argument("--kind", choices=tuple(KIND_ARCH), required=True)
     p.add_argument("--image", required=True, help="test image (first id of val.txt)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=1)
@@ -765,7 +771,8 @@ def main(argv=None):
     p = sub.add_parser("prob", help="reference probabilities for `condseg predict --prob`")
     p.add_argument("--weights", required=True, help="safetensors weights (full or stage 1)")
     p.add_argument("--image", required=True)
-    p.add_argument("--out", required=True, help="output .npy (float32, K×256×256)")
+    p.add_argument("--out", required=True,
+                   help="output .npy (float32, K×S×S, S the weights' condseg.input_size)")
     p.add_argument("--all-outputs", action="store_true", help="K=4: mask, fg, bg, uc")
     p.set_defaults(fn=cmd_prob)
     p = sub.add_parser("ops", help="single-op forward/backward cases")
