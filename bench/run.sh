@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh — the inference benchmark, one run: condseg (the OpenBLAS kernels condseg
-# picks, then OpenBLAS's own choice) and the PyTorch reference on the same machine, so that
-# the ratios are taken under the same load. Figures go to stdout; the JSON lines are
-# collected in BUILD/bench.jsonl.
+# picks; the compact preset; then OpenBLAS's own choice) and the PyTorch reference on the
+# same machine, so that the ratios are taken under the same load. Figures go to stdout;
+# the JSON lines are collected in BUILD/bench.jsonl.
 #
 #   bench/run.sh [BUILD_DIR] [bench_infer options]   (default build/test; needs a Release build)
 set -euo pipefail
@@ -19,6 +19,10 @@ out="$build/bench.jsonl"
 : > "$out"
 echo "== condseg, OpenBLAS kernels chosen by condseg"
 "$exe" "${args[@]}" | tee -a "$out"
+echo "== condseg, the condseg-compact preset (the default model's network), same kernels"
+img_args=()
+[ -f "$img" ] && img_args=(--image "$img")
+"$exe" --preset condseg-compact "${img_args[@]}" | tee -a "$out"
 echo "== condseg, OpenBLAS's own kernel choice (CONDSEG_BLAS_AUTO=0)"
 CONDSEG_BLAS_AUTO=0 "$exe" "${args[@]}" | tee -a "$out"
 echo "== PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)') reference, same machine"
@@ -28,6 +32,13 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 ours = [r for r in rows if r["what"] == "condseg_mask_b1"]
 torch = [r for r in rows if r["what"] == "pytorch_mask_b1"]
+compact = [r for r in rows if r["what"] == "condseg_mask_b1" and r["preset"] == "condseg-compact"]
+ours = [r for r in ours if r["preset"] != "condseg-compact"]
+if ours and compact:
+    print(f"mask inference, 256x256, batch 1: {ours[0]['preset']} {ours[0]['ms_per_img']:.0f} ms "
+          f"({ours[0]['gflop']:.1f} GFLOP), condseg-compact {compact[0]['ms_per_img']:.0f} ms "
+          f"({compact[0]['gflop']:.1f} GFLOP): the compact preset is "
+          f"{ours[0]['ms_per_img'] / compact[0]['ms_per_img']:.1f}x as fast")
 if ours and torch:
     print(f"mask inference, 256x256, batch 1: condseg {ours[0]['ms_per_img']:.0f} ms, "
           f"PyTorch {torch[0]['ms_per_img']:.0f} ms: condseg is "
