@@ -101,6 +101,24 @@ static void im2col_ld(float *col, size_t ld, const float *img, int c, int h, int
     }
 }
 
+/* The columns of `g` consecutive images of batch `x` side by side (rows g x plane floats
+ * long): the input of a grouped GEMM over small maps. A 1x1 convolution's columns are the
+ * input planes themselves. */
+static void images_to_columns(float *col, const float *x, const cs_conv_shape *s, int g) {
+    const size_t plane = conv_plane(s), in_plane = (size_t)s->h * s->w, ld = (size_t)g * plane;
+    if (conv_is_pointwise(s)) {
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < s->c; r++)
+            for (int i = 0; i < g; i++)
+                memcpy(col + (size_t)r * ld + (size_t)i * plane,
+                       x + ((size_t)i * s->c + r) * in_plane, sizeof(float) * plane);
+    } else {
+        for (int i = 0; i < g; i++)
+            im2col_ld(col + (size_t)i * plane, ld, x + (size_t)i * s->c * in_plane, s->c, s->h,
+                      s->w, s->k, s->stride, s->pad, s->dil, s->wo, 0, s->ho);
+    }
+}
+
 void cs_cpu_im2col(float *col, const float *img, int c, int h, int w, int k, int stride,
                    int pad, int dil, int wo, int row0, int rows) {
     im2col_ld(col, (size_t)rows * wo, img, c, h, w, k, stride, pad, dil, wo, row0, rows);
@@ -175,17 +193,7 @@ static void conv_forward(float *y, const float *x, const float *w, const float *
             const size_t ld = (size_t)g * plane;
             float *col = workspace, *out = workspace + kdim * (size_t)t.images * plane;
             const float *bsrc = x + (size_t)n0 * s->c * in_plane;
-            if (conv_is_pointwise(s)) {
-#pragma omp parallel for schedule(static)
-                for (int r = 0; r < s->c; r++)
-                    for (int i = 0; i < g; i++)
-                        memcpy(col + (size_t)r * ld + (size_t)i * plane,
-                               bsrc + ((size_t)i * s->c + r) * in_plane, sizeof(float) * plane);
-            } else {
-                for (int i = 0; i < g; i++)
-                    im2col_ld(col + (size_t)i * plane, ld, bsrc + (size_t)i * s->c * in_plane,
-                              s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil, s->wo, 0, s->ho);
-            }
+            images_to_columns(col, bsrc, s, g);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->o, (int)ld, (int)kdim,
                         1.0f, w, (int)kdim, col, (int)ld, 0.0f, out, (int)ld);
 #pragma omp parallel for schedule(static)
@@ -290,17 +298,7 @@ void cs_cpu_conv2d_backward(float *dx, float *dw, float *db, const float *dy, co
                 memcpy(gy + (size_t)oc * ld + (size_t)i * plane,
                        dy + ((size_t)(n0 + i) * s->o + oc) * plane, sizeof(float) * plane);
             }
-            if (conv_is_pointwise(s)) {
-#pragma omp parallel for schedule(static)
-                for (int r = 0; r < s->c; r++)
-                    for (int i = 0; i < g; i++)
-                        memcpy(col + (size_t)r * ld + (size_t)i * plane,
-                               bsrc + ((size_t)i * s->c + r) * in_plane, sizeof(float) * plane);
-            } else {
-                for (int i = 0; i < g; i++)
-                    im2col_ld(col + (size_t)i * plane, ld, bsrc + (size_t)i * s->c * in_plane,
-                              s->c, s->h, s->w, s->k, s->stride, s->pad, s->dil, s->wo, 0, s->ho);
-            }
+            images_to_columns(col, bsrc, s, g);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->o, (int)kdim, (int)ld, 1.0f,
                         gy, (int)ld, col, (int)ld, 1.0f, dw, (int)kdim);
             if (!dx || as_forward) continue;

@@ -3,23 +3,8 @@
  * of spatial attention. Means accumulate in double: the maps reach 65536 pixels. */
 #include <float.h>
 
+#include "cs_math.h"
 #include "kernels.h"
-
-/* The input index of the maximum of window (oy, ox) of a plane: the first in scan order,
- * the one the backward pass sends the gradient to. Padding counts as -inf. */
-static inline int maxpool_argmax(const float *src, int h, int w, int oy, int ox) {
-    int arg = -1;
-    for (int ky = 0; ky < 3; ky++) {
-        const int iy = oy * 2 - 1 + ky;
-        if (iy < 0 || iy >= h) continue;
-        for (int kx = 0; kx < 3; kx++) {
-            const int ix = ox * 2 - 1 + kx;
-            if (ix < 0 || ix >= w) continue;
-            if (arg < 0 || src[iy * w + ix] > src[arg]) arg = iy * w + ix;
-        }
-    }
-    return arg;
-}
 
 void cs_cpu_maxpool3s2(float *y, const float *x, int n, int c, int h, int w, int ho, int wo) {
 #pragma omp parallel for schedule(static)
@@ -28,7 +13,7 @@ void cs_cpu_maxpool3s2(float *y, const float *x, int n, int c, int h, int w, int
         float *dst = y + (size_t)nc * ho * wo;
         for (int oy = 0; oy < ho; oy++)
             for (int ox = 0; ox < wo; ox++)
-                dst[(size_t)oy * wo + ox] = src[maxpool_argmax(src, h, w, oy, ox)];
+                dst[(size_t)oy * wo + ox] = src[csm_maxpool3s2_argmax(src, h, w, oy, ox)];
     }
 }
 
@@ -99,7 +84,7 @@ void cs_cpu_maxpool3s2_backward(float *dx, const float *dy, const float *x, int 
         float *d = dx + (size_t)nc * h * w;
         for (int oy = 0; oy < ho; oy++)
             for (int ox = 0; ox < wo; ox++)
-                d[maxpool_argmax(src, h, w, oy, ox)] += g[(size_t)oy * wo + ox];
+                d[csm_maxpool3s2_argmax(src, h, w, oy, ox)] += g[(size_t)oy * wo + ox];
     }
 }
 
