@@ -25,9 +25,6 @@
 #include "kernels.h"
 #include "net.h"
 
-
-
-
 typedef struct {
     double last;
     GArray *names;   /* char * */
@@ -44,7 +41,6 @@ static void on_probe(const char *name, const cs_tensor *t, void *user_data) {
     g_array_append_val(st->times, dt);
     st->last = tn;
 }
-
 
 /* ---- device mode ------------------------------------------------------------------------ */
 

@@ -21,10 +21,6 @@
 #include "condseg.h"
 #include "model_internal.h"
 
-
-
-
-
 /* ---- device mode ------------------------------------------------------------------------ */
 
 typedef struct {

@@ -200,7 +200,6 @@ struct RowArgMaxTerm {
     }
 };
 
-
 struct AddRowSumFin {
     float *dst;
     CSK_HD void operator()(int row, csk_sum2 v) const { dst[row] += (float)v.a; }

@@ -11,7 +11,6 @@
 
 #include "condseg.h"
 
-
 gboolean cs_write_atomically(const char *path, const char *what, cs_content_writer write_content,
                             const void *content, GError **error) {
     char *temp_path = g_strconcat(path, ".XXXXXX", NULL);

@@ -12,8 +12,6 @@
 #include "cs_math.h"
 #include "kernels.h"
 
-
-
 /* ---- profile: where the time goes, per kind of operation ----------------------------- */
 
 typedef struct {
@@ -34,7 +32,6 @@ void cs_profile_end(cs_ctx *ctx, const char *kind, gint64 start, double gflop) {
     t->gflop += gflop;
     t->calls++;
 }
-
 
 static gint compare_time(gconstpointer a, gconstpointer b, gpointer table) {
     const op_time *x = g_hash_table_lookup(table, a), *y = g_hash_table_lookup(table, b);

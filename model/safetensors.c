@@ -678,7 +678,6 @@ static char *build_header(const cs_st_entry *entries, int n_entries, const char 
     return header;
 }
 
-
 typedef struct {
     const char *header;
     gsize header_len;
