@@ -5,7 +5,7 @@
  * cs_gimp_segment (condseg_gimp_common.c). The cs_gimp_host_* functions at the end give
  * that shared code GIMP 2.10's item-id API.
  *
- *   (plug-in-condseg RUN-NONINTERACTIVE image drawable "weights.safetensors" 0.5 0)
+ *   (plug-in-condseg RUN-NONINTERACTIVE image drawable "weights.safetensors" 0.5 0 0)
  */
 #include <string.h>
 
@@ -15,8 +15,18 @@
 #include "condseg.h"
 #include "condseg_gimp_common.h"
 
-/* Arguments of plug-in-condseg, in order. */
-enum { ARG_RUN_MODE, ARG_IMAGE, ARG_DRAWABLE, ARG_WEIGHTS, ARG_THRESHOLD, ARG_OUTPUT, N_ARGS };
+/* Arguments of plug-in-condseg, in order. New ones go at the end, so that a script's
+ * arguments keep their places; the device came last. */
+enum {
+    ARG_RUN_MODE,
+    ARG_IMAGE,
+    ARG_DRAWABLE,
+    ARG_WEIGHTS,
+    ARG_THRESHOLD,
+    ARG_OUTPUT,
+    ARG_DEVICE,
+    N_ARGS
+};
 
 static void query(void);
 static void run(const gchar *name, gint n_params, const GimpParam *params, gint *n_return_values,
@@ -44,6 +54,9 @@ static void query(void) {
          "the mask outputs)"},
         {GIMP_PDB_INT32, "output",
          "Output { LAYER-MASK (0), SELECTION (1), PROBABILITY-LAYER (2), UNCERTAINTY-LAYER (3) }"},
+        {GIMP_PDB_INT32, "device",
+         "Where the network runs { AUTO (0): an NVIDIA GPU when one is usable, else the CPU; "
+         "CPU (1); CUDA (2): an NVIDIA GPU, an error saying why when there is none }"},
     };
     static const GimpParamDef return_values[] = {
         {GIMP_PDB_DRAWABLE, "result", "The layer mask, selection channel or new layer written"},
@@ -108,6 +121,21 @@ static GtkWidget *default_model_note_new(void) {
     return note;
 }
 
+/* The device choice, as a combo box: three fixed entries that need no more room. */
+static GtkWidget *device_combo_new(cs_gimp_settings *settings) {
+    GtkWidget *combo = gimp_int_combo_box_new(
+        cs_gimp_device_names[CS_GIMP_DEVICE_AUTO].label, CS_GIMP_DEVICE_AUTO,
+        cs_gimp_device_names[CS_GIMP_DEVICE_CPU].label, CS_GIMP_DEVICE_CPU,
+        cs_gimp_device_names[CS_GIMP_DEVICE_CUDA].label, CS_GIMP_DEVICE_CUDA, NULL);
+    gimp_int_combo_box_connect(GIMP_INT_COMBO_BOX(combo), settings->device,
+                               G_CALLBACK(gimp_int_combo_box_get_active), &settings->device);
+    gimp_help_set_help_data(combo,
+                            "Automatic: an NVIDIA GPU when one is usable, else the CPU. "
+                            "NVIDIA GPU: fails, saying why, when there is none.",
+                            NULL);
+    return combo;
+}
+
 /* Shows the dialog; on OK the settings hold what was chosen. */
 static gboolean run_dialog(cs_gimp_settings *settings) {
     gimp_ui_init(CS_GIMP_BINARY, FALSE);
@@ -155,6 +183,12 @@ static gboolean run_dialog(cs_gimp_settings *settings) {
                      G_CALLBACK(gimp_double_adjustment_update), &settings->threshold);
     output_toggled(buttons[CLAMP(settings->output, 0, CS_GIMP_N_OUTPUTS - 1)], &state);
 
+    GtkWidget *device_table = gtk_table_new(1, 2, FALSE);
+    gtk_table_set_col_spacings(GTK_TABLE(device_table), 6);
+    gtk_box_pack_start(GTK_BOX(vbox), device_table, FALSE, FALSE, 0);
+    gimp_table_attach_aligned(GTK_TABLE(device_table), 0, 0, "_Device:", 0.0, 0.5,
+                              device_combo_new(settings), 1, FALSE);
+
     gtk_widget_show_all(dialog);
     const gboolean ok = gimp_dialog_run(GIMP_DIALOG(dialog)) == GTK_RESPONSE_OK;
     if (ok) {
@@ -171,16 +205,18 @@ static gboolean run_dialog(cs_gimp_settings *settings) {
 /* The last values of an interactive run, when there are some of this version's layout. */
 static void load_last_settings(cs_gimp_settings *settings) {
     cs_gimp_settings last;
-    if (gimp_get_data_size(CS_GIMP_PROC) != sizeof last) return;
-    gimp_get_data(CS_GIMP_PROC, &last);
+    if (gimp_get_data_size(CS_GIMP_SETTINGS_KEY) != sizeof last) return;
+    gimp_get_data(CS_GIMP_SETTINGS_KEY, &last);
     const gboolean valid = memchr(last.weights, '\0', sizeof last.weights) != NULL &&
                            last.threshold >= 0.0 && last.threshold <= 1.0 && last.output >= 0 &&
-                           last.output < CS_GIMP_N_OUTPUTS;
+                           last.output < CS_GIMP_N_OUTPUTS && last.device >= 0 &&
+                           last.device < CS_GIMP_N_DEVICES;
     if (valid) *settings = last;
 }
 
-static gboolean settings_from_args(const GimpParam *params, cs_gimp_settings *settings,
-                                   GError **error) {
+/* `n_params` may stop before the device (see run()): the device is then automatic. */
+static gboolean settings_from_args(gint n_params, const GimpParam *params,
+                                   cs_gimp_settings *settings, GError **error) {
     const char *weights = params[ARG_WEIGHTS].data.d_string ? params[ARG_WEIGHTS].data.d_string
                                                             : "";
     if (strlen(weights) >= sizeof settings->weights) {
@@ -191,6 +227,8 @@ static gboolean settings_from_args(const GimpParam *params, cs_gimp_settings *se
     g_strlcpy(settings->weights, weights, sizeof settings->weights);
     settings->threshold = params[ARG_THRESHOLD].data.d_float;
     settings->output = params[ARG_OUTPUT].data.d_int32;
+    settings->device = n_params > ARG_DEVICE ? params[ARG_DEVICE].data.d_int32
+                                             : CS_GIMP_DEVICE_AUTO;
     return TRUE;
 }
 
@@ -216,11 +254,13 @@ static void run(const gchar *name, gint n_params, const GimpParam *params, gint 
         if (!run_dialog(&settings)) status = GIMP_PDB_CANCEL;
         break;
     case GIMP_RUN_NONINTERACTIVE:
-        if (n_params != N_ARGS) {
+        /* The argument list before the device came is still taken (callers that pass
+         * their own count, as C plug-ins can), with the device automatic. */
+        if (n_params != N_ARGS && n_params != ARG_DEVICE) {
             g_set_error(&error, CS_ERROR, CS_ERROR_ARG,
                         "ConDSeg: %s takes %d arguments, not %d", CS_GIMP_PROC, N_ARGS, n_params);
             status = GIMP_PDB_CALLING_ERROR;
-        } else if (!settings_from_args(params, &settings, &error)) {
+        } else if (!settings_from_args(n_params, params, &settings, &error)) {
             status = GIMP_PDB_CALLING_ERROR;
         }
         break;
@@ -236,7 +276,8 @@ static void run(const gchar *name, gint n_params, const GimpParam *params, gint 
 
     if (status == GIMP_PDB_SUCCESS) {
         if (run_mode != GIMP_RUN_NONINTERACTIVE) gimp_displays_flush();
-        if (run_mode == GIMP_RUN_INTERACTIVE) gimp_set_data(CS_GIMP_PROC, &settings, sizeof settings);
+        if (run_mode == GIMP_RUN_INTERACTIVE)
+            gimp_set_data(CS_GIMP_SETTINGS_KEY, &settings, sizeof settings);
         values[1].type = GIMP_PDB_DRAWABLE;
         values[1].data.d_drawable = result;
         *n_return_values = 2;

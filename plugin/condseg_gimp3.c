@@ -7,9 +7,10 @@
  * GIMP 3's object API, reached from the integer ids the shared code uses.
  *
  *   (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
- *                    #:weights "weights.safetensors" #:threshold 0.5 #:output "layer-mask")
+ *                    #:weights "weights.safetensors" #:threshold 0.5 #:output "layer-mask"
+ *                    #:device "auto")
  *   (plug-in-condseg RUN-NONINTERACTIVE image (vector layer) "weights.safetensors" 0.5
- *                    "layer-mask")
+ *                    "layer-mask" "auto")
  */
 #include <string.h>
 
@@ -81,6 +82,18 @@ static GimpProcedure *create_procedure(GimpPlugIn *plug_in, const gchar *name) {
         cs_gimp_output_names[3].label, cs_gimp_output_names[3].help, NULL);
     gimp_procedure_add_choice_argument(procedure, "output", "_Output", "Where the result goes",
                                        outputs, cs_gimp_output_names[0].nick, G_PARAM_READWRITE);
+    /* Last, as in GIMP 2.10, where it came after the others. */
+    GimpChoice *devices = gimp_choice_new_with_values(
+        cs_gimp_device_names[0].nick, 0, cs_gimp_device_names[0].label,
+        cs_gimp_device_names[0].help, cs_gimp_device_names[1].nick, 1,
+        cs_gimp_device_names[1].label, cs_gimp_device_names[1].help,
+        cs_gimp_device_names[2].nick, 2, cs_gimp_device_names[2].label,
+        cs_gimp_device_names[2].help, NULL);
+    gimp_procedure_add_choice_argument(
+        procedure, "device", "_Device",
+        "Where the network runs: \"auto\" (an NVIDIA GPU when one is usable, else the CPU), "
+        "\"cpu\" or \"cuda\" (an NVIDIA GPU; an error saying why when there is none)",
+        devices, cs_gimp_device_names[CS_GIMP_DEVICE_AUTO].nick, G_PARAM_READWRITE);
     gimp_procedure_add_drawable_return_value(
         procedure, "result", "Result", "The layer mask, selection channel or new layer written",
         TRUE, G_PARAM_READWRITE);
@@ -139,7 +152,7 @@ static gboolean run_dialog(GimpProcedure *procedure, GimpProcedureConfig *config
                                      GIMP_TYPE_INT_RADIO_FRAME);
     gimp_procedure_dialog_get_scale_entry(GIMP_PROCEDURE_DIALOG(dialog), "threshold", 1.0);
     gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dialog), "weights", "default-model",
-                               "output", "threshold", NULL);
+                               "output", "threshold", "device", NULL);
     const gboolean ok = gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dialog));
     gtk_widget_destroy(dialog);
     return ok;
@@ -153,6 +166,7 @@ static gboolean settings_from_config(GimpProcedureConfig *config, cs_gimp_settin
     memset(settings, 0, sizeof *settings);
     g_object_get(config, "weights", &file, "threshold", &settings->threshold, NULL);
     settings->output = gimp_procedure_config_get_choice_id(config, "output");
+    settings->device = gimp_procedure_config_get_choice_id(config, "device");
     char *path = file ? g_file_get_path(file) : NULL;
     /* Script-Fu turns "" into a file without a path or URI: no file, as NULL is. */
     char *uri = file && !path ? g_file_get_uri(file) : NULL;

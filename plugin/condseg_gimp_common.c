@@ -1,7 +1,8 @@
 /* condseg_gimp_common.c — the image work of the ConDSeg GIMP plug-in, written once for the
  * GIMP 2.10 and GIMP 3 front ends: read the drawable through babl as the network's 8-bit BGR
- * input, run libcondseg exactly as `condseg predict` does, and write the mask (layer mask or
- * selection) or a probability/uncertainty map (new layer) at the drawable's full resolution.
+ * input, run libcondseg exactly as `condseg predict` does (on the CPU or an NVIDIA GPU, as
+ * chosen), and write the mask (layer mask or selection) or a probability/uncertainty map
+ * (new layer) at the drawable's full resolution.
  *
  * Order of work: every check and the whole inference come first, the image is changed only
  * at the end and inside one undo group — so a failure leaves the image as it was and one
@@ -27,6 +28,14 @@ const cs_gimp_output_name cs_gimp_output_names[CS_GIMP_N_OUTPUTS] = {
                                     "decoupling branch (full ConDSeg weights only)"},
 };
 
+const cs_gimp_device_name cs_gimp_device_names[CS_GIMP_N_DEVICES] = {
+    [CS_GIMP_DEVICE_AUTO] = {"auto", "Automatic (NVIDIA GPU when present)",
+                             "An NVIDIA GPU when one is usable, else the CPU"},
+    [CS_GIMP_DEVICE_CPU] = {"cpu", "CPU", "Always the CPU"},
+    [CS_GIMP_DEVICE_CUDA] = {"cuda", "NVIDIA GPU (CUDA)",
+                             "An NVIDIA GPU; fails, saying why, when none is usable"},
+};
+
 /* Shares of the progress bar: reading the pixels, inference, writing the result. */
 #define PROGRESS_READ_END 0.05
 #define PROGRESS_INFERENCE_END 0.90
@@ -38,6 +47,7 @@ void cs_gimp_settings_init(cs_gimp_settings *settings) {
     g_free(weights);
     settings->threshold = 0.5;
     settings->output = CS_GIMP_OUTPUT_LAYER_MASK;
+    settings->device = CS_GIMP_DEVICE_AUTO;
 }
 
 void cs_gimp_startup(char **argv) {
@@ -59,6 +69,12 @@ static gboolean check_settings(const cs_gimp_settings *settings, GError **error)
         g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                     "ConDSeg: unknown output mode %d (0 layer mask, 1 selection, "
                     "2 probability layer, 3 uncertainty layer)", settings->output);
+        return FALSE;
+    }
+    if (settings->device < 0 || settings->device >= CS_GIMP_N_DEVICES) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "ConDSeg: unknown device %d (0 automatic, 1 CPU, 2 NVIDIA GPU)",
+                    settings->device);
         return FALSE;
     }
     if (memchr(settings->weights, '\0', sizeof settings->weights) == NULL) {
@@ -110,6 +126,29 @@ static cs_model *load_model(const cs_gimp_settings *settings, GError **error) {
     }
     g_free(path);
     return model;
+}
+
+/* Moves the model to the chosen device. Automatic never fails (a missing GPU leaves the
+ * CPU, which needs no word: the user asked for no GPU in particular); an explicit GPU
+ * choice that cannot be met is an error naming why, rather than a silent CPU run. */
+static gboolean use_device(cs_model *model, int device, GError **error) {
+    const char *name = cs_gimp_device_names[device].nick;
+    char *note = NULL;
+    GError *device_error = NULL;
+    if (!cs_model_set_device(model, name, &note, &device_error)) {
+        if (device == CS_GIMP_DEVICE_CUDA)
+            g_set_error(error, CS_ERROR, device_error->code,
+                        "ConDSeg: the device NVIDIA GPU (CUDA) is not available: %s. Choose "
+                        "the CPU or automatic device instead", device_error->message);
+        else
+            g_set_error(error, CS_ERROR, device_error->code, "ConDSeg: device %s: %s", name,
+                        device_error->message);
+        g_error_free(device_error);
+        return FALSE;
+    }
+    if (note) g_debug("%s", note);
+    g_free(note);
+    return TRUE;
 }
 
 /* ---- pixels ----------------------------------------------------------------------- */
@@ -232,6 +271,11 @@ gboolean cs_gimp_segment(gint32 image, gint32 drawable, const cs_gimp_settings *
         g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                     "ConDSeg: the uncertainty map needs full ConDSeg weights; these are the "
                     "stage-1 network's, which gives only the mask");
+        cs_model_free(model);
+        return FALSE;
+    }
+    /* After the cheap checks: moving the weights to a GPU takes a moment. */
+    if (!use_device(model, settings->device, error)) {
         cs_model_free(model);
         return FALSE;
     }

@@ -28,7 +28,8 @@
     "as a new layer holding the foreground probability or the uncertainty map of the "     \
     "network's semantic-decoupling branch (full ConDSeg weights only). The mask is the "   \
     "one `condseg predict` writes for the same image and threshold. An empty weights "     \
-    "file name means the installed default model."
+    "file name means the installed default model. The network runs on the CPU or an "     \
+    "NVIDIA GPU (CUDA); automatic uses the GPU when one is usable, else the CPU."
 #define CS_GIMP_AUTHOR "condseg authors"
 #define CS_GIMP_DATE "2025"
 
@@ -52,6 +53,24 @@ typedef struct {
 } cs_gimp_output_name;
 extern const cs_gimp_output_name cs_gimp_output_names[CS_GIMP_N_OUTPUTS];
 
+/* Where the network runs. 0 is automatic so that a zero-filled or defaulted argument
+ * means the default. The values are GIMP 2.10's PDB argument; keep them. */
+typedef enum {
+    CS_GIMP_DEVICE_AUTO = 0,   /* an NVIDIA GPU when one is usable, else the CPU (silently) */
+    CS_GIMP_DEVICE_CPU = 1,
+    CS_GIMP_DEVICE_CUDA = 2,   /* an NVIDIA GPU; fails with the reason when there is none */
+    CS_GIMP_N_DEVICES
+} cs_gimp_device;
+
+/* `nick` is both cs_model_set_device's name and GIMP 3's choice nick; `label` and `help`
+ * as for the outputs. Indexed by cs_gimp_device. */
+typedef struct {
+    const char *nick;
+    const char *label;
+    const char *help;
+} cs_gimp_device_name;
+extern const cs_gimp_device_name cs_gimp_device_names[CS_GIMP_N_DEVICES];
+
 #define CS_GIMP_WEIGHTS_MAX 4096
 
 /* Plain data, no pointers: GIMP 2.10 keeps the last values as raw bytes (gimp_set_data). */
@@ -59,18 +78,25 @@ typedef struct {
     char weights[CS_GIMP_WEIGHTS_MAX];   /* weights file; "" = the installed default model */
     double threshold;                    /* probability above which a pixel is foreground */
     int output;                          /* a cs_gimp_output */
+    int device;                          /* a cs_gimp_device */
 } cs_gimp_settings;
 
-/* Defaults: the installed default model (when there is one), threshold 0.5, layer mask. */
+/* GIMP 2.10's key for the stored last values. It names the layout: the struct without
+ * `device` had the same size (padding), so its bytes, stored under the procedure's name,
+ * must not be read as this one. Change it whenever the layout changes. */
+#define CS_GIMP_SETTINGS_KEY CS_GIMP_PROC "-settings-2"
+
+/* Defaults: the installed default model (when there is one), threshold 0.5, layer mask,
+ * automatic device. */
 void cs_gimp_settings_init(cs_gimp_settings *settings);
 
 /* ---------------------------------------------------------------------------------
  * The image work */
 
 /* Segments `drawable` of `image` with the given settings and writes the result. Everything
- * that can fail (settings, drawable kind, weights, inference) is checked before the image
- * is touched, so on failure the image is exactly as it was; the changes themselves are one
- * undo group. `result` receives the item written: the layer mask, the selection channel or
+ * that can fail (settings, drawable kind, weights, device, inference) is checked before the
+ * image is touched, so on failure the image is exactly as it was; the changes themselves are
+ * one undo group. `result` receives the item written: the layer mask, the selection channel or
  * the new layer. Progress goes to cs_gimp_host_progress. */
 gboolean cs_gimp_segment(gint32 image, gint32 drawable, const cs_gimp_settings *settings,
                          gint32 *result, GError **error);

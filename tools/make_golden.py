@@ -154,22 +154,31 @@ def cmd_net(args):
 # ---------------------------------------------------------------------------------
 # prob
 # ---------------------------------------------------------------------------------
-def cmd_prob(args):
-    torch.set_num_threads(os.cpu_count() or 1)
-    t0 = time.time()
-    arch = R.arch_of_file(args.weights)
-    model = R.build(arch, R.preset_of_file(args.weights))
-    R.load_weights(model, args.weights)
+def reference_outputs(weights, image, all_outputs=False):
+    """The reference network of a weights file (its preset, in float64) on an image read and
+    resized as condseg does, at the input size the weights record: (arch, preset, size,
+    outputs), the outputs a list of 1xKxHxW tensors (the mask probability only unless
+    all_outputs)."""
+    arch = R.arch_of_file(weights)
+    model = R.build(arch, R.preset_of_file(weights))
+    R.load_weights(model, weights)
     model.double().eval()
-    size = R.input_size_of_file(args.weights)
-    x = torch.from_numpy(load_image(args.image, size)[None]).double()
+    size = R.input_size_of_file(weights)
+    x = torch.from_numpy(load_image(image, size)[None]).double()
     with torch.no_grad():
         if arch == "stage1":
             outs = [model(x)]
-        elif args.all_outputs:
+        elif all_outputs:
             outs = list(model(x))
         else:
             outs = [model.forward_mask(x)]
+    return arch, model.preset, size, outs
+
+
+def cmd_prob(args):
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.time()
+    arch, _, _, outs = reference_outputs(args.weights, args.image, args.all_outputs)
     if arch == "stage1" and args.all_outputs:
         log("note: stage-1 weights have a single output; writing K=1")
     arr = np.concatenate([o[0].float().numpy() for o in outs], axis=0)  # K×H×W

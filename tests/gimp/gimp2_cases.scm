@@ -29,6 +29,16 @@
 
 (define (cs-int x) (number->string x))
 
+; The device argument: "" (the default, automatic: 2.10's Script-Fu needs every argument)
+; or a nick as in GIMP 3; any other nick becomes 99, a number no device has, for the
+; unknown-device case.
+(define (cs-device device)
+  (cond ((equal? device "") 0)
+        ((equal? device "auto") 0)
+        ((equal? device "cpu") 1)
+        ((equal? device "cuda") 2)
+        (else 99)))
+
 ; One drawable of `image` (layer, layer mask or channel) as PNG, at the image's precision.
 (define (cs-save image drawable path)
   (file-png-save2 RUN-NONINTERACTIVE image drawable path path 0 1 0 0 0 0 0 0 0))
@@ -61,7 +71,7 @@
 ;   "offset"        the layer moved to (7, 5) first
 ;   "existing-mask" the layer given a black mask first (the plug-in must overwrite it)
 ;   "save-decoded"  the loaded pixels also written to `decoded` (what GIMP decoded)
-(define (cs-case name path weights threshold output prepare out decoded)
+(define (cs-case name path weights threshold output device prepare out decoded)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image))))
     (cond ((equal? prepare "float-linear")
@@ -74,7 +84,7 @@
            (channels-before (cs-channel-count image))
            (outcome (cs-try (lambda ()
                               (plug-in-condseg RUN-NONINTERACTIVE image layer weights
-                                               threshold output))))
+                                               threshold output (cs-device device)))))
            (returned (and (car outcome) (car (cdr outcome)))))
       (cs-report-error name outcome)
       (if (not returned)
@@ -101,7 +111,7 @@
 ; A run that must fail and leave the image as it was. `target` is "layer" (the active
 ; layer) or "channel" (a new channel, which has no layer mask to take the result). The
 ; layer's pixels are written before the call to `before` and after it to `after`.
-(define (cs-error-case name path weights threshold output target before after)
+(define (cs-error-case name path weights threshold output device target before after)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image)))
          (drawable (if (equal? target "channel")
@@ -117,7 +127,7 @@
     (let* ((state-before (cs-state image layer))
            (outcome (cs-try (lambda ()
                               (plug-in-condseg RUN-NONINTERACTIVE image drawable weights
-                                               threshold output)))))
+                                               threshold output (cs-device device))))))
       (cs-save image layer after)
       (cs-report-error name outcome)
       (cs-report name " status=" (if (car outcome) "success" "error")

@@ -80,13 +80,20 @@
                    " " prefix "size=" (cs-int (gimp-drawable-get-width drawable)) ","
                    (cs-int (gimp-drawable-get-height drawable)))))
 
-(define (cs-run image drawable weights threshold output)
-  (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector drawable)
-                   #:weights weights #:threshold threshold
-                   #:output (vector-ref cs-output-nicks output)))
+; `device` "" leaves the argument out (keyword call): the procedure's default, automatic.
+; A device given goes by position, as batch-segment.scm passes it: there GIMP checks the
+; nick and refuses an unknown one, while a keyword call's unknown nick only draws a GLib
+; warning from Script-Fu and leaves the default.
+(define (cs-run image drawable weights threshold output device)
+  (if (equal? device "")
+      (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector drawable)
+                       #:weights weights #:threshold threshold
+                       #:output (vector-ref cs-output-nicks output))
+      (plug-in-condseg RUN-NONINTERACTIVE image (vector drawable) weights threshold
+                       (vector-ref cs-output-nicks output) device)))
 
 ; A run that must succeed; `prepare` as in gimp2_cases.scm.
-(define (cs-case name path weights threshold output prepare out decoded)
+(define (cs-case name path weights threshold output device prepare out decoded)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image)))
     (cond ((equal? prepare "float-linear")
@@ -97,7 +104,7 @@
           ((equal? prepare "save-decoded") (cs-save image layer decoded)))
     (let* ((layers-before (cs-layer-count image))
            (channels-before (cs-channel-count image))
-           (outcome (cs-try (lambda () (cs-run image layer weights threshold output))))
+           (outcome (cs-try (lambda () (cs-run image layer weights threshold output device))))
            (returned (and (car outcome) (cdr outcome))))
       (cs-report-error name outcome)
       (if (not returned)
@@ -123,7 +130,7 @@
     (gimp-image-delete image)))
 
 ; A run that must fail and leave the image as it was (see gimp2_cases.scm).
-(define (cs-error-case name path weights threshold output target before after)
+(define (cs-error-case name path weights threshold output device target before after)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image))
          (drawable (if (equal? target "channel")
@@ -137,7 +144,7 @@
                        layer)))
     (cs-save image layer before)
     (let* ((state-before (cs-state image layer))
-           (outcome (cs-try (lambda () (cs-run image drawable weights threshold output)))))
+           (outcome (cs-try (lambda () (cs-run image drawable weights threshold output device)))))
       (cs-save image layer after)
       (cs-report-error name outcome)
       (cs-report name " status=" (if (car outcome) "success" "error")

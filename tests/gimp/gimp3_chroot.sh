@@ -36,6 +36,12 @@ for f in "$full" "$stage1"; do [ -f "$f" ] || fail "weights $f missing"; done
 t0=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - t0 )) s"; }
 
+# One run at a time per chroot (two checkouts testing at once would share it): so that
+# mounts found under it before ours are a killed run's, never a live one's.
+mkdir -p "$(dirname "$root")"
+exec 9> "$root.lock"
+flock -n 9 || { say "waiting for another run of the GIMP 3 tests in $root"; flock 9; }
+
 # What the chroot needs: GIMP 3 and its development files, and condseg's build
 # dependencies (those of install.sh, under trixie's names).
 packages="gimp libgimp-3.0-dev build-essential cmake pkgconf libopenblas-openmp-dev
@@ -68,7 +74,17 @@ mount_in() {   # mount_in TARGET mount-arguments...
   mount "$@" "$target"
   mounted+=("$target")
 }
+# Mounts a killed run (SIGKILL cannot be trapped) left under the chroot: undone first, or
+# this run's mounts fail with "already mounted". The lock above makes them stale ones.
+unmount_stale() {
+  local target
+  { findmnt -rn -o TARGET | grep "^$1/" || true; } | sort -r | while read -r target; do
+    say "unmounting $target, left by an earlier run"
+    umount "$target" 2> /dev/null || umount -l "$target" || true
+  done
+}
 mount_system() {   # /proc, /sys (read-only), /dev and a private /dev/pts, /dev/shm
+  unmount_stale "$1"
   mount_in "$1/proc" -t proc proc
   mount_in "$1/sys" -t sysfs -o ro sysfs
   mount_in "$1/dev" --bind /dev

@@ -11,6 +11,12 @@
 The network's weights are random (the golden fixtures), which gives arbitrary but fixed
 masks: enough for pixel identity. Each image's threshold is the median of its probability
 plane, so that its mask is about half foreground and a wrong threshold shows.
+
+Cases run with the plug-in's default device unless they name one ("auto", "cpu", "cuda");
+the reference of a device case is `condseg predict --device` with the same device. What
+"cuda" must do is learnt from that same build's `condseg predict --device cuda`: where it
+fails (no GPU, or a build without CUDA) the plug-in must fail with the same reason and
+leave the image as it was; where it runs, the plug-in must give its mask.
 """
 import argparse
 import json
@@ -85,11 +91,27 @@ def make_images(kvasir, indir):
 
 # ---- condseg predict --------------------------------------------------------------------
 
-def condseg_predict(condseg, weights, image, threshold, mask, npy=None):
+def condseg_predict(condseg, weights, image, threshold, mask, npy=None, device=None):
     cmd = shlex.split(condseg) + ["predict", "-w", weights, "-t", threshold, "-o", mask]
     if npy:
         cmd += ["--prob", npy, "--all-outputs"]
+    if device:
+        cmd += ["--device", device]
     subprocess.run(cmd + [image], check=True, stdout=subprocess.DEVNULL)
+
+
+def cuda_failure(condseg, weights, image, mask):
+    """Why `condseg predict --device cuda` fails in this build ("no NVIDIA GPU found (...)",
+    "condseg was built without CUDA support; ..."), or None when it runs (mask written)."""
+    cmd = shlex.split(condseg) + ["predict", "-w", weights, "-o", mask, "--device", "cuda", image]
+    run = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if run.returncode == 0:
+        return None
+    m = re.search(r"--device: (.*)", run.stderr)
+    if not m:
+        raise RuntimeError(f"condseg predict --device cuda failed without a device reason: "
+                           f"{run.stderr.strip()}")
+    return m.group(1).strip()
 
 
 def median_threshold(npy):
@@ -123,11 +145,21 @@ def prepare(args):
 
     cases = []
 
-    def case(name, kind, output, prepare="plain", decoded="", weights=args.full):
+    def device_ref(kind, device):
+        """`condseg predict --device DEVICE`'s mask of the image, at its threshold."""
+        mask = os.path.join(work, "ref", f"{kind}.{device}.mask.png")
+        condseg_predict(args.condseg, args.full, refs[kind]["image"], refs[kind]["threshold"],
+                        mask, device=device)
+        return mask
+
+    # `device` "" leaves the plug-in's device argument out (GIMP 3) or passes automatic, the
+    # default (GIMP 2.10, whose Script-Fu needs every argument).
+    def case(name, kind, output, prepare="plain", decoded="", weights=args.full, device="",
+             ref_mask=None):
         cases.append({"name": name, "type": "run", "kind": kind, "output": output,
                       "prepare": prepare, "threshold": refs[kind]["threshold"],
                       "weights": weights, "out": os.path.join(work, "out", name + ".png"),
-                      "decoded": decoded})
+                      "decoded": decoded, "device": device, "ref_mask": ref_mask})
 
     for kind in ("rgb8", "rgba16", "gray8"):
         for output in OUTPUTS:
@@ -141,11 +173,18 @@ def prepare(args):
     case("rgb8-default-weights-selection", "rgb8", "selection", weights="")
     case("jpeg-layer-mask", "jpeg", "layer-mask", "save-decoded",
          os.path.join(work, "out", "jpeg-decoded-by-gimp.png"))
+    # The device named: the CPU's mask is the one before there was a choice; automatic runs
+    # wherever condseg's automatic runs.
+    case("rgb8-device-cpu-layer-mask", "rgb8", "layer-mask", device="cpu",
+         ref_mask=device_ref("rgb8", "cpu"))
+    case("rgba16-device-auto-selection", "rgba16", "selection", device="auto",
+         ref_mask=device_ref("rgba16", "auto"))
 
-    def error_case(name, kind, weights, output, expect, target="layer", threshold=None):
+    def error_case(name, kind, weights, output, expect, target="layer", threshold=None,
+                   device=""):
         cases.append({"name": name, "type": "error", "kind": kind, "output": output,
                       "weights": weights, "target": target, "expect": expect,
-                      "threshold": threshold or refs[kind]["threshold"],
+                      "threshold": threshold or refs[kind]["threshold"], "device": device,
                       "before": os.path.join(work, "out", name + ".before.png"),
                       "after": os.path.join(work, "out", name + ".after.png")})
 
@@ -162,13 +201,27 @@ def prepare(args):
                ["needs a layer"], target="channel")
     error_case("error-threshold", "gray8", args.full, "layer-mask",
                ["threshold must be", "has value 1.500000 out of range"], threshold="1.5")
+    # GIMP 2.10 passes a number no device has, which the plug-in refuses (gimp2_cases.scm);
+    # GIMP 3 checks the choice itself: device is argument 6 of the positional call.
+    error_case("error-unknown-device", "gray8", args.full, "layer-mask",
+               ["ConDSeg: unknown device 99", "Invalid value for argument 6"], device="bogus")
+    cuda_mask = os.path.join(work, "ref", "rgb8.cuda.mask.png")
+    cuda_reason = cuda_failure(args.condseg, args.full, refs["rgb8"]["image"], cuda_mask)
+    if cuda_reason:
+        error_case("error-device-cuda", "rgb8", args.full, "layer-mask", [cuda_reason],
+                   device="cuda")
+        cases[-1]["one_message"] = True
+    else:
+        case("rgb8-device-cuda-layer-mask", "rgb8", "layer-mask", device="cuda",
+             ref_mask=device_ref("rgb8", "cuda"))
 
     with open(os.path.join(work, "batch.scm"), "w") as f:
         f.write("; generated by gimp_plugin_tests.py prepare\n")
         for c in cases:
             path = scheme_string(refs[c["kind"]]["image"])
             common = (f'{scheme_string(c["name"])} {path} {scheme_string(c["weights"])} '
-                      f'{c["threshold"]} {OUTPUTS.index(c["output"])}')
+                      f'{c["threshold"]} {OUTPUTS.index(c["output"])} '
+                      f'{scheme_string(c["device"])}')
             if c["type"] == "run":
                 f.write(f'(cs-case {common} {scheme_string(c["prepare"])} '
                         f'{scheme_string(c["out"])} {scheme_string(c["decoded"])})\n')
@@ -178,7 +231,8 @@ def prepare(args):
     with open(os.path.join(work, "cases.json"), "w") as f:
         json.dump({"refs": refs, "cases": cases}, f, indent=1)
     print(f"gimp_plugin_tests: {len(cases)} cases in {work}/batch.scm; thresholds " +
-          ", ".join(f"{k} {v['threshold']}" for k, v in refs.items()))
+          ", ".join(f"{k} {v['threshold']}" for k, v in refs.items()) +
+          f"; device cuda: {'fails: ' + cuda_reason if cuda_reason else 'runs'}")
 
 
 # ---- check -----------------------------------------------------------------------------
@@ -239,7 +293,7 @@ def check_run(c, refs, got, error, condseg, work):
                            f"{np.mean(pixel_diff.max(axis=2) > 0) * 100:.1f}% of pixels, "
                            f"max {pixel_diff.max()})")
         else:
-            ref_mask = cv2.imread(ref["mask"], cv2.IMREAD_GRAYSCALE) / 255.0
+            ref_mask = cv2.imread(c.get("ref_mask") or ref["mask"], cv2.IMREAD_GRAYSCALE) / 255.0
         if c["prepare"] == "offset" and output == "selection":
             canvas = np.zeros_like(plane)
             x, y = OFFSET
@@ -286,6 +340,8 @@ def check_error(c, got, error):
         fails.append("the layer's pixels changed")
     if not error or not any(e in error for e in c["expect"]):
         fails.append(f"the error message {error!r} holds none of {c['expect']}")
+    elif c.get("one_message") and error.count("ConDSeg: ") != 1:
+        fails.append(f"the error message {error!r} is not one ConDSeg message")
     return fails, [f"error status, image unchanged (dirty {got.get('dirty', '?')}, "
                    f"{got.get('layers', '?')} layer(s), {got.get('channels', '?')} channel(s), "
                    f"selection empty {got.get('selection-empty', '?')}, mask "
