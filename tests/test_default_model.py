@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""test_default_model.py — the default model shipped in models/condseg-default.safetensors.
+
+  * the file: under 25 MB, float tensors stored as float16, metadata naming the network
+    (condseg.arch = condseg, condseg.preset = condseg-compact, condseg.input_size = 128) and
+    how it was trained (condseg.trained_on, condseg.recipe);
+  * `condseg info` reads that metadata back;
+  * `condseg predict IMAGE` without -w finds the model by itself (from the build tree) and
+    its mask of a real Kvasir-SEG validation image equals the stored expected mask
+    (tests/data/default_model_expected.png), which the PyTorch reference made from the same
+    weights (tools/expected_mask.py), up to a few pixels on the mask's edge where the
+    probability is within float32 rounding of the threshold;
+  * -w still overrides the default.
+
+Usage: test_default_model.py --condseg EXE --data KVASIR_DIR
+"""
+import argparse
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import cv2
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WEIGHTS = os.path.join(ROOT, "models", "condseg-default.safetensors")
+EXPECTED = os.path.join(HERE, "data", "default_model_expected.png")
+EXPECTED_SHA = os.path.join(HERE, "data", "default_model_expected.sha256")
+# The image of the stored expected mask: a validation image (never seen in training).
+IMAGE_ID = "cju0s690hkp960855tjuaqvv0"
+# Pixels allowed to differ, all of them on the expected mask's edge.
+MAX_EDGE_PIXELS = 20
+
+failures = 0
+
+
+def check(ok, what):
+    global failures
+    print(("ok    " if ok else "FAIL  ") + what)
+    failures += 0 if ok else 1
+    return ok
+
+
+def header(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n))
+
+
+def run(args):
+    env = dict(os.environ)
+    env.pop("CONDSEG_WEIGHTS", None)   # the default must be found without help
+    p = subprocess.run(args, capture_output=True, text=True, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--condseg", required=True)
+    ap.add_argument("--data", required=True, help="Kvasir-SEG folder")
+    a = ap.parse_args()
+
+    # ---- the file and its metadata
+    if not check(os.path.isfile(WEIGHTS), f"{WEIGHTS} is in the repository"):
+        return 1
+    size_mb = os.path.getsize(WEIGHTS) / 1e6
+    check(size_mb < 25, f"default model is {size_mb:.1f} MB (< 25 MB)")
+    h = header(WEIGHTS)
+    meta = h.pop("__metadata__", {})
+    dtypes = {info["dtype"] for name, info in h.items() if not name.endswith("num_batches_tracked")}
+    check(dtypes == {"F16"}, f"parameters and statistics stored as float16 ({sorted(dtypes)})")
+    for key, want in (("condseg.arch", "condseg"), ("condseg.preset", "condseg-compact"),
+                      ("condseg.input_size", "128")):
+        check(meta.get(key) == want, f"metadata {key} = {meta.get(key)!r} (expected {want!r})")
+    for key in ("condseg.trained_on", "condseg.recipe"):
+        check(bool(meta.get(key)), f"metadata {key} = {meta.get(key)!r}")
+
+    rc, out, err = run([a.condseg, "info", WEIGHTS])
+    check(rc == 0 and "condseg-compact" in out and "128x128" in out,
+          f"condseg info reports the preset and the input size ({err.strip()})")
+
+    # ---- the expected mask belongs to these weights
+    with open(WEIGHTS, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    with open(EXPECTED_SHA) as f:
+        recorded = f.read().split()[0]
+    if not check(digest == recorded,
+                 "the stored expected mask was made from the shipped weights (if not: "
+                 "tools/expected_mask.py models/condseg-default.safetensors IMAGE "
+                 "tests/data/default_model_expected.png --sha256 "
+                 "tests/data/default_model_expected.sha256)"):
+        return 1
+
+    # ---- prediction on a real image, default weights found without -w
+    image = os.path.join(a.data, "images", IMAGE_ID + ".jpg")
+    expected = cv2.imread(EXPECTED, cv2.IMREAD_GRAYSCALE)
+    with tempfile.TemporaryDirectory(prefix="condseg-default-") as tmp:
+        out_png = os.path.join(tmp, "mask.png")
+        rc, out, err = run([a.condseg, "predict", "-o", out_png, image])
+        check(rc == 0, f"condseg predict without -w ({err.strip()[-300:]})")
+        mask = cv2.imread(out_png, cv2.IMREAD_GRAYSCALE) if rc == 0 else None
+        if check(mask is not None and mask.shape == expected.shape,
+                 f"mask at the image's resolution {expected.shape[::-1]}"):
+            check(set(np.unique(mask)) <= {0, 255}, "mask is binary 0/255")
+            differ = (mask > 0) != (expected > 0)
+            # The expected mask's edge: pixels whose 3x3 neighbourhood holds both values.
+            fg = (expected > 0).astype(np.uint8)
+            kernel = np.ones((3, 3), np.uint8)
+            edge = cv2.dilate(fg, kernel) != cv2.erode(fg, kernel)
+            n, off_edge = int(differ.sum()), int((differ & ~edge).sum())
+            check(n <= MAX_EDGE_PIXELS and off_edge == 0,
+                  f"mask equals the reference's expected mask: {n} of {differ.size} pixels "
+                  f"differ (at most {MAX_EDGE_PIXELS}), {off_edge} of them off the edge")
+            truth = cv2.imread(os.path.join(a.data, "masks", IMAGE_ID + ".jpg"),
+                               cv2.IMREAD_GRAYSCALE) > 127
+            p = mask > 0
+            dice = 2 * (p & truth).sum() / max(1, p.sum() + truth.sum())
+            print(f"      (Dice with the ground truth of this validation image: {dice:.3f})")
+
+        # ---- -w overrides the default: a file that is not weights is refused by name
+        other = os.path.join(tmp, "other.safetensors")
+        with open(other, "wb") as f:
+            f.write(b"not a weights file")
+        rc, out, err = run([a.condseg, "predict", "-w", other, "-o", out_png, image])
+        check(rc == 1 and other in err, f"-w overrides the default ({err.strip()[-200:]})")
+    print("test_default_model: " + ("all checks passed" if failures == 0 else f"{failures} failed"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
