@@ -14,7 +14,7 @@
 
 #include "condseg.h"
 
-const cs_gimp_output_name cs_gimp_output_names[CS_GIMP_N_OUTPUTS] = {
+const cs_gimp_choice_name cs_gimp_output_names[CS_GIMP_N_OUTPUTS] = {
     [CS_GIMP_OUTPUT_LAYER_MASK] = {"layer-mask", "Layer mask",
                                    "The mask as the layer's mask: white where the network "
                                    "sees the lesion"},
@@ -28,7 +28,7 @@ const cs_gimp_output_name cs_gimp_output_names[CS_GIMP_N_OUTPUTS] = {
                                     "decoupling branch (full ConDSeg weights only)"},
 };
 
-const cs_gimp_device_name cs_gimp_device_names[CS_GIMP_N_DEVICES] = {
+const cs_gimp_choice_name cs_gimp_device_names[CS_GIMP_N_DEVICES] = {
     [CS_GIMP_DEVICE_AUTO] = {"auto", "Automatic (NVIDIA GPU when present)",
                              "An NVIDIA GPU when one is usable, else the CPU"},
     [CS_GIMP_DEVICE_CPU] = {"cpu", "CPU", "Always the CPU"},

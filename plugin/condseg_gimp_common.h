@@ -44,14 +44,15 @@ typedef enum {
     CS_GIMP_N_OUTPUTS
 } cs_gimp_output;
 
-/* How each output mode is named: `nick` in GIMP 3's choice argument (and Script-Fu 3),
- * `label` in the dialogs, `help` under it. Indexed by cs_gimp_output. */
+/* How each value of a choice (output, device) is named: `nick` in GIMP 3's choice argument
+ * (and Script-Fu 3), `label` in the dialogs, `help` under it. */
 typedef struct {
     const char *nick;
     const char *label;
     const char *help;
-} cs_gimp_output_name;
-extern const cs_gimp_output_name cs_gimp_output_names[CS_GIMP_N_OUTPUTS];
+} cs_gimp_choice_name;
+/* Indexed by cs_gimp_output. */
+extern const cs_gimp_choice_name cs_gimp_output_names[CS_GIMP_N_OUTPUTS];
 
 /* Where the network runs. 0 is automatic so that a zero-filled or defaulted argument
  * means the default. The values are GIMP 2.10's PDB argument; keep them. */
@@ -62,14 +63,8 @@ typedef enum {
     CS_GIMP_N_DEVICES
 } cs_gimp_device;
 
-/* `nick` is both cs_model_set_device's name and GIMP 3's choice nick; `label` and `help`
- * as for the outputs. Indexed by cs_gimp_device. */
-typedef struct {
-    const char *nick;
-    const char *label;
-    const char *help;
-} cs_gimp_device_name;
-extern const cs_gimp_device_name cs_gimp_device_names[CS_GIMP_N_DEVICES];
+/* Indexed by cs_gimp_device; `nick` is also cs_model_set_device's name. */
+extern const cs_gimp_choice_name cs_gimp_device_names[CS_GIMP_N_DEVICES];
 
 #define CS_GIMP_WEIGHTS_MAX 4096
 
