@@ -16,15 +16,16 @@ Usage: test_default_model.py --condseg EXE --data KVASIR_DIR
 """
 import argparse
 import hashlib
-import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import st_io  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -46,12 +47,6 @@ def check(ok, what):
     return ok
 
 
-def header(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
-
-
 def run(args):
     env = dict(os.environ)
     env.pop("CONDSEG_WEIGHTS", None)   # the default must be found without help
@@ -70,10 +65,10 @@ def main():
         return 1
     size_mb = os.path.getsize(WEIGHTS) / 1e6
     check(size_mb < 25, f"default model is {size_mb:.1f} MB (< 25 MB)")
-    h = header(WEIGHTS)
-    meta = h.pop("__metadata__", {})
-    dtypes = {info["dtype"] for name, info in h.items() if not name.endswith("num_batches_tracked")}
-    check(dtypes == {"F16"}, f"parameters and statistics stored as float16 ({sorted(dtypes)})")
+    tensors, meta = st_io.load_file(WEIGHTS)
+    dtypes = {str(t.dtype) for name, t in tensors.items()
+              if not name.endswith("num_batches_tracked")}
+    check(dtypes == {"float16"}, f"parameters and statistics stored as float16 ({sorted(dtypes)})")
     for key, want in (("condseg.arch", "condseg"), ("condseg.preset", "condseg-compact"),
                       ("condseg.input_size", "128")):
         check(meta.get(key) == want, f"metadata {key} = {meta.get(key)!r} (expected {want!r})")
