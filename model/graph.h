@@ -43,6 +43,11 @@ const cs_paramset *cs_ctx_params(const cs_ctx *ctx);
  * every operation is recorded for cs_backward. */
 void cs_ctx_set_training(cs_ctx *ctx, gboolean training);
 gboolean cs_ctx_training(const cs_ctx *ctx);
+/* Convolution inputs rounded to bfloat16 (float32 accumulation) on the CPU backend. */
+void cs_ctx_set_bf16(cs_ctx *ctx, gboolean bf16);
+/* Nonzero: the weights do not change while the tag lives (cs_cpu_conv_new_tag), so
+ * inference may keep them reordered for the convolutions; 0 (the default): they may. */
+void cs_ctx_set_weights_tag(cs_ctx *ctx, uint64_t tag);
 /* The gradient of t (zeroed when first asked for), in the backend's memory. */
 float *cs_tensor_grad(cs_ctx *ctx, cs_tensor *t);
 /* Host <-> tensor copies (plain copies on the CPU): t's values to `host`, and `host`

@@ -33,9 +33,11 @@ static const cs_param *conv_weight(const cs_ctx *ctx, const char *name, const cs
     return w;
 }
 
-static cs_conv_shape conv_shape(const cs_tensor *x, int o, int k, int stride, int pad, int dil) {
+static cs_conv_shape conv_shape(const cs_ctx *ctx, const cs_tensor *x, int o, int k, int stride,
+                                int pad, int dil) {
     cs_conv_shape s = {.n = x->n, .c = x->c, .h = x->h, .w = x->w, .o = o, .k = k,
-                       .stride = stride, .pad = pad, .dil = dil};
+                       .stride = stride, .pad = pad, .dil = dil, .bf16 = ctx->bf16,
+                       .weights_tag = ctx->training ? 0 : ctx->weights_tag};
     cs_conv_geometry(&s);
     return s;
 }
@@ -44,7 +46,7 @@ static void conv_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     const cs_param *w = node->param[0], *b = node->param[1];
     const int k = w->ndim == 4 ? (int)w->shape[2] : 1;
-    cs_conv_shape s = conv_shape(x, (int)w->shape[0], k, node->iarg[0], node->iarg[1],
+    cs_conv_shape s = conv_shape(ctx, x, (int)w->shape[0], k, node->iarg[0], node->iarg[1],
                                  node->iarg[2]);
     ctx->be->conv2d_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, w),
                              b ? cs_param_grad(ctx, b) : NULL, node->out->grad, x->data,
@@ -59,7 +61,7 @@ static cs_tensor *conv_run(cs_ctx *ctx, const cs_tensor *x, const char *weight_n
     int o, k;
     const cs_param *w = conv_weight(ctx, weight_name, x, &o, &k);
     const cs_param *b = bias_name ? cs_param_get(ctx->params, bias_name) : NULL;
-    cs_conv_shape s = conv_shape(x, o, k, stride, pad, dil);
+    cs_conv_shape s = conv_shape(ctx, x, o, k, stride, pad, dil);
     cs_tensor *y = cs_tensor_new(ctx, x->n, o, s.ho, s.wo);
     float *ws = cs_ctx_workspace(ctx, ctx->be->conv2d_workspace(&s));
     gint64 t0 = cs_profile_start(ctx);

@@ -392,7 +392,10 @@ double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, co
     return loss;
 }
 
-void cs_trainer_update(cs_trainer *t) { cs_adam_step(t->adam, t->model->params); }
+void cs_trainer_update(cs_trainer *t) {
+    cs_adam_step(t->adam, t->model->params);
+    cs_model_weights_changed(t->model);
+}
 
 /* The loop's view of a step: stage 1's perturbed batch drawn once per batch from
  * (seed, epoch, batch), the step, and the mask output kept for the metrics. */
