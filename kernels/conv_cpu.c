@@ -44,6 +44,7 @@ static int use_onednn(const cs_conv_shape *s) {
 }
 
 const char *cs_cpu_conv_engine(const cs_conv_shape *s) { return use_onednn(s) ? "onednn" : "sgemm"; }
+int cs_cpu_conv2d_nhwc(const cs_conv_shape *s) { return use_onednn(s); }
 
 static int conv_is_pointwise(const cs_conv_shape *s) {
     return s->k == 1 && s->stride == 1 && s->pad == 0;

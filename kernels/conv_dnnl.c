@@ -17,7 +17,7 @@
 
 #include "conv_dnnl.h"
 
-enum { PASS_FORWARD, PASS_BACKWARD_DATA, PASS_BACKWARD_WEIGHTS };
+enum { PASS_FORWARD, PASS_BACKWARD_DATA, PASS_BACKWARD_WEIGHTS, PASS_TO_NCHW };
 enum { EPI_SCALE = 1, EPI_SHIFT = 2, EPI_RELU = 4 };
 
 /* Everything that makes a primitive: all ints, compared and hashed as bytes. */
@@ -30,8 +30,9 @@ typedef struct {
     dnnl_memory_desc_t weights_md;    /* the primitive's (diff) weights layout */
     dnnl_primitive_t weights_reorder; /* OIHW f32 <-> weights_md (backward-weights: sum) */
     /* NCHW f32 -> NHWC: forward x; backward-weights x and dy. NHWC f32 -> NCHW: forward y;
-     * backward-data dx (a sum: gradients accumulate). */
-    dnnl_primitive_t in[2], out;
+     * backward-data dx (a sum: gradients accumulate). Forward in bf16: NHWC f32 -> bf16
+     * (in_nhwc). The layout pass: out. */
+    dnnl_primitive_t in[2], out, in_nhwc;
 } plan;
 
 static dnnl_engine_t engine;
@@ -106,11 +107,6 @@ static size_t nhwc_in_bytes(const cs_conv_shape *s) {
 }
 static size_t nhwc_out_bytes(const cs_conv_shape *s, int bf16) {
     return (size_t)s->n * s->o * s->ho * s->wo * (bf16 ? 2 : 4);
-}
-/* An upper bound of a blocked weights layout (oneDNN pads O and C to its blocks, <= 64). */
-static size_t weights_bound_bytes(const cs_conv_shape *s) {
-    const size_t o = ((size_t)s->o + 63) / 64 * 64, c = ((size_t)s->c + 63) / 64 * 64;
-    return o * c * s->k * s->k * 4;
 }
 
 /* ---- primitives -------------------------------------------------------------------------- */
@@ -210,17 +206,16 @@ static void plan_finish(plan *p, dnnl_primitive_desc_t pd, dnnl_query_t weights_
     const dnnl_memory_desc_t y32 = dst_md(s, dnnl_f32, dnnl_nhwc);
     const dnnl_memory_desc_t dx = src_md(s, dnnl_f32, dnnl_nhwc);
     if (pass == PASS_FORWARD) {
+        const dnnl_memory_desc_t x32 = src_md(s, dnnl_f32, dnnl_nhwc);
         p->in[0] = reorder_between(&x, &xs, 0);
         p->out = reorder_between(&y32, &y, 0);
+        if (s->bf16) p->in_nhwc = reorder_between(&x32, &xs, 0);
     } else if (pass == PASS_BACKWARD_WEIGHTS) {
         p->in[0] = reorder_between(&x, &xs, 0);
         p->in[1] = reorder_between(&y, &ys, 0);
     } else {
         p->out = reorder_between(&dx, &x, 1);
     }
-    if (dnnl_memory_desc_get_size(&p->weights_md) > weights_bound_bytes(s))
-        g_error("internal error: oneDNN's weights layout for %dx%dx%dx%d is larger than "
-                "its bound", s->o, s->c, s->k, s->k);
     dnnl_primitive_desc_destroy(pd);
 }
 
@@ -263,6 +258,23 @@ static plan *plan_backward(const cs_conv_shape *s, int pass) {
     return p;
 }
 
+/* The layout pass back to NCHW of an n x c x hw map (only `out` is set). */
+static plan *plan_to_nchw(const cs_conv_shape *s) {
+    plan *p = g_new0(plan, 1);
+    const dnnl_memory_desc_t from = plain_md(s->n, s->c, s->h, 1, dnnl_f32, dnnl_nhwc);
+    const dnnl_memory_desc_t to = plain_md(s->n, s->c, s->h, 1, dnnl_f32, dnnl_nchw);
+    p->out = reorder_between(&from, &to, 0);
+    return p;
+}
+
+static plan *plan_new(const cs_conv_shape *s, int pass, int epilogue) {
+    switch (pass) {
+    case PASS_FORWARD: return plan_forward(s, epilogue);
+    case PASS_TO_NCHW: return plan_to_nchw(s);
+    default: return plan_backward(s, pass);
+    }
+}
+
 static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
     engine_init();
     plan_key key = {s->n, s->c, s->h, s->w, s->o, s->k, s->stride, s->pad, s->dil, !!s->bf16,
@@ -270,7 +282,7 @@ static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
     g_mutex_lock(&cache_lock);
     plan *p = g_hash_table_lookup(plans, &key);
     if (!p) {
-        p = pass == PASS_FORWARD ? plan_forward(s, epilogue) : plan_backward(s, pass);
+        p = plan_new(s, pass, epilogue);
         g_hash_table_insert(plans, g_memdup2(&key, sizeof key), p);
     }
     g_mutex_unlock(&cache_lock);
@@ -370,15 +382,26 @@ static const void *weights_for(const plan *p, const cs_conv_shape *s, const floa
 
 /* ---- the operations ----------------------------------------------------------------------- */
 
+/* Bytes of the weights in the layouts of a pass's primitives (the epilogue's post-ops do
+ * not change it: checked where it is used). */
+static size_t weights_bytes(const cs_conv_shape *s, int pass) {
+    return dnnl_memory_desc_get_size(&plan_get(s, pass, 0)->weights_md);
+}
+
 size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {
     return floats_of(nhwc_in_bytes(s)) + floats_of(nhwc_out_bytes(s, 0)) +
-           floats_of(weights_bound_bytes(s));
+           floats_of(weights_bytes(s, PASS_FORWARD));
+}
+
+static size_t backward_weights_floats(const cs_conv_shape *s) {
+    const size_t a = weights_bytes(s, PASS_BACKWARD_WEIGHTS), b = weights_bytes(s, PASS_BACKWARD_DATA);
+    return floats_of(a > b ? a : b);
 }
 
 size_t csk_dnnl_conv_backward_workspace(const cs_conv_shape *s) {
     const size_t x = floats_of(nhwc_in_bytes(s)), dy = floats_of(nhwc_out_bytes(s, s->bf16));
     const size_t dx = floats_of((size_t)s->n * s->c * s->h * s->w * 4);
-    return x + dy + dx + floats_of(weights_bound_bytes(s));
+    return x + dy + dx + backward_weights_floats(s);
 }
 
 void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float *scale,
@@ -388,10 +411,20 @@ void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float
     const plan *p = plan_get(s, PASS_FORWARD, epilogue);
     float *xs = workspace, *ys = xs + floats_of(nhwc_in_bytes(s));
     float *wscratch = ys + floats_of(nhwc_out_bytes(s, 0));
+    if (dnnl_memory_desc_get_size(&p->weights_md) > weights_bytes(s, PASS_FORWARD))
+        g_error("internal error: oneDNN chose a larger weights layout with post-ops");
     const dnnl_memory_desc_t xmd = src_md(s, input_type(s), dnnl_nhwc);
     const dnnl_memory_desc_t ymd = dst_md(s, dnnl_f32, dnnl_nhwc);
-    const dnnl_memory_desc_t x_nchw = src_md(s, dnnl_f32, dnnl_nchw);
-    reorder_run(p->in[0], &x_nchw, x, &xmd, xs);
+    if (!s->x_nhwc) {
+        const dnnl_memory_desc_t x_nchw = src_md(s, dnnl_f32, dnnl_nchw);
+        reorder_run(p->in[0], &x_nchw, x, &xmd, xs);
+    } else if (s->bf16) {
+        const dnnl_memory_desc_t x_nhwc = src_md(s, dnnl_f32, dnnl_nhwc);
+        reorder_run(p->in_nhwc, &x_nhwc, x, &xmd, xs);
+    } else {
+        xs = (float *)x; /* already what the primitive takes */
+    }
+    if (s->y_nhwc) ys = y;
     const void *wr = weights_for(p, s, w, wscratch);
 
     const dnnl_memory_desc_t per_channel = plain_md(1, s->o, 1, 1, dnnl_f32, dnnl_nchw);
@@ -417,8 +450,17 @@ void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float
     run(p->conv, n, args);
     for (int i = 0; i < n; i++) dnnl_memory_destroy(mem[i]);
 
+    if (s->y_nhwc) return;
     const dnnl_memory_desc_t y_nchw = dst_md(s, dnnl_f32, dnnl_nchw);
     reorder_run(p->out, &ymd, ys, &y_nchw, y);
+}
+
+void cs_cpu_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw) {
+    const cs_conv_shape s = {.n = n, .c = c, .h = hw, .w = 1};
+    const plan *p = plan_get(&s, PASS_TO_NCHW, 0);
+    const dnnl_memory_desc_t from = plain_md(n, c, hw, 1, dnnl_f32, dnnl_nhwc);
+    const dnnl_memory_desc_t to = plain_md(n, c, hw, 1, dnnl_f32, dnnl_nchw);
+    reorder_run(p->out, &from, x, &to, y);
 }
 
 /* dw += dW; leaves x and dy in NHWC in xs and dys for the backward-data pass. */

@@ -170,6 +170,8 @@ typedef struct {
     gboolean single_sigmoid;    /* DiceBCE on the probabilities, not on sigmoid(p) */
     const char *device;         /* cs_model_set_device's name: "cpu", "cuda", "auto" (NULL:
                                  * auto); not saved with the run: a resume chooses again */
+    const char *precision;      /* cs_model_set_precision's name: "fp32" (NULL) or "bf16";
+                                 * saved with the run, kept by a resume that gives NULL */
 } cs_train_options;
 
 /* Fills the original's settings for `stage`. */
