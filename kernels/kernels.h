@@ -66,6 +66,10 @@ const char *cs_cpu_conv_engine(const cs_conv_shape *s);
 int cs_cpu_conv2d_nhwc(const cs_conv_shape *s);
 /* y (n x c x hw, NCHW) = x (n x hw x c, NHWC). */
 void cs_cpu_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw);
+/* cs_cpu_upsample_bilinear and cs_cpu_copy_channels on NHWC maps (layout_cpu.c). */
+void cs_cpu_upsample_bilinear_nhwc(float *y, const float *x, int n, int c, int h, int w, int ho,
+                                   int wo);
+void cs_cpu_copy_channels_nhwc(float *y, int cy, int c0, const float *x, int cx, int n, int hw);
 
 /* Floats of scratch memory cs_cpu_conv2d_forward needs for this shape (0 for 1x1/s1/p0). */
 size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s);
