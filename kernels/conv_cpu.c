@@ -26,11 +26,14 @@ void cs_conv_geometry(cs_conv_shape *s) {
     s->wo = (s->w + 2 * s->pad - s->dil * (s->k - 1) - 1) / s->stride + 1;
 }
 
-/* The engine of each shape. bfloat16 needs oneDNN. In float32, measured on this project's
- * Xeon (bench/bench_conv.c): see conv_engine_fp32. */
-static int conv_engine_fp32_onednn(const cs_conv_shape *s) {
-    (void)s;
-    return 1;
+/* The engine of each shape, by measurement on this project's Xeon (CONDSEG_PROFILE=1 of
+ * the networks with CONDSEG_CONV_ENGINE=sgemm and =onednn, README "Precision"): oneDNN
+ * wins wherever there is work to share out; on tiny problems — the channel attention's
+ * MLP on 1x1 maps, a single output channel (spatial attention, the output layer) — its
+ * per-call set-up and layout passes cost more than the arithmetic, and sgemm (in float32,
+ * whatever the precision) is faster. */
+static int conv_small(const cs_conv_shape *s) {
+    return (size_t)s->n * s->ho * s->wo < 64 || s->o < 8 || s->c < 2;
 }
 
 static int use_onednn(const cs_conv_shape *s) {
@@ -39,8 +42,8 @@ static int use_onednn(const cs_conv_shape *s) {
         const char *e = getenv("CONDSEG_CONV_ENGINE");
         forced = !e || !*e ? -2 : strcmp(e, "sgemm") == 0 ? 0 : 1;
     }
-    if (s->bf16) return 1;
-    return forced >= 0 ? forced : conv_engine_fp32_onednn(s);
+    if (forced >= 0 && !s->bf16) return forced;
+    return !conv_small(s);
 }
 
 const char *cs_cpu_conv_engine(const cs_conv_shape *s) { return use_onednn(s) ? "onednn" : "sgemm"; }
