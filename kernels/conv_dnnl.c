@@ -8,7 +8,8 @@
  * bfloat16 rounding is that reorder) and its output back: one pass over each, which costs
  * less than the k*k-fold im2col matrix it replaces. Primitives are made once per shape
  * and kept (a network has a few dozen shapes); weights are reordered into the layout the
- * primitive chose on every call, or once per weights tag (inference: once per model).
+ * primitive chose on every call, or, in bfloat16, once per weights tag (inference: once per
+ * model).
  * Primitives hold no per-call state, so convolutions may run concurrently.
  */
 #include <dnnl.h>
@@ -33,6 +34,7 @@ typedef struct {
      * backward-data dx (a sum: gradients accumulate). Forward in bf16: NHWC f32 -> bf16
      * (in_nhwc). The layout pass: out. */
     dnnl_primitive_t in[2], out, in_nhwc;
+    size_t scratchpad_bytes;          /* the convolution's scratch, in our workspace */
 } plan;
 
 static dnnl_engine_t engine;
@@ -189,6 +191,8 @@ static dnnl_primitive_attr_t epilogue_attr(const cs_conv_shape *s, int epilogue)
     dnnl_primitive_attr_t attr;
     DNNL_CHECK(dnnl_primitive_attr_create(&attr));
     DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
+    /* Scratch comes from the caller's workspace: bounded, and shared by all primitives. */
+    DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     dnnl_post_ops_destroy(po);
     return attr;
 }
@@ -196,6 +200,8 @@ static dnnl_primitive_attr_t epilogue_attr(const cs_conv_shape *s, int epilogue)
 static void plan_finish(plan *p, dnnl_primitive_desc_t pd, dnnl_query_t weights_query, int pass,
                         const cs_conv_shape *s) {
     p->weights_md = *dnnl_primitive_desc_query_md(pd, weights_query, 0);
+    p->scratchpad_bytes = dnnl_memory_desc_get_size(
+        dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
     const dnnl_memory_desc_t oihw = plain_md(s->o, s->c, s->k, s->k, dnnl_f32, dnnl_oihw);
     p->weights_reorder = pass == PASS_BACKWARD_WEIGHTS
                              ? reorder_between(&p->weights_md, &oihw, 1)
@@ -250,8 +256,12 @@ static plan *plan_backward(const cs_conv_shape *s, int pass) {
     else
         DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
             &d, dnnl_convolution_direct, &x, &dw, NULL, &dy, st, dil, pl, pr));
+    dnnl_primitive_attr_t attr;
+    DNNL_CHECK(dnnl_primitive_attr_create(&attr));
+    DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     dnnl_primitive_desc_t pd;
-    p->conv = primitive_from(&d, NULL, hint, &pd);
+    p->conv = primitive_from(&d, attr, hint, &pd);
+    dnnl_primitive_attr_destroy(attr);
     dnnl_primitive_desc_destroy(hint);
     plan_finish(p, pd, pass == PASS_BACKWARD_DATA ? dnnl_query_weights_md
                                                   : dnnl_query_diff_weights_md, pass, s);
@@ -356,11 +366,13 @@ void cs_cpu_conv_forget(uint64_t weights_tag) {
     g_mutex_unlock(&cache_lock);
 }
 
-/* The weights in the plan's layout: from the cache when tagged, else reordered into
- * `scratch`. */
+/* The weights in the plan's layout: from the cache when tagged and in bfloat16, else
+ * reordered into `scratch`. A float32 cache would double the model's memory (182 MB more
+ * for the paper's network) to save one pass over the weights per forward (a few percent of
+ * its time); the bfloat16 copy is half that size and the pass a larger share. */
 static const void *weights_for(const plan *p, const cs_conv_shape *s, const float *w,
                                void *scratch) {
-    if (!s->weights_tag) {
+    if (!s->weights_tag || !s->bf16) {
         weights_reorder_run(p, s, w, scratch, 0);
         return scratch;
     }
@@ -388,20 +400,49 @@ static size_t weights_bytes(const cs_conv_shape *s, int pass) {
     return dnnl_memory_desc_get_size(&plan_get(s, pass, 0)->weights_md);
 }
 
-size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {
-    return floats_of(nhwc_in_bytes(s)) + floats_of(nhwc_out_bytes(s, 0)) +
-           floats_of(weights_bytes(s, PASS_FORWARD));
+static size_t scratchpad_bytes(const cs_conv_shape *s, int pass) {
+    return plan_get(s, pass, 0)->scratchpad_bytes;
 }
 
+/* Workspace layout, forward: x in NHWC | y in NHWC | weights | oneDNN's scratchpad. */
+size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {
+    return floats_of(nhwc_in_bytes(s)) + floats_of(nhwc_out_bytes(s, 0)) +
+           floats_of(weights_bytes(s, PASS_FORWARD)) +
+           floats_of(scratchpad_bytes(s, PASS_FORWARD));
+}
+
+static size_t max_bytes(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Backward: x | dy | dx (NHWC) | weights or their gradient | the scratchpad of either pass. */
 static size_t backward_weights_floats(const cs_conv_shape *s) {
-    const size_t a = weights_bytes(s, PASS_BACKWARD_WEIGHTS), b = weights_bytes(s, PASS_BACKWARD_DATA);
-    return floats_of(a > b ? a : b);
+    return floats_of(max_bytes(weights_bytes(s, PASS_BACKWARD_WEIGHTS),
+                               weights_bytes(s, PASS_BACKWARD_DATA)));
+}
+
+static size_t backward_scratchpad_floats(const cs_conv_shape *s) {
+    return floats_of(max_bytes(scratchpad_bytes(s, PASS_BACKWARD_WEIGHTS),
+                               scratchpad_bytes(s, PASS_BACKWARD_DATA)));
 }
 
 size_t csk_dnnl_conv_backward_workspace(const cs_conv_shape *s) {
     const size_t x = floats_of(nhwc_in_bytes(s)), dy = floats_of(nhwc_out_bytes(s, s->bf16));
     const size_t dx = floats_of((size_t)s->n * s->c * s->h * s->w * 4);
-    return x + dy + dx + backward_weights_floats(s);
+    return x + dy + dx + backward_weights_floats(s) + backward_scratchpad_floats(s);
+}
+
+/* Runs convolution plan p with its scratchpad at `scratch` (`avail` bytes; a post-op
+ * variant that wants more gets a buffer of its own). */
+static void run_conv(const plan *p, int nargs, dnnl_exec_arg_t *args, void *scratch,
+                     size_t avail) {
+    void *own = p->scratchpad_bytes > avail ? g_malloc(p->scratchpad_bytes) : NULL;
+    dnnl_memory_desc_t md;
+    const dnnl_dims_t dims = {(dnnl_dim_t)(p->scratchpad_bytes ? p->scratchpad_bytes : 1)};
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_u8, dnnl_a));
+    dnnl_memory_t m = memory_at(&md, own ? own : scratch);
+    args[nargs].arg = DNNL_ARG_SCRATCHPAD, args[nargs].memory = m;
+    run(p->conv, nargs + 1, args);
+    dnnl_memory_destroy(m);
+    g_free(own);
 }
 
 void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float *scale,
@@ -411,6 +452,7 @@ void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float
     const plan *p = plan_get(s, PASS_FORWARD, epilogue);
     float *xs = workspace, *ys = xs + floats_of(nhwc_in_bytes(s));
     float *wscratch = ys + floats_of(nhwc_out_bytes(s, 0));
+    float *pad = wscratch + floats_of(weights_bytes(s, PASS_FORWARD));
     if (dnnl_memory_desc_get_size(&p->weights_md) > weights_bytes(s, PASS_FORWARD))
         g_error("internal error: oneDNN chose a larger weights layout with post-ops");
     const dnnl_memory_desc_t xmd = src_md(s, input_type(s), dnnl_nhwc);
@@ -433,7 +475,7 @@ void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float
     DNNL_CHECK(dnnl_memory_desc_init_by_tag(&bmd, 1, bdims, dnnl_f32, dnnl_a));
     dnnl_memory_t mem[5];
     int n = 0;
-    dnnl_exec_arg_t args[5];
+    dnnl_exec_arg_t args[6];
     args[n].arg = DNNL_ARG_SRC, args[n].memory = mem[n] = memory_at(&xmd, xs), n++;
     args[n].arg = DNNL_ARG_WEIGHTS, args[n].memory = mem[n] = memory_at(&p->weights_md, wr), n++;
     args[n].arg = DNNL_ARG_DST, args[n].memory = mem[n] = memory_at(&ymd, ys), n++;
@@ -447,7 +489,7 @@ void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float
     } else if (shift) {
         args[n].arg = DNNL_ARG_BIAS, args[n].memory = mem[n] = memory_at(&bmd, shift), n++;
     }
-    run(p->conv, n, args);
+    run_conv(p, n, args, pad, 4 * floats_of(scratchpad_bytes(s, PASS_FORWARD)));
     for (int i = 0; i < n; i++) dnnl_memory_destroy(mem[i]);
 
     if (s->y_nhwc) return;
@@ -465,7 +507,7 @@ void cs_cpu_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw) {
 
 /* dw += dW; leaves x and dy in NHWC in xs and dys for the backward-data pass. */
 static void backward_weights(float *dw, const float *x, const float *dy, void *xs, void *dys,
-                             const cs_conv_shape *s, void *scratch) {
+                             const cs_conv_shape *s, void *scratch, void *pad) {
     const plan *p = plan_get(s, PASS_BACKWARD_WEIGHTS, 0);
     const dnnl_memory_desc_t xmd = src_md(s, input_type(s), dnnl_nhwc);
     const dnnl_memory_desc_t dymd = dst_md(s, input_type(s), dnnl_nhwc);
@@ -475,9 +517,9 @@ static void backward_weights(float *dw, const float *x, const float *dy, void *x
     reorder_run(p->in[1], &dy_nchw, dy, &dymd, dys);
     dnnl_memory_t a = memory_at(&xmd, xs), b = memory_at(&dymd, dys),
                   c = memory_at(&p->weights_md, scratch);
-    const dnnl_exec_arg_t args[] = {
-        {DNNL_ARG_SRC, a}, {DNNL_ARG_DIFF_DST, b}, {DNNL_ARG_DIFF_WEIGHTS, c}};
-    run(p->conv, 3, args);
+    dnnl_exec_arg_t args[] = {
+        {DNNL_ARG_SRC, a}, {DNNL_ARG_DIFF_DST, b}, {DNNL_ARG_DIFF_WEIGHTS, c}, {0, NULL}};
+    run_conv(p, 3, args, pad, 4 * backward_scratchpad_floats(s));
     dnnl_memory_destroy(a);
     dnnl_memory_destroy(b);
     dnnl_memory_destroy(c);
@@ -485,16 +527,16 @@ static void backward_weights(float *dw, const float *x, const float *dy, void *x
 }
 
 static void backward_data(float *dx, const void *dys, const float *w, const cs_conv_shape *s,
-                          float *dxs, void *scratch) {
+                          float *dxs, void *scratch, void *pad) {
     const plan *p = plan_get(s, PASS_BACKWARD_DATA, 0);
     const void *wr = weights_for(p, s, w, scratch);
     const dnnl_memory_desc_t dymd = dst_md(s, input_type(s), dnnl_nhwc);
     const dnnl_memory_desc_t dxmd = src_md(s, dnnl_f32, dnnl_nhwc);
     dnnl_memory_t a = memory_at(&dymd, dys), b = memory_at(&p->weights_md, wr),
                   c = memory_at(&dxmd, dxs);
-    const dnnl_exec_arg_t args[] = {
-        {DNNL_ARG_DIFF_DST, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DIFF_SRC, c}};
-    run(p->conv, 3, args);
+    dnnl_exec_arg_t args[] = {
+        {DNNL_ARG_DIFF_DST, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DIFF_SRC, c}, {0, NULL}};
+    run_conv(p, 3, args, pad, 4 * backward_scratchpad_floats(s));
     dnnl_memory_destroy(a);
     dnnl_memory_destroy(b);
     dnnl_memory_destroy(c);
@@ -508,6 +550,7 @@ void csk_dnnl_conv_backward(float *dx, float *dw, const float *dy, const float *
     float *dys = xs + floats_of(nhwc_in_bytes(s));
     float *dxs = dys + floats_of(nhwc_out_bytes(s, s->bf16));
     float *scratch = dxs + floats_of((size_t)s->n * s->c * s->h * s->w * 4);
-    backward_weights(dw, x, dy, xs, dys, s, scratch);
-    if (dx) backward_data(dx, dys, w, s, dxs, scratch);
+    float *pad = scratch + backward_weights_floats(s);
+    backward_weights(dw, x, dy, xs, dys, s, scratch, pad);
+    if (dx) backward_data(dx, dys, w, s, dxs, scratch, pad);
 }
