@@ -28,6 +28,7 @@ typedef enum {
     CS_ERROR_TENSOR,   /* a tensor is missing, unexpected or has the wrong shape or dtype */
     CS_ERROR_ARG,      /* a bad argument, option value or input size */
     CS_ERROR_DEVICE,   /* the requested compute device is not available */
+    CS_ERROR_MEMORY,   /* host or GPU memory ran out (the model stays usable) */
 } cs_error_code;
 
 /* ---------------------------------------------------------------------------------
