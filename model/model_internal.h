@@ -26,6 +26,10 @@ struct cs_model {
 #define CS_META_INPUT_SIZE "condseg.input_size"
 
 const char *cs_arch_name(cs_arch arch);
+/* cs_model_load on an open file; tensors named foreign_prefix... (not NULL) are not the
+ * network's and are left alone (a training checkpoint's optimiser state). */
+cs_model *cs_model_load_file(const struct cs_safetensors *file, const char *foreign_prefix,
+                             GError **error);
 
 /* ---- one training step (train.c) ---------------------------------------------------------
  * The machinery the training loop uses, open to tests: gradients and Adam for a model. */
@@ -40,6 +44,9 @@ void cs_trainer_free(cs_trainer *t);
 double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, const float *y1,
                            const float *y2, int n, int size, float *outputs,
                            cs_stage2_parts *parts);
+/* Why the last cs_trainer_backward returned NaN when it was not the loss (memory ran
+ * out; the caller owns the error), or NULL. */
+GError *cs_trainer_take_error(cs_trainer *t);
 /* One Adam step from those gradients. */
 void cs_trainer_update(cs_trainer *t);
 cs_adam *cs_trainer_adam(cs_trainer *t);
