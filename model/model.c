@@ -286,9 +286,18 @@ gboolean cs_model_predict_image(cs_model *model, const cs_image *bgr, unsigned o
         return FALSE;
     }
     const int size = model->input_size, plane = size * size;
-    guint8 *resized = g_malloc((size_t)plane * 3);
+    /* up to 250 MB at the largest input size: asked for, not assumed */
+    guint8 *resized = g_try_malloc((size_t)plane * 3);
+    float *input = g_try_malloc(sizeof(float) * 3 * plane);
+    if (!resized || !input) {
+        g_set_error(error, CS_ERROR, CS_ERROR_MEMORY,
+                    "out of memory: could not allocate %zu bytes for the network's %dx%d input",
+                    (size_t)plane * (3 + 3 * sizeof(float)), size, size);
+        g_free(resized);
+        g_free(input);
+        return FALSE;
+    }
     cs_resize_linear_u8(bgr->data, bgr->width, bgr->height, resized, size, size, 3);
-    float *input = g_malloc(sizeof(float) * 3 * plane);
     /* HWC -> CHW, /255 in double as the original does (spec §1.2 step 6). */
     for (int p = 0; p < plane; p++)
         for (int c = 0; c < 3; c++) input[c * plane + p] = (float)(resized[p * 3 + c] / 255.0);
