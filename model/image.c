@@ -88,21 +88,42 @@ static gboolean jpeg_is_complete(FILE *fp) {
     return complete;
 }
 
+/* A BMP's info header is 12 to 124 bytes long (OS/2 1.x to BITMAPV5HEADER). gdk-pixbuf's
+ * BMP loader takes the length from the file and allocates it before any check, so a
+ * 100-byte file claiming a 4 GB header would ask for 4 GB: refused here first. */
+static gboolean bmp_header_plausible(FILE *fp) {
+    guint8 head[18];
+    const gboolean read = fread(head, 1, sizeof head, fp) == sizeof head;
+    rewind(fp);
+    if (!read) return FALSE;
+    const guint32 info_size = (guint32)head[14] | (guint32)head[15] << 8 |
+                              (guint32)head[16] << 16 | (guint32)head[17] << 24;
+    return info_size >= 12 && info_size <= 124;
+}
+
 /* Refuses, before any pixel is decoded, a file that is not one of the documented formats,
  * whose header gdk-pixbuf cannot read, whose size is above the limit, or (JPEG) which is
  * truncated. */
 static gboolean check_before_decoding(const char *path, FILE *fp, const guint8 magic[8],
-                                      size_t n_magic, GError **error) {
+                                      size_t n_magic, int *width_out, int *height_out,
+                                      GError **error) {
     const image_format format = sniff_format(magic, n_magic);
     if (format == FORMAT_OTHER) {
         g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
                     "%s is not a JPEG, PNG, BMP or TIFF image (the formats condseg reads)", path);
         return FALSE;
     }
+    if (format == FORMAT_BMP && !bmp_header_plausible(fp)) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s is not a readable image: its BMP header is malformed", path);
+        return FALSE;
+    }
     int width = 0, height = 0;
     GdkPixbufFormat *found = gdk_pixbuf_get_file_info(path, &width, &height);
-    if (!found || strcmp(gdk_pixbuf_format_get_name(found), format_names[format]) != 0 ||
-        width <= 0 || height <= 0) {
+    char *found_name = found ? gdk_pixbuf_format_get_name(found) : NULL;   /* a copy */
+    const gboolean same = found_name && strcmp(found_name, format_names[format]) == 0;
+    g_free(found_name);
+    if (!same || width <= 0 || height <= 0) {
         g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
                     "%s is not a readable image: its %s header cannot be read", path,
                     format_names[format]);
@@ -115,6 +136,8 @@ static gboolean check_before_decoding(const char *path, FILE *fp, const guint8 m
                     "short); copy or export it again", path);
         return FALSE;
     }
+    if (width_out) *width_out = width;
+    if (height_out) *height_out = height;
     return TRUE;
 }
 
@@ -197,13 +220,23 @@ static FILE *open_image_file(const char *path, guint8 magic[8], size_t *n_magic,
     return NULL;
 }
 
+gboolean cs_image_read_size(const char *path, int *width, int *height, GError **error) {
+    guint8 magic[8];
+    size_t n_magic;
+    FILE *fp = open_image_file(path, magic, &n_magic, error);
+    if (!fp) return FALSE;
+    const gboolean ok = check_before_decoding(path, fp, magic, n_magic, width, height, error);
+    fclose(fp);
+    return ok;
+}
+
 cs_image *cs_image_load_bgr(const char *path, GError **error) {
     g_return_val_if_fail(path != NULL, NULL);
     guint8 magic[8];
     size_t n_magic;
     FILE *fp = open_image_file(path, magic, &n_magic, error);
     if (!fp) return NULL;
-    const gboolean decodable = check_before_decoding(path, fp, magic, n_magic, error);
+    const gboolean decodable = check_before_decoding(path, fp, magic, n_magic, NULL, NULL, error);
     fclose(fp);
     if (!decodable) return NULL;
     GdkPixbuf *pixbuf = load_oriented_pixbuf(path, error);
@@ -389,7 +422,7 @@ cs_image *cs_image_load_gray(const char *path, GError **error) {
     size_t n_magic;
     FILE *fp = open_image_file(path, magic, &n_magic, error);
     if (!fp) return NULL;
-    if (!check_before_decoding(path, fp, magic, n_magic, error)) {
+    if (!check_before_decoding(path, fp, magic, n_magic, NULL, NULL, error)) {
         fclose(fp);
         return NULL;
     }
