@@ -7,7 +7,6 @@
  * augmentation from (seed, epoch, i), each through its own GRand, so the data never
  * depend on which worker decoded what or when.
  */
-#include <gdk-pixbuf/gdk-pixbuf.h>   /* gdk_pixbuf_get_file_info: header-only size reads */
 #include <glib/gstdio.h>             /* g_fopen */
 #include <errno.h>
 #include <math.h>
@@ -87,13 +86,9 @@ static gboolean image_header_size(const char *path, int *width, int *height, GEr
                     g_strerror(reason));
         return FALSE;
     }
-    if (!gdk_pixbuf_get_file_info(path, width, height) || *width <= 0 || *height <= 0) {
-        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
-                    "%s is not a readable image: no image format that gdk-pixbuf reads "
-                    "(JPEG, PNG, BMP, TIFF, ...) recognises its header", path);
-        return FALSE;
-    }
-    return TRUE;
+    /* the loader's own checks (format, size limit, truncation), so that a file the
+     * loader would refuse stops the run before it starts */
+    return cs_image_read_size(path, width, height, error);
 }
 
 /* Ids become file names (DIR/images/<id>.jpg, and --save-masks OUT/<id>.png): only plain
