@@ -16,6 +16,7 @@ import argparse
 import os
 import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -45,6 +46,9 @@ def run(args, cwd=None, as_limit_mb=None, fsize_limit=None):
     def limits():
         if as_limit_mb:
             resource.setrlimit(resource.RLIMIT_AS, (as_limit_mb << 20, as_limit_mb << 20))
+        if fsize_limit:   # a full disk, as far as the writer sees: EFBIG, not a signal
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
     t0 = time.time()
     p = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          preexec_fn=limits)
@@ -140,6 +144,15 @@ def cases(tmp, exe, kvasir):
     shutil.copy(image, p("x.jpg"))
     x_before = open(p("x.jpg"), "rb").read()
 
+    # a dataset for a run whose checkpoint cannot be written (1 MB file size limit)
+    small = make_dataset(tmp, kvasir, "small", val[:2], val[2:3])
+    run_dir = p("fullrun")
+
+    def checkpoint_logged():
+        log = open(os.path.join(run_dir, "train.log")).read() if os.path.exists(run_dir) else ""
+        check("checkpoint at step 1 failed: cannot write safetensors file" in log,
+              "failed checkpoint: reported in train.log")
+
     W = ["-w", DEFAULT_MODEL]
     return [
         ("safetensors header nested 100,000 deep", [exe, "info", p("deep.safetensors")], {},
@@ -178,6 +191,10 @@ def cases(tmp, exe, kvasir):
                                                                        "d2/x.jpg"],
          {"cwd": tmp}, 2, "would overwrite the output of 'd1/x.jpg'", 300, 20,
          lambda: check(not os.path.exists(p("out")), "colliding outputs: nothing written")),
+        ("checkpoint write fails (full disk: 1 MB file size limit)",
+         [exe, "train", "--stage", "2", "--preset", "condseg-compact", "--data", small, "--out",
+          run_dir, "--image-size", "32", "--batch", "2", "--max-steps", "1"],
+         {"fsize_limit": 1 << 20}, 1, "File too large", 600, 60, checkpoint_logged),
     ]
 
 
