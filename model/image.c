@@ -110,7 +110,8 @@ static gboolean check_before_decoding(const char *path, FILE *fp, const guint8 m
     const image_format format = sniff_format(magic, n_magic);
     if (format == FORMAT_OTHER) {
         g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
-                    "%s is not a JPEG, PNG, BMP or TIFF image (the formats condseg reads)", path);
+                    "%s is not a readable image: not a JPEG, PNG, BMP or TIFF file (the formats "
+                    "condseg reads)", path);
         return FALSE;
     }
     if (format == FORMAT_BMP && !bmp_header_plausible(fp)) {
