@@ -18,9 +18,9 @@
 #include "fileio.h"
 
 /* At most 2^26 pixels (8192x8192), checked on the header before anything is decoded:
- * OpenCV's own limit (CV_IO_MAX_IMAGE_PIXELS, 2^30) would let a 300-byte file claiming
- * 30000x30000 pixels take gigabytes; 2^26 is 64 megapixels, several times a dermoscopy
- * photo, and bounds a load to about 0.5 GB. */
+ * OpenCV's own limit (CV_IO_MAX_IMAGE_PIXELS, 2^30) would let a file of a few hundred
+ * bytes claiming 30000x30000 pixels take gigabytes; 2^26 is 64 megapixels, several times
+ * a dermoscopy photo, and bounds a load to about 0.5 GB. */
 #define MAX_IMAGE_PIXELS ((guint64)1 << 26)
 
 cs_image *cs_image_new(int width, int height, int channels) {
