@@ -6,9 +6,10 @@ file left behind (issue 10).
 
 The dataset is made here (6 training and 2 validation images of 32x32, written with
 OpenCV); the run is the compact preset at --image-size 32, batch 2, 3 epochs (9 steps,
-3 checkpoints). Half the kills come at a random moment of the run, half the moment a
-checkpoint's temporary file appears (inside the write). A run that finishes before its
-kill is checked and the next kill goes to a fresh run.
+3 checkpoints). Half the kills come at a random moment of the run, half the moment the
+temporary file of a weights write (state, last or best .safetensors, drawn) appears:
+inside the write. A run that finishes before its kill is checked and the next kill goes
+to a fresh run.
 
 Usage: test_kill.py --condseg BUILD/condseg [--kills N] [--seed S]
 """
@@ -93,6 +94,7 @@ def main():
         duration = time.time() - t0
 
         kills = in_write = resumes = finished = 0
+        in_target = {}
         run_no = 0
         run = None
         while kills < a.kills or run is not None:
@@ -100,7 +102,9 @@ def main():
                 run_no += 1
                 run = os.path.join(tmp, f"run{run_no}")
             left = set(temporaries(run))   # by an earlier kill: removed by this start
-            new_temporary = lambda: bool(set(temporaries(run)) - left)  # noqa: E731
+            target = rnd.choice(["state", "last", "best"]) + ".safetensors."
+            new_checkpoint_temporary = lambda: any(  # noqa: E731
+                os.path.basename(f).startswith(target) for f in set(temporaries(run)) - left)
             p = start(a.condseg, data, run)
             resumes += os.path.exists(os.path.join(run, "state.safetensors"))
             killed = False
@@ -108,15 +112,18 @@ def main():
                 inside = rnd.random() < 0.5
                 deadline = time.time() + (duration * 1.5 if inside else rnd.uniform(0, duration))
                 while p.poll() is None and time.time() < deadline:
-                    if inside and new_temporary():
+                    if inside and new_checkpoint_temporary():
                         break
                     time.sleep(0.0005 if inside else 0.005)
                 if p.poll() is None:
-                    hit_write = new_temporary()
+                    hit = set(temporaries(run)) - left
                     p.send_signal(signal.SIGKILL)
                     killed = True
                     kills += 1
-                    in_write += hit_write
+                    in_write += bool(hit)
+                    for f in hit:   # which file's write: state, last, best, train_log
+                        target = os.path.basename(f).split(".")[0]
+                        in_target[target] = in_target.get(target, 0) + 1
             err = p.stderr.read().decode()
             rc = p.wait()
             if killed:
@@ -129,8 +136,9 @@ def main():
                   f"run {run_no}: last/best weights and train_log.csv equal the uninterrupted run's")
             check(not temporaries(run), f"run {run_no}: no temporary file left ({temporaries(run)})")
             run = None
-        print(f"test_kill: {kills} SIGKILLs ({in_write} inside a file write: its temporary present), {resumes} "
-              f"resumes, {finished} runs completed and compared", flush=True)
+        print(f"test_kill: {kills} SIGKILLs ({in_write} inside a file write, its temporary "
+              f"present: {in_target}), {resumes} resumes, {finished} runs completed and "
+              f"compared", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if failures:
