@@ -22,7 +22,8 @@ build_packages=(build-essential cmake pkg-config libopenblas-openmp-dev libopenb
 # The test suite's reference side: Debian's PyTorch 1.13, NumPy and OpenCV.
 test_packages=(python3 python3-torch python3-numpy python3-opencv python3-torchvision
   gimp debootstrap   # the plug-in tests: gimp-console-2.10; GIMP 3 in a trixie chroot
-  xvfb xauth xdotool imagemagick)   # the plug-in's dialog under a virtual display
+  xvfb xauth xdotool imagemagick   # the plug-in's dialog under a virtual display
+  clang libclang-rt-dev)   # the libFuzzer harnesses (tests/fuzz/)
 
 deps_only=0
 test_deps=0

@@ -2,7 +2,8 @@
 # tests/run.sh — the whole test suite, as the README and CI run it: installs the Debian
 # packages (build + the PyTorch/OpenCV reference side), builds condseg, runs every ctest
 # test (reference files are generated on the way), then the fast tests again in an
-# AddressSanitizer + UndefinedBehaviorSanitizer build.
+# AddressSanitizer + UndefinedBehaviorSanitizer build, and the libFuzzer harnesses for a
+# minute each (CONDSEG_FUZZ_SECONDS; clang).
 #
 #   tests/run.sh              everything
 #   tests/run.sh --no-sanitize
@@ -43,5 +44,11 @@ if [ "$sanitize" = 1 ]; then
   cmake --build build/sanitize -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 \
     ctest --test-dir build/sanitize --output-on-failure -j"$jobs" -L sanitize -FS '.*' 
+fi
+if [ "$sanitize" = 1 ]; then
+  echo "== libFuzzer harnesses (tests/fuzz/): ${CONDSEG_FUZZ_SECONDS:-60} s each, ASan/UBSan"
+  CC=clang cmake -S . -B build/fuzz -DCONDSEG_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug > /dev/null
+  cmake --build build/fuzz -j"$jobs"
+  tests/fuzz/run.sh build/fuzz/tests/fuzz "${CONDSEG_FUZZ_SECONDS:-60}"
 fi
 echo "tests/run.sh: all tests passed"
