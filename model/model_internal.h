@@ -37,9 +37,9 @@ void cs_trainer_free(cs_trainer *t);
  * and the backward pass: the parameter gradients are in model->params->grads afterwards.
  * outputs (may be NULL) receives the outputs: stage 1 pred, pred_aug; stage 2 mask, fg,
  * bg, uc (n x size x size each); parts (may be NULL) the stage-2 loss terms. */
-double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, const float *y1,
-                           const float *y2, int n, int size, float *outputs,
-                           cs_stage2_parts *parts);
+double cs_trainer_forward_backward(cs_trainer *t, const float *x, const float *x_aug,
+                                   const float *y1, const float *y2, int n, int size,
+                                   float *outputs, cs_stage2_parts *parts);
 /* One Adam step from those gradients. */
 void cs_trainer_update(cs_trainer *t);
 cs_adam *cs_trainer_adam(cs_trainer *t);
