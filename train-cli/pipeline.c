@@ -7,7 +7,7 @@
 #include "pipeline.h"
 
 typedef struct {
-    const cli_pipeline *p;
+    cli_pipeline *p;
     void **items;
     int n;
     GAsyncQueue *tokens, *loaded, *computed;
@@ -15,11 +15,19 @@ typedef struct {
 
 #define TOKEN GINT_TO_POINTER(1) /* GAsyncQueue refuses NULL */
 
+/* Runs stage `k` on `item`, adding its time to p->busy[k] (each stage has one thread). */
+static void timed(cli_pipeline *p, int k, void *item) {
+    const cli_stage_fn stages[3] = {p->load, p->run, p->store};
+    const gint64 start = g_get_monotonic_time();
+    stages[k](item, p->user_data);
+    p->busy[k] += (double)(g_get_monotonic_time() - start) * 1e-6;
+}
+
 static gpointer reader(gpointer data) {
     pipeline_state *s = data;
     for (int i = 0; i < s->n; i++) {
         g_async_queue_pop(s->tokens);
-        s->p->load(s->items[i], s->p->user_data);
+        timed(s->p, 0, s->items[i]);
         g_async_queue_push(s->loaded, s->items[i]);
     }
     return NULL;
@@ -29,13 +37,13 @@ static gpointer writer(gpointer data) {
     pipeline_state *s = data;
     for (int i = 0; i < s->n; i++) {
         void *item = g_async_queue_pop(s->computed);
-        s->p->store(item, s->p->user_data);
+        timed(s->p, 2, item);
         g_async_queue_push(s->tokens, TOKEN);
     }
     return NULL;
 }
 
-void cli_pipeline_run(const cli_pipeline *p, void **items, int n, int depth) {
+void cli_pipeline_run(cli_pipeline *p, void **items, int n, int depth) {
     pipeline_state s = {p, items, n, g_async_queue_new(), g_async_queue_new(),
                         g_async_queue_new()};
     for (int i = 0; i < (depth > 0 ? depth : 1); i++) g_async_queue_push(s.tokens, TOKEN);
@@ -43,7 +51,7 @@ void cli_pipeline_run(const cli_pipeline *p, void **items, int n, int depth) {
     GThread *write = g_thread_new("condseg-write", writer, &s);
     for (int i = 0; i < n; i++) {
         void *item = g_async_queue_pop(s.loaded);
-        p->run(item, p->user_data);
+        timed(p, 1, item);
         g_async_queue_push(s.computed, item);
     }
     g_thread_join(read);

@@ -13,10 +13,12 @@ typedef struct {
     cli_stage_fn run;    /* the calling thread (the network, whose threads are its own) */
     cli_stage_fn store;  /* writer thread; the last stage to see an item */
     void *user_data;
+    double busy[3];      /* out: seconds spent in load, run and store, which tell what
+                          * bounds the rate (the slowest stage) */
 } cli_pipeline;
 
 /* Passes each of items[0..n) through load, run and store, in order within each stage, at
  * most `depth` items between load and the end of store (their memory is bounded). */
-void cli_pipeline_run(const cli_pipeline *p, void **items, int n, int depth);
+void cli_pipeline_run(cli_pipeline *p, void **items, int n, int depth);
 
 #endif
