@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --verbose) verbose=1 ;;
     --prefix) prefix="$2"; shift ;;
     --prefix=*) prefix="${1#--prefix=}" ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     -*) echo "install.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     *) images+=("$1") ;;
   esac
