@@ -17,9 +17,9 @@ caller_dir=$(pwd)   # where IMAGE paths are relative to
 cd "$(dirname "$0")"
 here=$(pwd)
 
-# Build and run time: compiler, CMake, OpenBLAS (the OpenMP build), GLib, json-glib,
+# Build and run time: compiler, CMake, OpenBLAS (the OpenMP build), oneDNN, GLib, json-glib,
 # gdk-pixbuf and the image codecs.
-build_packages=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev
+build_packages=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev libdnnl-dev
   libglib2.0-dev libjson-glib-dev libgdk-pixbuf-2.0-dev libpng-dev libjpeg-dev libtiff-dev
   libgdk-pixbuf2.0-bin)
 # Installed where the release has them: each GIMP's plug-in development files (Debian 12
