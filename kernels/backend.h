@@ -1,5 +1,5 @@
 /* backend.h — the table through which the model code runs its operations: one per
- * device (the CPU here, CUDA in backend_cuda.c), so that the networks, the tape and the
+ * device (the CPU here, CUDA in backend_cuda.cu), so that the networks, the tape and the
  * optimiser never branch on the device. Every pointer an operation receives is memory of
  * that backend (for the CPU, ordinary host memory). The operations have the signatures
  * and the semantics of kernels.h's cs_cpu_* functions, which are the CPU backend's

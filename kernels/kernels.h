@@ -1,9 +1,10 @@
 /* kernels.h — condseg's CPU operations on plain float arrays (NCHW, row-major).
  *
  * Conventions, after llm.c: outputs first, then inputs, then sizes; no allocation
- * inside (scratch memory is passed in); parameter gradients accumulate (+=), input
- * gradients are overwritten unless the name says "accumulate". Work is spread over the
- * OpenMP threads (the same pool OpenBLAS uses).
+ * inside (scratch memory is passed in); every backward pass accumulates (+=) into the
+ * gradients it writes, of parameters and inputs alike, so that a tensor used twice gets
+ * the sum (the tape hands out zeroed gradient buffers). Work is spread over the OpenMP
+ * threads (the same pool OpenBLAS uses).
  */
 #ifndef CONDSEG_KERNELS_H
 #define CONDSEG_KERNELS_H

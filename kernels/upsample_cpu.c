@@ -36,13 +36,13 @@ static void interpolate_row(float *restrict dst, const float *restrict src, cons
                             int wo) {
     const int *restrict i0 = tx->i0, *restrict i1 = tx->i1;
     const float *restrict l1 = tx->l1;
-    for (int x = 0; x < wo; x++) dst[x] = (1.0f - l1[x]) * src[i0[x]] + l1[x] * src[i1[x]];
+    for (int x = 0; x < wo; x++) dst[x] = csm_lerp(src[i0[x]], src[i1[x]], l1[x]);
 }
 
 CS_VECTOR_CLONES
 static void blend_rows(float *restrict out, const float *restrict a, const float *restrict b,
                        float lambda, int wo) {
-    for (int x = 0; x < wo; x++) out[x] = (1.0f - lambda) * a[x] + lambda * b[x];
+    for (int x = 0; x < wo; x++) out[x] = csm_lerp(a[x], b[x], lambda);
 }
 
 void cs_cpu_upsample_bilinear(float *y, const float *x, int n, int c, int h, int w, int ho,
@@ -101,13 +101,14 @@ void cs_cpu_upsample_bilinear_backward(float *dx, const float *dy, int n, int c,
         float *d = dx + (size_t)nc * h * w;
         for (int oy = 0; oy < ho; oy++) {
             float *r0 = d + (size_t)ty.i0[oy] * w, *r1 = d + (size_t)ty.i1[oy] * w;
-            const float ly = ty.l1[oy];
             for (int ox = 0; ox < wo; ox++) {
-                const float v = g[(size_t)oy * wo + ox], lx = tx.l1[ox];
-                r0[tx.i0[ox]] += (1.0f - ly) * (1.0f - lx) * v;
-                r0[tx.i1[ox]] += (1.0f - ly) * lx * v;
-                r1[tx.i0[ox]] += ly * (1.0f - lx) * v;
-                r1[tx.i1[ox]] += ly * lx * v;
+                const float v = g[(size_t)oy * wo + ox];
+                float wt[4];
+                csm_bilinear_weights(ty.l1[oy], tx.l1[ox], wt);
+                r0[tx.i0[ox]] += wt[0] * v;
+                r0[tx.i1[ox]] += wt[1] * v;
+                r1[tx.i0[ox]] += wt[2] * v;
+                r1[tx.i1[ox]] += wt[3] * v;
             }
         }
     }

@@ -227,9 +227,10 @@ void cs_model_set_progress(cs_model *model, cs_progress_fn fn, void *user_data);
  * from now on: "cpu"; "cuda" (an NVIDIA GPU; fails with CS_ERROR_DEVICE and the reason
  * when there is none or condseg was built without CUDA); "auto" or NULL (the GPU when one
  * is usable, else the CPU). Call it before running or training the model. When "auto"
- * picks the CPU in a build with CUDA, `note` (may be NULL) receives why, e.g. "no usable
- * GPU (no NVIDIA GPU found (cudaGetDeviceCount: ...)): running on the CPU" (g_free it);
- * otherwise it is set to NULL. An unknown name fails with CS_ERROR_ARG. ("cuda-emulated",
+ * picks the CPU, `note` (may be NULL) receives why, e.g. "no usable GPU (no NVIDIA GPU
+ * found (cudaGetDeviceCount: ...)): running on the CPU", or in a build without CUDA "no
+ * usable GPU (condseg was built without CUDA support): ..." (g_free it); otherwise it is
+ * set to NULL. An unknown name fails with CS_ERROR_ARG. ("cuda-emulated",
  * the CUDA backend's code run on the host, exists for tests.) */
 gboolean cs_model_set_device(cs_model *model, const char *device, char **note,
                              GError **error);

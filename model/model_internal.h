@@ -50,11 +50,11 @@ void cs_trainer_free(cs_trainer *t);
  * and the backward pass: the parameter gradients are in model->params->grads afterwards.
  * outputs (may be NULL) receives the outputs: stage 1 pred, pred_aug; stage 2 mask, fg,
  * bg, uc (n x size x size each); parts (may be NULL) the stage-2 loss terms. */
-double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, const float *y1,
-                           const float *y2, int n, int size, float *outputs,
-                           cs_stage2_parts *parts);
-/* Why the last cs_trainer_backward returned NaN when it was not the loss (memory ran
- * out; the caller owns the error), or NULL. */
+double cs_trainer_forward_backward(cs_trainer *t, const float *x, const float *x_aug,
+                                   const float *y1, const float *y2, int n, int size,
+                                   float *outputs, cs_stage2_parts *parts);
+/* Why the last cs_trainer_forward_backward returned NaN when it was not the loss (memory
+ * ran out; the caller owns the error), or NULL. */
 GError *cs_trainer_take_error(cs_trainer *t);
 /* One Adam step from those gradients. */
 void cs_trainer_update(cs_trainer *t);

@@ -424,9 +424,9 @@ static void run_backward(cs_ctx *ctx, void *data) {
     r->loss = loss;
 }
 
-double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, const float *y1,
-                           const float *y2, int n, int size, float *outputs,
-                           cs_stage2_parts *parts) {
+double cs_trainer_forward_backward(cs_trainer *t, const float *x, const float *x_aug,
+                                   const float *y1, const float *y2, int n, int size,
+                                   float *outputs, cs_stage2_parts *parts) {
     cs_ctx *ctx = t->model->ctx;
     const size_t count = (size_t)n * size * size;
     cs_ctx_reset(ctx);
@@ -477,9 +477,9 @@ static double train_step(step_buffers *sb, const cs_batch *batch, int epoch) {
             memcpy(sb->x_aug, batch->images, sizeof(float) * 3 * plane * batch->count);
         }
     }
-    const double loss = cs_trainer_backward(sb->trainer, batch->images, sb->x_aug, batch->y1,
-                                            batch->y2, batch->count, batch->size, sb->outputs,
-                                            NULL);
+    const double loss = cs_trainer_forward_backward(sb->trainer, batch->images, sb->x_aug,
+                                                    batch->y1, batch->y2, batch->count,
+                                                    batch->size, sb->outputs, NULL);
     /* A loss that is not finite returns before the weights change. */
     if (isfinite(loss)) cs_trainer_update(sb->trainer);
     return loss;
