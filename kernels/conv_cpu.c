@@ -36,6 +36,17 @@ static int conv_small(const cs_conv_shape *s) {
     return (size_t)s->n * s->ho * s->wo < 64 || s->o < 8 || s->c < 2;
 }
 
+static int conv_is_pointwise(const cs_conv_shape *s) {
+    return s->k == 1 && s->stride == 1 && s->pad == 0;
+}
+
+/* A float32 1x1 convolution from and to NCHW maps is one sgemm per image on the maps as
+ * they are, where oneDNN would need a layout pass each way (training; inference where
+ * the input is not a oneDNN convolution's NHWC output). */
+static int conv_pointwise_nchw(const cs_conv_shape *s) {
+    return !s->bf16 && conv_is_pointwise(s) && !s->x_nhwc && !s->y_nhwc;
+}
+
 static int use_onednn(const cs_conv_shape *s) {
     static int forced = -1; /* CONDSEG_CONV_ENGINE: -2 none, 0 sgemm, 1 onednn */
     if (forced == -1) {
@@ -43,15 +54,11 @@ static int use_onednn(const cs_conv_shape *s) {
         forced = !e || !*e ? -2 : strcmp(e, "sgemm") == 0 ? 0 : 1;
     }
     if (forced >= 0 && !s->bf16) return forced;
-    return !conv_small(s);
+    return !conv_small(s) && !conv_pointwise_nchw(s);
 }
 
 const char *cs_cpu_conv_engine(const cs_conv_shape *s) { return use_onednn(s) ? "onednn" : "sgemm"; }
 int cs_cpu_conv2d_nhwc(const cs_conv_shape *s) { return use_onednn(s); }
-
-static int conv_is_pointwise(const cs_conv_shape *s) {
-    return s->k == 1 && s->stride == 1 && s->pad == 0;
-}
 
 static size_t conv_kdim(const cs_conv_shape *s) { return (size_t)s->c * s->k * s->k; }
 static size_t conv_plane(const cs_conv_shape *s) { return (size_t)s->ho * s->wo; }
