@@ -259,7 +259,7 @@ void cs_tensor_make_nchw(cs_ctx *ctx, const cs_tensor *t) {
     cs_tensor *m = (cs_tensor *)t;
     const size_t bytes = block_size(cs_numel(m));
     float *nchw = pool_take(ctx, bytes);
-    ctx->be->nhwc_to_nchw(nchw, m->data, m->n, m->c, m->h * m->w);
+    PROFILED("NHWC to NCHW", ctx->be->nhwc_to_nchw(nchw, m->data, m->n, m->c, m->h * m->w));
     pool_give(ctx, m->data, bytes);
     m->data = nchw;
     m->nhwc = FALSE;
