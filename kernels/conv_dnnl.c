@@ -12,6 +12,11 @@
  * has a few dozen shapes). Weights are reordered into the layout the primitive chose on
  * every call, or, in bfloat16, once per weights tag (inference: once per model). Plans
  * hold no per-call state, so convolutions may run concurrently.
+ *
+ * In bfloat16 the weight gradient is computed from float32 x and dy: oneDNN 2.6's bf16
+ * backward-weights kernel ran at half the speed of its float32 one on these shapes (AMX
+ * brgemm exists for the forward and backward-data passes only), so bf16 there would cost
+ * time and precision both.
  */
 #include <string.h>
 
@@ -230,6 +235,7 @@ static plan *plan_backward(const cs_conv_shape *s, int pass) {
         csd_md_free(w);
         plan_take(p, pd, dnnl_query_weights_md, pass);
         p->out = reorder_between(p->md.x_f32, p->md.x_nchw, 1);
+        if (s->bf16) p->in[1] = reorder_between(p->md.y_f32, p->md.y_in, 0);
     } else {
         csd_md dw = weights_any(s, dnnl_f32);
         csd_backward_weights_pd(&pd, engine, p->md.x_in, dw, p->md.y_in, &g, hint, attr);
@@ -392,13 +398,26 @@ size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {
            floats_of(scratchpad_bytes(s, PASS_FORWARD));
 }
 
-/* Backward: x | dy | dx (NHWC) | weights or their gradient | either pass's scratchpad. */
+/* The backward-weights pass runs in float32 whatever the precision (see the top). */
+static cs_conv_shape as_float32(const cs_conv_shape *s) {
+    cs_conv_shape f = *s;
+    f.bf16 = 0;
+    return f;
+}
+
+/* Backward: x | dy (float32, NHWC) | dy in bf16 (bf16 only) | dx (NHWC) | weights or their
+ * gradient | either pass's scratchpad. */
+static size_t dy_bf16_floats(const cs_conv_shape *s) {
+    return s->bf16 ? floats_of(nhwc_out_bytes(s, 1)) : 0;
+}
 static size_t backward_weights_floats(const cs_conv_shape *s) {
-    return floats_of(max_bytes(weights_bytes(s, PASS_BACKWARD_WEIGHTS),
+    const cs_conv_shape f = as_float32(s);
+    return floats_of(max_bytes(weights_bytes(&f, PASS_BACKWARD_WEIGHTS),
                                weights_bytes(s, PASS_BACKWARD_DATA)));
 }
 static size_t backward_scratchpad_floats(const cs_conv_shape *s) {
-    return floats_of(max_bytes(scratchpad_bytes(s, PASS_BACKWARD_WEIGHTS),
+    const cs_conv_shape f = as_float32(s);
+    return floats_of(max_bytes(scratchpad_bytes(&f, PASS_BACKWARD_WEIGHTS),
                                scratchpad_bytes(s, PASS_BACKWARD_DATA)));
 }
 static size_t nchw_in_floats(const cs_conv_shape *s) {
@@ -406,7 +425,7 @@ static size_t nchw_in_floats(const cs_conv_shape *s) {
 }
 
 size_t csk_dnnl_conv_backward_workspace(const cs_conv_shape *s) {
-    return floats_of(nhwc_in_bytes(s)) + floats_of(nhwc_out_bytes(s, s->bf16)) +
+    return nchw_in_floats(s) + floats_of(nhwc_out_bytes(s, 0)) + dy_bf16_floats(s) +
            nchw_in_floats(s) + backward_weights_floats(s) + backward_scratchpad_floats(s);
 }
 
@@ -475,14 +494,16 @@ static void run_backward(const plan *p, int first_arg, csd_md first_md, const vo
 void csk_dnnl_conv_backward(float *dx, float *dw, const float *dy, const float *x,
                             const float *w, const cs_conv_shape *s, float *workspace) {
     float *xs = workspace;
-    float *dys = xs + floats_of(nhwc_in_bytes(s));
-    float *dxs = dys + floats_of(nhwc_out_bytes(s, s->bf16));
+    float *dys = xs + nchw_in_floats(s);
+    float *dys_bf16 = dys + floats_of(nhwc_out_bytes(s, 0));
+    float *dxs = dys_bf16 + dy_bf16_floats(s);
     float *scratch = dxs + nchw_in_floats(s);
     float *pad = scratch + backward_weights_floats(s);
     const size_t avail = 4 * backward_scratchpad_floats(s);
 
-    /* dw += dW (the blocked gradient reordered onto it), from x and dy in NHWC. */
-    const plan *pw = plan_get(s, PASS_BACKWARD_WEIGHTS, 0);
+    /* dw += dW (the blocked gradient reordered onto it), from x and dy in NHWC float32. */
+    const cs_conv_shape f = as_float32(s);
+    const plan *pw = plan_get(&f, PASS_BACKWARD_WEIGHTS, 0);
     reorder_run(pw->in[0], pw->md.x_nchw, x, pw->md.x_in, xs);
     reorder_run(pw->in[1], pw->md.y_nchw, dy, pw->md.y_in, dys);
     run_backward(pw, DNNL_ARG_SRC, pw->md.x_in, xs, DNNL_ARG_DIFF_WEIGHTS, scratch, dys, pad,
@@ -490,9 +511,15 @@ void csk_dnnl_conv_backward(float *dx, float *dw, const float *dy, const float *
     weights_reorder_run(pw, dw, scratch, 1);
     if (!dx) return;
 
-    /* dx += dX, from the same dy. */
+    /* dx += dX, from the same dy (rounded to bfloat16 in bf16). */
     const plan *pd = plan_get(s, PASS_BACKWARD_DATA, 0);
+    const void *dy_in = dys;
+    if (s->bf16) {
+        reorder_run(pd->in[1], pd->md.y_f32, dys, pd->md.y_in, dys_bf16);
+        dy_in = dys_bf16;
+    }
     const void *wr = weights_for(pd, s, w, scratch);
-    run_backward(pd, DNNL_ARG_DIFF_SRC, pd->md.x_f32, dxs, DNNL_ARG_WEIGHTS, wr, dys, pad, avail);
+    run_backward(pd, DNNL_ARG_DIFF_SRC, pd->md.x_f32, dxs, DNNL_ARG_WEIGHTS, wr, dy_in, pad,
+                 avail);
     reorder_run(pd->out, pd->md.x_f32, dxs, pd->md.x_nchw, dx);
 }
