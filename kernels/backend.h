@@ -43,6 +43,13 @@ struct cs_backend {
     void (*upsample_bilinear_nhwc)(float *y, const float *x, int n, int c, int h, int w, int ho,
                                    int wo);
     void (*copy_channels_nhwc)(float *y, int cy, int c0, const float *x, int cx, int n, int hw);
+    /* The attention blocks' reductions and products on NHWC maps (set with conv2d_nhwc). */
+    void (*global_avgpool_nhwc)(float *y, const float *x, int n, int c, int hw);
+    void (*global_maxpool_nhwc)(float *y, const float *x, int n, int c, int hw);
+    void (*channel_mean_nhwc)(float *y, const float *x, int n, int c, int hw);
+    void (*channel_max_nhwc)(float *y, const float *x, int n, int c, int hw);
+    void (*mul_channel_nhwc)(float *y, const float *x, const float *s, int n, int c, int hw);
+    void (*mul_spatial_nhwc)(float *y, const float *x, const float *m, int n, int c, int hw);
 
     /* ---- BatchNorm ---- */
     void (*channel_affine)(float *y, const float *x, const float *scale, const float *shift,

@@ -76,6 +76,14 @@ void cs_cpu_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw);
 void cs_cpu_upsample_bilinear_nhwc(float *y, const float *x, int n, int c, int h, int w, int ho,
                                    int wo);
 void cs_cpu_copy_channels_nhwc(float *y, int cy, int c0, const float *x, int cx, int n, int hw);
+/* The global poolings, channel reductions and products of the attention blocks on NHWC
+ * maps (layout_cpu.c); outputs of 1x1 or one-channel maps are the same in both layouts. */
+void cs_cpu_global_avgpool_nhwc(float *y, const float *x, int n, int c, int hw);
+void cs_cpu_global_maxpool_nhwc(float *y, const float *x, int n, int c, int hw);
+void cs_cpu_channel_mean_nhwc(float *y, const float *x, int n, int c, int hw);
+void cs_cpu_channel_max_nhwc(float *y, const float *x, int n, int c, int hw);
+void cs_cpu_mul_channel_nhwc(float *y, const float *x, const float *s, int n, int c, int hw);
+void cs_cpu_mul_spatial_nhwc(float *y, const float *x, const float *m, int n, int c, int hw);
 
 /* Floats of scratch memory cs_cpu_conv2d_forward needs for this shape (0 for 1x1/s1/p0). */
 size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s);

@@ -1,8 +1,9 @@
-/* layout_cpu.c — the operations that sit between convolutions in the decoders, for maps in
- * NHWC order (inference keeps a oneDNN convolution's output so, model/ops.c): bilinear
- * upsampling and channel concatenation. Same arithmetic as their NCHW forms (upsample_cpu.c,
- * elementwise_cpu.c), so the results are the same; each pixel's channels are contiguous,
- * which vectorises over channels. */
+/* layout_cpu.c — the operations that sit between convolutions, for maps in NHWC order
+ * (inference keeps a oneDNN convolution's output so, model/ops.c): the decoders' bilinear
+ * upsampling and channel concatenation, the attention blocks' poolings, channel
+ * reductions and products. Same arithmetic in the same order as their NCHW forms
+ * (upsample_cpu.c, elementwise_cpu.c, pool_cpu.c), so the results are the same; each
+ * pixel's channels are contiguous, which vectorises over channels. */
 #include <string.h>
 
 #include "cs_math.h"
@@ -47,4 +48,75 @@ void cs_cpu_copy_channels_nhwc(float *y, int cy, int c0, const float *x, int cx,
 #pragma omp parallel for schedule(static)
     for (size_t p = 0; p < pixels; p++)
         memcpy(y + p * cy + c0, x + p * cx, sizeof(float) * cx);
+}
+
+/* ---- the attention blocks' reductions and products -------------------------------------- */
+
+/* Channels per work item of the global poolings: one cache line of each pixel's row. */
+#define CS_CHANNEL_BLOCK 16
+
+void cs_cpu_global_avgpool_nhwc(float *y, const float *x, int n, int c, int hw) {
+    const int blocks = (c + CS_CHANNEL_BLOCK - 1) / CS_CHANNEL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < n * blocks; t++) {
+        const int b = t / blocks, c0 = (t % blocks) * CS_CHANNEL_BLOCK;
+        const int len = c0 + CS_CHANNEL_BLOCK <= c ? CS_CHANNEL_BLOCK : c - c0;
+        double acc[CS_CHANNEL_BLOCK] = {0};   /* in pixel order, as the NCHW form sums */
+        const float *src = x + (size_t)b * hw * c + c0;
+        for (int p = 0; p < hw; p++, src += c)
+            for (int i = 0; i < len; i++) acc[i] += src[i];
+        for (int i = 0; i < len; i++) y[(size_t)b * c + c0 + i] = (float)(acc[i] / hw);
+    }
+}
+
+void cs_cpu_global_maxpool_nhwc(float *y, const float *x, int n, int c, int hw) {
+    const int blocks = (c + CS_CHANNEL_BLOCK - 1) / CS_CHANNEL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < n * blocks; t++) {
+        const int b = t / blocks, c0 = (t % blocks) * CS_CHANNEL_BLOCK;
+        const int len = c0 + CS_CHANNEL_BLOCK <= c ? CS_CHANNEL_BLOCK : c - c0;
+        const float *src = x + (size_t)b * hw * c + c0;
+        float m[CS_CHANNEL_BLOCK];
+        for (int i = 0; i < len; i++) m[i] = src[i];
+        for (int p = 1; p < hw; p++)
+            for (int i = 0; i < len; i++) m[i] = src[(size_t)p * c + i] > m[i] ? src[(size_t)p * c + i] : m[i];
+        for (int i = 0; i < len; i++) y[(size_t)b * c + c0 + i] = m[i];
+    }
+}
+
+/* Per pixel over its channels (contiguous here): the mean (summed in channel order, in
+ * double, as the NCHW form) and the maximum; y is n x 1 x hw, the same in both layouts. */
+void cs_cpu_channel_mean_nhwc(float *y, const float *x, int n, int c, int hw) {
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < (size_t)n * hw; p++) {
+        const float *src = x + p * c;
+        double acc = 0.0;
+        for (int i = 0; i < c; i++) acc += src[i];
+        y[p] = (float)(acc / c);
+    }
+}
+
+void cs_cpu_channel_max_nhwc(float *y, const float *x, int n, int c, int hw) {
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < (size_t)n * hw; p++) {
+        const float *src = x + p * c;
+        float m = src[0];
+        for (int i = 1; i < c; i++) m = src[i] > m ? src[i] : m;
+        y[p] = m;
+    }
+}
+
+/* y = x * s[n, c] and y = x * m[n, pixel], on NHWC maps. */
+void cs_cpu_mul_channel_nhwc(float *y, const float *x, const float *s, int n, int c, int hw) {
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < (size_t)n * hw; p++) {
+        const float *f = s + (p / hw) * c;
+        for (int i = 0; i < c; i++) y[p * c + i] = x[p * c + i] * f[i];
+    }
+}
+
+void cs_cpu_mul_spatial_nhwc(float *y, const float *x, const float *m, int n, int c, int hw) {
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < (size_t)n * hw; p++)
+        for (int i = 0; i < c; i++) y[p * c + i] = x[p * c + i] * m[p];
 }

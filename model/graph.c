@@ -257,6 +257,10 @@ void cs_tensor_make_nchw(cs_ctx *ctx, const cs_tensor *t) {
     if (!t->nhwc) return;
     /* The layout belongs to the storage, not to the value the const promises. */
     cs_tensor *m = (cs_tensor *)t;
+    if (m->c == 1 || m->h * m->w == 1) { /* the same bytes in both orders */
+        m->nhwc = FALSE;
+        return;
+    }
     const size_t bytes = block_size(cs_numel(m));
     float *nchw = pool_take(ctx, bytes);
     PROFILED("NHWC to NCHW", ctx->be->nhwc_to_nchw(nchw, m->data, m->n, m->c, m->h * m->w));

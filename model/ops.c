@@ -267,10 +267,13 @@ cs_tensor *cs_mul_channel(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *s) {
     if (s->n != x->n || s->c != x->c || s->h != 1 || s->w != 1)
         g_error("internal error: channel product with a %dx%dx%dx%d factor", s->n, s->c, s->h,
                 s->w);
-    NCHW(x), NCHW(s);
+    const gboolean nhwc = x->nhwc && ctx->be->mul_channel_nhwc;
+    if (!nhwc) NCHW(x);
+    NCHW(s);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    PROFILED("mul_channel",
-             ctx->be->mul_channel(y->data, x->data, s->data, x->n, x->c, (int)plane(x)));
+    y->nhwc = nhwc;
+    PROFILED("mul_channel", (nhwc ? ctx->be->mul_channel_nhwc : ctx->be->mul_channel)(
+                                y->data, x->data, s->data, x->n, x->c, (int)plane(x)));
     cs_node *node = cs_tape_record(ctx, "mul_channel", mul_channel_backward, y);
     if (node) node->in[0] = (cs_tensor *)x, node->in[1] = (cs_tensor *)s;
     return y;
@@ -286,10 +289,13 @@ cs_tensor *cs_mul_spatial(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *m) {
     if (m->n != x->n || m->c != 1 || m->h != x->h || m->w != x->w)
         g_error("internal error: spatial product with a %dx%dx%dx%d factor", m->n, m->c, m->h,
                 m->w);
-    NCHW(x), NCHW(m);
+    const gboolean nhwc = x->nhwc && ctx->be->mul_spatial_nhwc;
+    if (!nhwc) NCHW(x);
+    NCHW(m);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
-    PROFILED("mul_spatial",
-             ctx->be->mul_spatial(y->data, x->data, m->data, x->n, x->c, (int)plane(x)));
+    y->nhwc = nhwc;
+    PROFILED("mul_spatial", (nhwc ? ctx->be->mul_spatial_nhwc : ctx->be->mul_spatial)(
+                                y->data, x->data, m->data, x->n, x->c, (int)plane(x)));
     cs_node *node = cs_tape_record(ctx, "mul_spatial", mul_spatial_backward, y);
     if (node) node->in[0] = (cs_tensor *)x, node->in[1] = (cs_tensor *)m;
     return y;
@@ -388,21 +394,32 @@ static void reduce_backward(cs_ctx *ctx, const cs_node *node) {
     }
 }
 
+typedef void (*reduce_fn)(float *y, const float *x, int n, int c, int hw);
+
+/* The kernel of a reduction for maps in NCHW or NHWC (NULL: the backend has none). */
+static reduce_fn reduce_kernel(const cs_backend *be, int kind, gboolean nhwc) {
+    switch (kind) {
+    case REDUCE_GLOBAL_AVG: return nhwc ? be->global_avgpool_nhwc : be->global_avgpool;
+    case REDUCE_GLOBAL_MAX: return nhwc ? be->global_maxpool_nhwc : be->global_maxpool;
+    case REDUCE_CHANNEL_MEAN: return nhwc ? be->channel_mean_nhwc : be->channel_mean;
+    default: return nhwc ? be->channel_max_nhwc : be->channel_max;
+    }
+}
+
 static cs_tensor *reduce(cs_ctx *ctx, const cs_tensor *x, int kind) {
     static const char *const names[] = {"global_avgpool", "global_maxpool", "channel_mean",
                                         "channel_max"};
     const int global = kind == REDUCE_GLOBAL_AVG || kind == REDUCE_GLOBAL_MAX;
-    NCHW(x);
+    reduce_fn fn = x->nhwc ? reduce_kernel(ctx->be, kind, TRUE) : NULL;
+    if (!fn) {
+        NCHW(x);
+        fn = reduce_kernel(ctx->be, kind, FALSE);
+    }
+    /* The result, n x c x 1 x 1 or n x 1 x h x w, is the same in either layout. */
     cs_tensor *y = global ? cs_tensor_new(ctx, x->n, x->c, 1, 1)
                           : cs_tensor_new(ctx, x->n, 1, x->h, x->w);
-    const int hw = (int)plane(x);
     gint64 t0 = cs_profile_start(ctx);
-    switch (kind) {
-    case REDUCE_GLOBAL_AVG: ctx->be->global_avgpool(y->data, x->data, x->n, x->c, hw); break;
-    case REDUCE_GLOBAL_MAX: ctx->be->global_maxpool(y->data, x->data, x->n, x->c, hw); break;
-    case REDUCE_CHANNEL_MEAN: ctx->be->channel_mean(y->data, x->data, x->n, x->c, hw); break;
-    default: ctx->be->channel_max(y->data, x->data, x->n, x->c, hw); break;
-    }
+    fn(y->data, x->data, x->n, x->c, (int)plane(x));
     cs_profile_end(ctx, names[kind], t0, 0.0);
     cs_node *node = cs_tape_record(ctx, names[kind], reduce_backward, y);
     if (node) {

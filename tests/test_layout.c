@@ -1,7 +1,8 @@
 /* test_layout.c — the NHWC forms that inference uses between oneDNN convolutions, against
  * the NCHW operations they replace (the same arithmetic, so max |diff| <= 1e-6 x scale):
  * the layout pass back to NCHW, bilinear upsampling (x2, x4, odd sizes, batches), channel
- * concatenation, and a convolution taking and giving NHWC (fp32 and bf16). */
+ * concatenation, the global poolings, channel reductions and products of the attention
+ * blocks (bit-identical), and a convolution taking and giving NHWC (fp32 and bf16). */
 #include <string.h>
 
 #include "check.h"
@@ -60,6 +61,40 @@ static void test_concat(GRand *rng, int n, int hw) {
     g_free(a), g_free(b), g_free(want), g_free(got), g_free(at), g_free(bt), g_free(back);
 }
 
+typedef void (*reduce_fn)(float *y, const float *x, int n, int c, int hw);
+
+/* A reduction of an NHWC map against the NCHW kernel: the same sums in the same order, so
+ * the same floats. */
+static void test_reduce(GRand *rng, const char *what, reduce_fn nchw, reduce_fn nhwc, int global,
+                        int n, int c, int hw) {
+    float *x = random_floats(rng, (size_t)n * c * hw), *xt = check_nhwc_of(x, n, c, hw);
+    const size_t out = global ? (size_t)n * c : (size_t)n * hw;
+    float *want = g_new(float, out), *got = g_new(float, out);
+    nchw(want, x, n, c, hw);
+    nhwc(got, xt, n, c, hw);
+    CHECK_MSG(memcmp(got, want, sizeof(float) * out) == 0, "%s of %dx%dx%d in NHWC", what, n, c,
+              hw);
+    g_free(x), g_free(xt), g_free(want), g_free(got);
+}
+
+/* x * s[n, c] and x * m[n, pixel] in NHWC against NCHW. */
+static void test_products(GRand *rng, int n, int c, int hw) {
+    const size_t count = (size_t)n * c * hw;
+    float *x = random_floats(rng, count), *xt = check_nhwc_of(x, n, c, hw);
+    float *s = random_floats(rng, (size_t)n * c), *m = random_floats(rng, (size_t)n * hw);
+    float *want = g_new(float, count), *got = g_new(float, count);
+    cs_cpu_mul_channel(want, x, s, n, c, hw);
+    cs_cpu_mul_channel_nhwc(got, xt, s, n, c, hw);
+    float *back = nchw_of(got, n, c, hw);
+    CHECK_MSG(memcmp(back, want, sizeof(float) * count) == 0, "channel product in NHWC");
+    g_free(back);
+    cs_cpu_mul_spatial(want, x, m, n, c, hw);
+    cs_cpu_mul_spatial_nhwc(got, xt, m, n, c, hw);
+    back = nchw_of(got, n, c, hw);
+    CHECK_MSG(memcmp(back, want, sizeof(float) * count) == 0, "spatial product in NHWC");
+    g_free(back), g_free(x), g_free(xt), g_free(s), g_free(m), g_free(want), g_free(got);
+}
+
 /* conv(x) with x and y in NHWC against the NCHW call, with the BN+ReLU epilogue. */
 static void test_conv_nhwc(GRand *rng, int bf16) {
     cs_conv_shape s = {.n = 2, .c = 32, .h = 12, .w = 10, .o = 48, .k = 3, .stride = 1, .pad = 1,
@@ -93,6 +128,13 @@ int main(void) {
     test_upsample(rng, 1, 32, 16, 16, 128, 128);
     test_upsample(rng, 1, 3, 1, 1, 4, 4);
     test_concat(rng, 2, 33);
+    for (int c = 1; c <= 40; c += 39) {
+        test_reduce(rng, "global average", cs_cpu_global_avgpool, cs_cpu_global_avgpool_nhwc, 1, 2, c, 77);
+        test_reduce(rng, "global maximum", cs_cpu_global_maxpool, cs_cpu_global_maxpool_nhwc, 1, 2, c, 77);
+        test_reduce(rng, "channel mean", cs_cpu_channel_mean, cs_cpu_channel_mean_nhwc, 0, 2, c, 77);
+        test_reduce(rng, "channel maximum", cs_cpu_channel_max, cs_cpu_channel_max_nhwc, 0, 2, c, 77);
+    }
+    test_products(rng, 2, 19, 45);
     test_conv_nhwc(rng, 0);
     if (!cs_cpu_bf16_unsupported()) test_conv_nhwc(rng, 1);
     g_rand_free(rng);
