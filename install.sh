@@ -29,7 +29,8 @@ optional_build_packages=(libgimp2.0-dev libgimp-3.0-dev)
 # and OpenCV; GIMP (2.10 or 3, whichever the release ships) and debootstrap for the GIMP 3
 # chroot; a virtual display for the plug-in's dialog.
 test_packages=(python3 python3-torch python3-numpy python3-opencv python3-torchvision
-  gimp debootstrap xvfb xauth xdotool imagemagick)
+  gimp debootstrap xvfb xauth xdotool imagemagick
+  clang libclang-rt-dev)   # the libFuzzer harnesses (tests/fuzz/)
 
 deps_only=0
 test_deps=0

@@ -180,9 +180,10 @@ static void run_tiles(const outlook_dims *d, int n, size_t scratch_floats, tile_
 #pragma omp parallel
     {
         float *scratch = malloc(sizeof(float) * scratch_floats);
-        if (!scratch) abort();
+        if (!scratch) cs_cpu_note_alloc_failure(sizeof(float) * scratch_floats);
 #pragma omp for schedule(dynamic)
         for (int t = 0; t < n * d->heads * tiles; t++) {
+            if (!scratch) continue; /* every thread still meets the loop */
             const int b = t / (d->heads * tiles), hd = (t / tiles) % d->heads;
             const int y0 = (t % tiles) * CS_TILE_ROWS, y1 = imin(y0 + CS_TILE_ROWS, d->h);
             tile(args, d, b, hd, y0, y1, scratch);

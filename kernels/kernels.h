@@ -28,6 +28,11 @@
  * x86 and carry no information here. */
 void cs_cpu_init(int n_threads);
 int cs_cpu_threads(void);
+/* A kernel whose own scratch memory cannot be allocated skips its work and records the
+ * size here (thread-safe); the caller takes it (0: none) and reports an error instead of
+ * the process aborting. */
+void cs_cpu_note_alloc_failure(size_t bytes);
+size_t cs_cpu_take_alloc_failure(void);
 /* The OpenBLAS kernel set in use ("SkylakeX", "Haswell", ...). */
 const char *cs_cpu_blas_core(void);
 /* OpenBLAS picks its generic SSE3 kernels ("Prescott") on x86 CPUs it does not know,

@@ -2,7 +2,8 @@
 # tests/run.sh — the whole test suite, as the README and CI run it: installs the Debian
 # packages (build + the PyTorch/OpenCV reference side), builds condseg, runs every ctest
 # test (reference files are generated on the way), then the fast tests again in an
-# AddressSanitizer + UndefinedBehaviorSanitizer build.
+# AddressSanitizer + UndefinedBehaviorSanitizer build, and the libFuzzer harnesses for a
+# minute each (CONDSEG_FUZZ_SECONDS; clang).
 #
 #   tests/run.sh              everything
 #   tests/run.sh --no-sanitize
@@ -52,6 +53,13 @@ if [ "$sanitize" = 1 ]; then
     ctest --test-dir build/sanitize --output-on-failure -j"$jobs" -L sanitize -FS '.*' ||
     status=$?
   skip_reasons build/sanitize
+fi
+if [ "$sanitize" = 1 ]; then
+  echo "== libFuzzer harnesses (tests/fuzz/): ${CONDSEG_FUZZ_SECONDS:-60} s each, ASan/UBSan"
+  CC=clang cmake -S . -B build/fuzz -DCONDSEG_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug > /dev/null
+  cmake --build build/fuzz -j"$jobs" > build/fuzz-build.log 2>&1 ||
+    { tail -40 build/fuzz-build.log; echo "tests/run.sh: the fuzz build failed" >&2; exit 1; }
+  tests/fuzz/run.sh build/fuzz/tests/fuzz "${CONDSEG_FUZZ_SECONDS:-60}" || status=$?
 fi
 if [ "$status" != 0 ]; then
   echo "tests/run.sh: some tests failed (see above)" >&2

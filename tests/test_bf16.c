@@ -58,16 +58,6 @@ static double rel_l2(const float *a, const float *ref, size_t n) {
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-/* NCHW <-> NHWC of an n x c x hw map. */
-static float *to_nhwc(const float *x, int n, int c, int hw) {
-    float *y = g_new(float, (size_t)n * c * hw);
-    for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < c; ch++)
-            for (int p = 0; p < hw; p++)
-                y[((size_t)b * hw + p) * c + ch] = x[((size_t)b * c + ch) * hw + p];
-    return y;
-}
-
 typedef struct {
     const char *name;
     int n, c, h, w, o, k, stride, pad, dil;
@@ -105,7 +95,7 @@ static conv_result run_case(const conv_case *cc, const cs_conv_shape *shape, con
     s.bf16 = bf16;
     const size_t in = (size_t)s.n * s.c * s.h * s.w, out = (size_t)s.n * s.o * s.ho * s.wo;
     conv_result r = {g_new0(float, out), g_new0(float, in), g_new0(float, (size_t)s.o * s.c * s.k * s.k)};
-    float *xf = cc->nhwc ? to_nhwc(x, s.n, s.c, s.h * s.w) : NULL;
+    float *xf = cc->nhwc ? check_nhwc_of(x, s.n, s.c, s.h * s.w) : NULL;
     s.x_nhwc = s.y_nhwc = cc->nhwc;
     float *ws = g_new(float, cs_cpu_conv2d_workspace(&s) + 1);
     cs_cpu_conv2d_forward(r.y, xf ? xf : x, w, scale, shift, &s, cc->relu, ws);

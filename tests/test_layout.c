@@ -15,16 +15,6 @@ static float *random_floats(GRand *rng, size_t n) {
     return v;
 }
 
-/* The reference transposition, by index. */
-static float *nhwc_of(const float *x, int n, int c, int hw) {
-    float *y = g_new(float, (size_t)n * c * hw);
-    for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < c; ch++)
-            for (int p = 0; p < hw; p++)
-                y[((size_t)b * hw + p) * c + ch] = x[((size_t)b * c + ch) * hw + p];
-    return y;
-}
-
 static float *nchw_of(const float *x, int n, int c, int hw) {
     float *y = g_new(float, (size_t)n * c * hw);
     cs_cpu_nhwc_to_nchw(y, x, n, c, hw);
@@ -37,7 +27,7 @@ static void expect_close(const char *what, const float *got, const float *want, 
 }
 
 static void test_to_nchw(GRand *rng, int n, int c, int hw) {
-    float *x = random_floats(rng, (size_t)n * c * hw), *t = nhwc_of(x, n, c, hw);
+    float *x = random_floats(rng, (size_t)n * c * hw), *t = check_nhwc_of(x, n, c, hw);
     float *back = nchw_of(t, n, c, hw);
     CHECK_MSG(memcmp(back, x, sizeof(float) * n * c * hw) == 0,
               "NHWC -> NCHW of %dx%dx%d is not the transposition", n, c, hw);
@@ -48,7 +38,7 @@ static void test_upsample(GRand *rng, int n, int c, int h, int w, int ho, int wo
     const size_t in = (size_t)n * c * h * w, out = (size_t)n * c * ho * wo;
     float *x = random_floats(rng, in), *want = g_new(float, out), *got = g_new(float, out);
     cs_cpu_upsample_bilinear(want, x, n, c, h, w, ho, wo);
-    float *xt = nhwc_of(x, n, c, h * w);
+    float *xt = check_nhwc_of(x, n, c, h * w);
     cs_cpu_upsample_bilinear_nhwc(got, xt, n, c, h, w, ho, wo);
     float *back = nchw_of(got, n, c, ho * wo);
     char *what = g_strdup_printf("upsample %dx%dx%dx%d -> %dx%d in NHWC", n, c, h, w, ho, wo);
@@ -62,7 +52,7 @@ static void test_concat(GRand *rng, int n, int hw) {
     float *want = g_new(float, (size_t)n * cy * hw), *got = g_new(float, (size_t)n * cy * hw);
     cs_cpu_copy_channels(want, cy, 0, a, ca, n, hw);
     cs_cpu_copy_channels(want, cy, ca, b, cb, n, hw);
-    float *at = nhwc_of(a, n, ca, hw), *bt = nhwc_of(b, n, cb, hw);
+    float *at = check_nhwc_of(a, n, ca, hw), *bt = check_nhwc_of(b, n, cb, hw);
     cs_cpu_copy_channels_nhwc(got, cy, 0, at, ca, n, hw);
     cs_cpu_copy_channels_nhwc(got, cy, ca, bt, cb, n, hw);
     float *back = nchw_of(got, n, cy, hw);
@@ -84,7 +74,7 @@ static void test_conv_nhwc(GRand *rng, int bf16) {
     g_free(ws);
     CHECK(cs_cpu_conv2d_nhwc(&s));
     s.x_nhwc = s.y_nhwc = 1;
-    float *xt = nhwc_of(x, s.n, s.c, s.h * s.w);
+    float *xt = check_nhwc_of(x, s.n, s.c, s.h * s.w);
     ws = g_new(float, cs_cpu_conv2d_workspace(&s) + 1);
     cs_cpu_conv2d_forward(got, xt, w, scale, shift, &s, 1, ws);
     float *back = nchw_of(got, s.n, s.o, s.ho * s.wo);

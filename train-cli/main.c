@@ -328,6 +328,70 @@ static char *output_path(const char *out, gboolean out_is_dir, const char *input
     return path;
 }
 
+/* A path as the file system resolves it, for comparing paths that may not exist yet:
+ * the canonical folder (symbolic links resolved) joined with the file name. */
+static char *resolved_path(const char *path) {
+    char *dir = g_path_get_dirname(path), *base = g_path_get_basename(path);
+    char *real_dir = realpath(dir, NULL);
+    char *resolved = real_dir ? g_build_filename(real_dir, base, NULL) : g_strdup(path);
+    char *real = realpath(resolved, NULL);   /* an existing file: its links resolved too */
+    if (real) {
+        g_free(resolved);
+        resolved = g_strdup(real);
+        free(real);
+    }
+    free(real_dir);
+    g_free(dir);
+    g_free(base);
+    return resolved;
+}
+
+/* Adds what `input` would write (its mask, its .npy) to `outputs` (resolved path -> the
+ * input it belongs to); FALSE, with the reason printed, when one is already there. */
+static gboolean claim_outputs(const predict_options *o, gboolean out_is_dir, gboolean prob_is_dir,
+                              const char *input, GHashTable *outputs) {
+    char *paths[2] = {output_path(o->output, out_is_dir, input, "png", ".mask"),
+                      o->prob ? output_path(o->prob, prob_is_dir, input, "npy", ".prob") : NULL};
+    gboolean ok = TRUE;
+    for (int k = 0; k < 2 && ok && paths[k]; k++) {
+        char *key = resolved_path(paths[k]);
+        const char *owner = g_hash_table_lookup(outputs, key);
+        if (owner) {
+            fprintf(stderr, "%s: %s '%s' for '%s' would overwrite %s '%s': nothing was written "
+                            "(give the images different names, or another -o / --prob)\n",
+                    program, k ? "--prob" : "the mask", paths[k], input,
+                    g_str_has_prefix(owner, "input:") ? "the input image" : "the output of",
+                    strchr(owner, ':') + 1);
+            ok = FALSE;
+            g_free(key);
+        } else {
+            g_hash_table_insert(outputs, key, g_strconcat("output:", input, NULL));
+        }
+    }
+    g_free(paths[0]);
+    g_free(paths[1]);
+    return ok;
+}
+
+/* Refuses, before anything is written, an output that would replace an input image
+ * (`-o x.jpg x.jpg`) or another image's output (`d1/x.jpg d2/x.jpg -o out`): silent
+ * data loss otherwise. Returns EXIT_USAGE after printing why, or 0. */
+static int refuse_colliding_outputs(const predict_options *o) {
+    /* the folder decision prepare_output_dir makes, without creating anything yet */
+    const gboolean out_is_dir = o->output && (o->several || g_file_test(o->output, G_FILE_TEST_IS_DIR));
+    const gboolean prob_is_dir = o->prob && (o->several || g_file_test(o->prob, G_FILE_TEST_IS_DIR));
+    const int n_inputs = (int)o->inputs->len;
+    char **inputs = (char **)o->inputs->pdata;
+    GHashTable *outputs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    for (int i = 0; i < n_inputs; i++)
+        g_hash_table_insert(outputs, resolved_path(inputs[i]), g_strconcat("input:", inputs[i], NULL));
+    gboolean ok = TRUE;
+    for (int i = 0; i < n_inputs && ok; i++)
+        ok = claim_outputs(o, out_is_dir, prob_is_dir, inputs[i], outputs);
+    g_hash_table_destroy(outputs);
+    return ok ? 0 : EXIT_USAGE;
+}
+
 /* An output that names a directory: several inputs, or an existing directory. */
 static gboolean prepare_output_dir(const char *out, gboolean several, gboolean *is_dir,
                                    const char *option) {
@@ -446,6 +510,8 @@ static int predict_all(predict_run *r) {
 
 static int run_predict(const predict_options *o) {
     predict_run r = {.o = o};
+    const int refused = refuse_colliding_outputs(o);
+    if (refused) return refused;
     if (!prepare_output_dir(o->output, o->several, &r.out_is_dir, "--output") ||
         !prepare_output_dir(o->prob, o->several, &r.prob_is_dir, "--prob"))
         return 1;
