@@ -38,6 +38,9 @@ cmake --build build/test -j"$jobs" > build/test-build.log 2>&1 ||
 # A failure here does not stop the sanitizer stage: both are reported.
 status=0
 ctest --test-dir build/test --output-on-failure -j"$jobs" || status=$?
+# ctest lists skipped tests without their reason; each skipping test printed one.
+skip_reasons() { grep -h "^SKIPPED:" "$1/Testing/Temporary/LastTest.log" 2> /dev/null | sort -u || true; }
+skip_reasons build/test
 
 if [ "$sanitize" = 1 ]; then
   echo "== ASan/UBSan build: the C tests again"
@@ -49,6 +52,7 @@ if [ "$sanitize" = 1 ]; then
   ASAN_OPTIONS=detect_leaks=1 \
     ctest --test-dir build/sanitize --output-on-failure -j"$jobs" -L sanitize -FS '.*' ||
     status=$?
+  skip_reasons build/sanitize
 fi
 if [ "$sanitize" = 1 ]; then
   echo "== libFuzzer harnesses (tests/fuzz/): ${CONDSEG_FUZZ_SECONDS:-60} s each, ASan/UBSan"
@@ -61,4 +65,4 @@ if [ "$status" != 0 ]; then
   echo "tests/run.sh: some tests failed (see above)" >&2
   exit "$status"
 fi
-echo "tests/run.sh: all tests passed (skipped tests, if any, are listed above with the reason)"
+echo "tests/run.sh: all tests passed (skipped tests, if any, are listed above with their reasons)"
