@@ -130,6 +130,8 @@ def cases(tmp, exe, kvasir):
     open(p("tiny.xpm"), "w").write('/* XPM */\nstatic char *x[] = {"1 1 1 1", "a c #ff0000", "a"};\n')
     data = open(image, "rb").read()
     open(p("truncated.jpg"), "wb").write(data[:len(data) // 2])
+    shutil.copy(os.path.join(HERE, "fuzz", "corpus", "image", "bmp_pixel_offset_4gb.bmp"),
+                p("offset.bmp"))
 
     # a split list reaching outside the dataset: DS/images/../outside.jpg (= DS/outside.jpg,
     # its own mask too) exists, and its mask would go to evalmasks/../outside.png
@@ -177,6 +179,9 @@ def cases(tmp, exe, kvasir):
          1, "is not a readable image: not a JPEG, PNG, BMP or TIFF file", 300, 5, None),
         ("XPM image", [exe, "predict"] + W + out + [p("tiny.xpm")], {},
          1, "is not a readable image: not a JPEG, PNG, BMP or TIFF file", 300, 5, None),
+        ("63-byte BMP claiming a 3.7 GB pixel offset (found by fuzz_image)",
+         [exe, "predict"] + W + out + [p("offset.bmp")], {},
+         1, "its BMP header is malformed", 300, 5, None),
         ("JPEG truncated to half", [exe, "predict"] + W + out + [p("truncated.jpg")], {},
          1, "is a truncated JPEG image", 300, 5, None),
         ("split-list id ../outside (eval --save-masks)",
