@@ -22,6 +22,9 @@
  * bytes claiming 30000x30000 pixels take gigabytes; 2^26 is 64 megapixels, several times
  * a dermoscopy photo, and bounds a load to about 0.5 GB. */
 #define MAX_IMAGE_PIXELS ((guint64)1 << 26)
+/* And at most 32768 a side: libpng will not write a mask over 1,000,000 rows, and a
+ * 4 x 16777215 "image" (a 54-byte BMP) is no photograph. */
+#define MAX_IMAGE_SIDE 32768
 
 cs_image *cs_image_new(int width, int height, int channels) {
     g_return_val_if_fail(width >= 0 && height >= 0 && channels >= 1, NULL);
@@ -42,12 +45,12 @@ void cs_image_free(cs_image *image) {
 
 static gboolean check_image_size(const char *path, guint64 width, guint64 height,
                                  GError **error) {
-    if (width == 0 || height == 0 || width > G_MAXINT || height > G_MAXINT ||
+    if (width == 0 || height == 0 || width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE ||
         width * height > MAX_IMAGE_PIXELS) {
         g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
                     "%s: image size %" G_GUINT64_FORMAT "x%" G_GUINT64_FORMAT " is empty or "
-                    "above the %" G_GUINT64_FORMAT "-pixel limit", path, width, height,
-                    MAX_IMAGE_PIXELS);
+                    "above the limits (%" G_GUINT64_FORMAT " pixels, %d a side)", path, width,
+                    height, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE);
         return FALSE;
     }
     return TRUE;

@@ -130,8 +130,9 @@ def cases(tmp, exe, kvasir):
     open(p("tiny.xpm"), "w").write('/* XPM */\nstatic char *x[] = {"1 1 1 1", "a c #ff0000", "a"};\n')
     data = open(image, "rb").read()
     open(p("truncated.jpg"), "wb").write(data[:len(data) // 2])
-    shutil.copy(os.path.join(HERE, "fuzz", "corpus", "image", "bmp_pixel_offset_4gb.bmp"),
-                p("offset.bmp"))
+    for name, corpus_name in (("offset.bmp", "bmp_pixel_offset_4gb.bmp"),
+                              ("tall.bmp", "bmp_4x16777215.bmp")):
+        shutil.copy(os.path.join(HERE, "fuzz", "corpus", "image", corpus_name), p(name))
 
     # a split list reaching outside the dataset: DS/images/../outside.jpg (= DS/outside.jpg,
     # its own mask too) exists, and its mask would go to evalmasks/../outside.png
@@ -172,13 +173,16 @@ def cases(tmp, exe, kvasir):
          {"as_limit_mb": 1200}, 1, "out of memory on the cpu: could not allocate", 1200, 30,
          None),
         ("629-byte JPEG claiming 32256x14857", [exe, "predict"] + W + out + [p("huge.jpg")], {},
-         1, "above the 67108864-pixel limit", 300, 5, None),
+         1, "above the limits (67108864 pixels, 32768 a side)", 300, 5, None),
         ("69-byte PNG claiming 30000x30000", [exe, "predict"] + W + out + [p("huge.png")], {},
-         1, "above the 67108864-pixel limit", 300, 5, None),
+         1, "above the limits (67108864 pixels, 32768 a side)", 300, 5, None),
         ("SVG declaring 30000x30000", [exe, "predict"] + W + out + [p("huge.svg")], {},
          1, "is not a readable image: not a JPEG, PNG, BMP or TIFF file", 300, 5, None),
         ("XPM image", [exe, "predict"] + W + out + [p("tiny.xpm")], {},
          1, "is not a readable image: not a JPEG, PNG, BMP or TIFF file", 300, 5, None),
+        ("54-byte BMP claiming 4x16777215 (found by fuzz_image)",
+         [exe, "predict"] + W + out + [p("tall.bmp")], {},
+         1, "above the limits (67108864 pixels, 32768 a side)", 300, 5, None),
         ("63-byte BMP claiming a 3.7 GB pixel offset (found by fuzz_image)",
          [exe, "predict"] + W + out + [p("offset.bmp")], {},
          1, "its BMP header is malformed", 300, 5, None),
