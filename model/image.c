@@ -95,21 +95,23 @@ static guint32 le32(const guint8 *p) {
     return (guint32)p[0] | (guint32)p[1] << 8 | (guint32)p[2] << 16 | (guint32)p[3] << 24;
 }
 
-/* A BMP's info header is 12 to 124 bytes long (OS/2 1.x to BITMAPV5HEADER) and its pixels
- * start after it, inside the file. gdk-pixbuf's BMP loader takes both numbers from the
- * file and allocates a buffer that large before any check, so a 63-byte file claiming a
- * 4 GB header or pixel offset would ask for 4 GB (both found by fuzz_image): refused here
- * first. */
+/* A BMP's info header is 12 to 124 bytes long (OS/2 1.x to BITMAPV5HEADER), its palette
+ * has at most 256 colours, and its pixels start after both, inside the file. gdk-pixbuf's
+ * BMP loader takes these numbers from the file and allocates buffers that large before
+ * any check, so a 60-byte file claiming a 4 GB header, palette or pixel offset would ask
+ * for 4 GB (all three found by fuzz_image): refused here first. */
 static gboolean bmp_header_plausible(FILE *fp) {
-    guint8 head[18];
-    const gboolean read = fread(head, 1, sizeof head, fp) == sizeof head &&
-                          fseeko(fp, 0, SEEK_END) == 0;
+    guint8 head[50] = {0};
+    const size_t n = fread(head, 1, sizeof head, fp);
+    const gboolean read = n >= 18 && fseeko(fp, 0, SEEK_END) == 0;
     const off_t size = read ? ftello(fp) : 0;
     rewind(fp);
     if (!read) return FALSE;
     const guint32 pixel_offset = le32(head + 10), info_size = le32(head + 14);
-    return info_size >= 12 && info_size <= 124 && pixel_offset >= 14 + info_size &&
-           (off_t)pixel_offset <= size;
+    /* biClrUsed, in every info header of 40 bytes or more */
+    const guint32 colours = info_size >= 40 ? le32(head + 46) : 0;
+    return info_size >= 12 && info_size <= 124 && colours <= 256 &&
+           pixel_offset >= 14 + info_size && (off_t)pixel_offset <= size;
 }
 
 /* Refuses, before any pixel is decoded, a file that is not one of the documented formats,

@@ -131,7 +131,8 @@ def cases(tmp, exe, kvasir):
     data = open(image, "rb").read()
     open(p("truncated.jpg"), "wb").write(data[:len(data) // 2])
     for name, corpus_name in (("offset.bmp", "bmp_pixel_offset_4gb.bmp"),
-                              ("tall.bmp", "bmp_4x16777215.bmp")):
+                              ("tall.bmp", "bmp_4x16777215.bmp"),
+                              ("palette.bmp", "bmp_palette_4gb.bmp")):
         shutil.copy(os.path.join(HERE, "fuzz", "corpus", "image", corpus_name), p(name))
 
     # a split list reaching outside the dataset: DS/images/../outside.jpg (= DS/outside.jpg,
@@ -185,6 +186,9 @@ def cases(tmp, exe, kvasir):
          1, "above the limits (67108864 pixels, 32768 a side)", 300, 5, None),
         ("63-byte BMP claiming a 3.7 GB pixel offset (found by fuzz_image)",
          [exe, "predict"] + W + out + [p("offset.bmp")], {},
+         1, "its BMP header is malformed", 300, 5, None),
+        ("57-byte BMP claiming a 4 GB palette (found by fuzz_image)",
+         [exe, "predict"] + W + out + [p("palette.bmp")], {},
          1, "its BMP header is malformed", 300, 5, None),
         ("JPEG truncated to half", [exe, "predict"] + W + out + [p("truncated.jpg")], {},
          1, "is a truncated JPEG image", 300, 5, None),
