@@ -131,9 +131,11 @@ def cases(tmp, exe, kvasir):
     data = open(image, "rb").read()
     open(p("truncated.jpg"), "wb").write(data[:len(data) // 2])
     for name, corpus_name in (("offset.bmp", "bmp_pixel_offset_4gb.bmp"),
-                              ("tall.bmp", "bmp_4x16777215.bmp"),
                               ("palette.bmp", "bmp_palette_4gb.bmp")):
         shutil.copy(os.path.join(HERE, "fuzz", "corpus", "image", corpus_name), p(name))
+    # a well-formed 54-byte BMP header claiming 4 x 16777215 (what fuzz_image found, clean)
+    open(p("tall.bmp"), "wb").write(b"BM" + struct.pack("<IHHIIiiHHIIiiII", 54, 0, 0, 54, 40, 4,
+                                                          16777215, 1, 24, 0, 0, 0, 0, 0, 0))
 
     # a split list reaching outside the dataset: DS/images/../outside.jpg (= DS/outside.jpg,
     # its own mask too) exists, and its mask would go to evalmasks/../outside.png
