@@ -46,7 +46,8 @@ void cs_image_free(cs_image *image);
 /* Decodes JPEG, PNG, BMP or TIFF (no other format) the way cv2.imread(path,
  * IMREAD_COLOR) does: 3 channels, BGR, alpha dropped, EXIF orientation applied. Before
  * any pixel is decoded the header is read and refused when the format is another, the
- * size is above 2^26 pixels (8192x8192), or a JPEG is truncated (no end marker). */
+ * size is above 2^26 pixels (8192x8192) or 32768 a side, or a JPEG is truncated (no end
+ * marker). */
 cs_image *cs_image_load_bgr(const char *path, GError **error);
 /* Those checks alone: the size from the header (before EXIF orientation), nothing
  * decoded. */

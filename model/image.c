@@ -22,6 +22,9 @@
  * bytes claiming 30000x30000 pixels take gigabytes; 2^26 is 64 megapixels, several times
  * a dermoscopy photo, and bounds a load to about 0.5 GB. */
 #define MAX_IMAGE_PIXELS ((guint64)1 << 26)
+/* And at most 32768 a side: libpng will not write a mask over 1,000,000 rows, and a
+ * 4 x 16777215 "image" (a 54-byte BMP) is no photograph. */
+#define MAX_IMAGE_SIDE 32768
 
 cs_image *cs_image_new(int width, int height, int channels) {
     g_return_val_if_fail(width >= 0 && height >= 0 && channels >= 1, NULL);
@@ -42,12 +45,12 @@ void cs_image_free(cs_image *image) {
 
 static gboolean check_image_size(const char *path, guint64 width, guint64 height,
                                  GError **error) {
-    if (width == 0 || height == 0 || width > G_MAXINT || height > G_MAXINT ||
+    if (width == 0 || height == 0 || width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE ||
         width * height > MAX_IMAGE_PIXELS) {
         g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
                     "%s: image size %" G_GUINT64_FORMAT "x%" G_GUINT64_FORMAT " is empty or "
-                    "above the %" G_GUINT64_FORMAT "-pixel limit", path, width, height,
-                    MAX_IMAGE_PIXELS);
+                    "above the limits (%" G_GUINT64_FORMAT " pixels, %d a side)", path, width,
+                    height, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE);
         return FALSE;
     }
     return TRUE;
@@ -88,17 +91,27 @@ static gboolean jpeg_is_complete(FILE *fp) {
     return complete;
 }
 
-/* A BMP's info header is 12 to 124 bytes long (OS/2 1.x to BITMAPV5HEADER). gdk-pixbuf's
- * BMP loader takes the length from the file and allocates it before any check, so a
- * 100-byte file claiming a 4 GB header would ask for 4 GB: refused here first. */
+static guint32 le32(const guint8 *p) {
+    return (guint32)p[0] | (guint32)p[1] << 8 | (guint32)p[2] << 16 | (guint32)p[3] << 24;
+}
+
+/* A BMP's info header is 12 to 124 bytes long (OS/2 1.x to BITMAPV5HEADER), its palette
+ * has at most 256 colours, and its pixels start after both, inside the file. gdk-pixbuf's
+ * BMP loader takes these numbers from the file and allocates buffers that large before
+ * any check, so a 60-byte file claiming a 4 GB header, palette or pixel offset would ask
+ * for 4 GB (all three found by fuzz_image): refused here first. */
 static gboolean bmp_header_plausible(FILE *fp) {
-    guint8 head[18];
-    const gboolean read = fread(head, 1, sizeof head, fp) == sizeof head;
+    guint8 head[50] = {0};
+    const size_t n = fread(head, 1, sizeof head, fp);
+    const gboolean read = n >= 18 && fseeko(fp, 0, SEEK_END) == 0;
+    const off_t size = read ? ftello(fp) : 0;
     rewind(fp);
     if (!read) return FALSE;
-    const guint32 info_size = (guint32)head[14] | (guint32)head[15] << 8 |
-                              (guint32)head[16] << 16 | (guint32)head[17] << 24;
-    return info_size >= 12 && info_size <= 124;
+    const guint32 pixel_offset = le32(head + 10), info_size = le32(head + 14);
+    /* biClrUsed, in every info header of 40 bytes or more */
+    const guint32 colours = info_size >= 40 ? le32(head + 46) : 0;
+    return info_size >= 12 && info_size <= 124 && colours <= 256 &&
+           pixel_offset >= 14 + info_size && (off_t)pixel_offset <= size;
 }
 
 /* Refuses, before any pixel is decoded, a file that is not one of the documented formats,

@@ -130,6 +130,12 @@ def cases(tmp, exe, kvasir):
     open(p("tiny.xpm"), "w").write('/* XPM */\nstatic char *x[] = {"1 1 1 1", "a c #ff0000", "a"};\n')
     data = open(image, "rb").read()
     open(p("truncated.jpg"), "wb").write(data[:len(data) // 2])
+    for name, corpus_name in (("offset.bmp", "bmp_pixel_offset_4gb.bmp"),
+                              ("palette.bmp", "bmp_palette_4gb.bmp")):
+        shutil.copy(os.path.join(HERE, "fuzz", "corpus", "image", corpus_name), p(name))
+    # a well-formed 54-byte BMP header claiming 4 x 16777215 (what fuzz_image found, clean)
+    open(p("tall.bmp"), "wb").write(b"BM" + struct.pack("<IHHIIiiHHIIiiII", 54, 0, 0, 54, 40, 4,
+                                                          16777215, 1, 24, 0, 0, 0, 0, 0, 0))
 
     # a split list reaching outside the dataset: DS/images/../outside.jpg (= DS/outside.jpg,
     # its own mask too) exists, and its mask would go to evalmasks/../outside.png
@@ -170,13 +176,22 @@ def cases(tmp, exe, kvasir):
          {"as_limit_mb": 1200}, 1, "out of memory on the cpu: could not allocate", 1200, 30,
          None),
         ("629-byte JPEG claiming 32256x14857", [exe, "predict"] + W + out + [p("huge.jpg")], {},
-         1, "above the 67108864-pixel limit", 300, 5, None),
+         1, "above the limits (67108864 pixels, 32768 a side)", 300, 5, None),
         ("69-byte PNG claiming 30000x30000", [exe, "predict"] + W + out + [p("huge.png")], {},
-         1, "above the 67108864-pixel limit", 300, 5, None),
+         1, "above the limits (67108864 pixels, 32768 a side)", 300, 5, None),
         ("SVG declaring 30000x30000", [exe, "predict"] + W + out + [p("huge.svg")], {},
          1, "is not a readable image: not a JPEG, PNG, BMP or TIFF file", 300, 5, None),
         ("XPM image", [exe, "predict"] + W + out + [p("tiny.xpm")], {},
          1, "is not a readable image: not a JPEG, PNG, BMP or TIFF file", 300, 5, None),
+        ("54-byte BMP claiming 4x16777215 (found by fuzz_image)",
+         [exe, "predict"] + W + out + [p("tall.bmp")], {},
+         1, "above the limits (67108864 pixels, 32768 a side)", 300, 5, None),
+        ("63-byte BMP claiming a 3.7 GB pixel offset (found by fuzz_image)",
+         [exe, "predict"] + W + out + [p("offset.bmp")], {},
+         1, "its BMP header is malformed", 300, 5, None),
+        ("57-byte BMP claiming a 4 GB palette (found by fuzz_image)",
+         [exe, "predict"] + W + out + [p("palette.bmp")], {},
+         1, "its BMP header is malformed", 300, 5, None),
         ("JPEG truncated to half", [exe, "predict"] + W + out + [p("truncated.jpg")], {},
          1, "is a truncated JPEG image", 300, 5, None),
         ("split-list id ../outside (eval --save-masks)",
