@@ -225,9 +225,15 @@ const char *cs_gimp_input_warning(gint32 image) {
 
 /* ---- the network -------------------------------------------------------------------- */
 
+/* The weights file the settings mean: theirs, or the installed default model (NULL when
+ * there is none). g_free the result. */
+static char *weights_path(const cs_gimp_settings *settings) {
+    return settings->weights[0] ? g_strdup(settings->weights) : cs_default_weights_path();
+}
+
 /* Loads the weights named in the settings, or the installed default model. */
 static cs_model *load_model(const cs_gimp_settings *settings, GError **error) {
-    char *path = settings->weights[0] ? g_strdup(settings->weights) : cs_default_weights_path();
+    char *path = weights_path(settings);
     if (!path) {
         g_set_error(error, CS_ERROR, CS_ERROR_IO,
                     "ConDSeg: no weights file given and no default model installed; choose "
@@ -362,7 +368,9 @@ cs_gimp_inference *cs_gimp_infer(gint32 image, gint32 drawable, const cs_gimp_se
         return NULL;
     }
     cs_gimp_inference *inference = g_new0(cs_gimp_inference, 1);
-    g_strlcpy(inference->weights, settings->weights, sizeof inference->weights);
+    char *path = weights_path(settings);
+    g_strlcpy(inference->weights, path, sizeof inference->weights);
+    g_free(path);
     inference->device = settings->device;
     inference->drawable = drawable;
     inference->source = source;
@@ -393,9 +401,12 @@ void cs_gimp_inference_free(cs_gimp_inference *inference) {
 
 gboolean cs_gimp_inference_matches(const cs_gimp_inference *inference, gint32 drawable,
                                    const cs_gimp_settings *settings) {
-    return inference && inference->drawable == drawable &&
-           inference->device == settings->device &&
-           strcmp(inference->weights, settings->weights) == 0;
+    if (!inference || inference->drawable != drawable || inference->device != settings->device)
+        return FALSE;
+    char *path = weights_path(settings);
+    const gboolean same = path && strcmp(inference->weights, path) == 0;
+    g_free(path);
+    return same;
 }
 
 double cs_gimp_marked_fraction(const cs_gimp_inference *inference, double threshold) {
@@ -431,7 +442,7 @@ static char *verdict_of(const cs_gimp_inference *inference, const cs_gimp_settin
     if (fraction == 0) {
         finding = mask_output
                       ? g_strdup_printf("No lesion found at threshold %.2f (highest probability "
-                                        "%.2f): the image is left unchanged, no %s written.",
+                                        "%.2f): no %s is written, the image stays unchanged.",
                                         settings->threshold, inference->prob_max, what)
                       : g_strdup_printf("No lesion found at threshold %.2f (highest probability "
                                         "%.2f); the %s is added as a new layer.",

@@ -107,7 +107,7 @@ void cs_gimp_settings_from_text(cs_gimp_settings *settings, const char *text);
 
 typedef struct {
     /* What it was computed with (cs_gimp_inference_matches compares these). */
-    char weights[CS_GIMP_WEIGHTS_MAX];   /* as in the settings: "" = the default model */
+    char weights[CS_GIMP_WEIGHTS_MAX];   /* the file read (the default model's for "") */
     int device;                          /* the cs_gimp_device asked for */
     gint32 drawable;                     /* the drawable the settings named */
     gint32 source;                       /* the layer read (a layer mask's layer) */

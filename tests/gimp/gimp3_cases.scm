@@ -33,6 +33,24 @@
       (gimp-message (string-append "CS-ERROR " name " " (cdr outcome)))))
 
 (define (cs-int x) (number->string x))
+
+; An item returned by a procedure as its id; -1 for none.
+(define (cs-id-or-none x)
+  (cond ((number? x) x) ((or (null? x) (not x)) -1) (else (gimp-item-get-id x))))
+
+; The plug-in's other return values (marked percent, verdict) and, for a new layer, its
+; name, mode and opacity (see gimp2_cases.scm).
+(define (cs-report-verdict name values written output)
+  (gimp-message (string-append "CS-VERDICT " name " " (caddr values)))
+  (if (>= output 2)
+      (gimp-message (string-append "CS-NAME " name " " (gimp-item-get-name written))))
+  (cs-report name "-extra percent=" (number->string (cadr values))
+             (if (>= output 2)
+                 (string-append
+                  " mode-screen=" (if (= (gimp-layer-get-mode written) LAYER-MODE-SCREEN)
+                                      "1" "0")
+                  " opacity=" (number->string (gimp-layer-get-opacity written)))
+                 "")))
 (define (cs-bool x) (if x "1" "0"))
 
 ; One drawable (layer, layer mask or channel) as PNG, at its image's precision: GIMP 3
@@ -105,7 +123,7 @@
     (let* ((layers-before (cs-layer-count image))
            (channels-before (cs-channel-count image))
            (outcome (cs-try (lambda () (cs-run image layer weights threshold output device))))
-           (returned (and (car outcome) (cdr outcome))))
+           (returned (and (car outcome) (car (cdr outcome)))))
       (cs-report-error name outcome)
       (if (not returned)
           (cs-report name " status=error")
@@ -113,6 +131,7 @@
                                ((= output 1) (gimp-image-get-selection image))
                                (else (cs-active-layer image)))))
             (cs-save image written out)
+            (cs-report-verdict name (cdr outcome) written output)
             (cs-report name " status=success"
                        " returned-written="
                        (if (= (cs-item-id returned) (cs-item-id written)) "1" "0")
@@ -150,4 +169,47 @@
       (cs-report name " status=" (if (car outcome) "success" "error")
                  " unchanged=" (if (equal? state-before (cs-state image layer)) "1" "0")
                  " " (cs-state image layer)))
+    (gimp-image-delete image)))
+
+; A run that must succeed without marking anything (see gimp2_cases.scm).
+(define (cs-empty-case name path weights threshold output device)
+  (let* ((image (cs-load path))
+         (layer (cs-active-layer image))
+         (state-before (cs-state image layer))
+         (layers-before (cs-layer-count image))
+         (outcome (cs-try (lambda () (cs-run image layer weights threshold output device)))))
+    (cs-report-error name outcome)
+    (if (car outcome)
+        (let ((values (cdr outcome)))
+          (gimp-message (string-append "CS-VERDICT " name " " (caddr values)))
+          (if (>= output 2)
+              (gimp-message (string-append "CS-NAME " name " "
+                                           (gimp-item-get-name (car values)))))
+          (cs-report name " status=success returned=" (cs-int (cs-id-or-none (car values)))
+                     " percent=" (number->string (cadr values))
+                     " layers-added=" (cs-int (- (cs-layer-count image) layers-before))
+                     " unchanged=" (if (equal? state-before (cs-state image layer)) "1" "0")
+                     " " (cs-state image layer)))
+        (cs-report name " status=error"))
+    (gimp-image-delete image)))
+
+; A run with the last values GIMP 3 keeps for the procedure (RUN-WITH-LAST-VALS), which
+; the driver wrote into the profile as GIMP writes them after an interactive run.
+(define (cs-last-values-case name path output out)
+  (let* ((image (cs-load path))
+         (layer (cs-active-layer image))
+         (outcome (cs-try (lambda ()
+                            (plug-in-condseg #:run-mode RUN-WITH-LAST-VALS #:image image
+                                             #:drawables (vector layer))))))
+    (cs-report-error name outcome)
+    (if (car outcome)
+        (let ((written (cond ((= output 0) (gimp-layer-get-mask layer))
+                             ((= output 1) (gimp-image-get-selection image))
+                             (else (cs-active-layer image)))))
+          (cs-save image written out)
+          (cs-report name " status=success returned-written="
+                     (if (= (cs-id-or-none (car (cdr outcome))) (cs-item-id written)) "1" "0")
+                     " layers-added=0 channels-added=0"
+                     (cs-geometry "" written) (cs-geometry "source-" layer)))
+        (cs-report name " status=error"))
     (gimp-image-delete image)))
