@@ -22,7 +22,8 @@
 #   PREFIXdialog-empty.png    the dialog on EMPTY_IMAGE at 0.50: "No lesion found"
 #   PREFIXverdict-empty.png   GIMP after Return on it: the image unchanged, the verdict
 #   PREFIXtimings.txt         the preview's network runs and redraws (debug lines)
-# Exit status 1 when a check fails. Needs gimp, xvfb, xdotool, imagemagick (install.sh
+# Exit status 1 when a check fails; CONDSEG_KEEP_TEST_FILES=1 keeps the work folder (the
+# profiles, GIMP's output). Needs gimp, xvfb, xdotool, imagemagick (install.sh
 # --test-deps installs them); --gimp3 needs root and the chroot.
 set -euo pipefail
 gimp3=0
@@ -46,7 +47,7 @@ cleanup() {
   [ -n "$gimp_pid" ] && kill "$gimp_pid" 2> /dev/null
   local i
   for (( i=${#mounted[@]}-1; i>=0; i-- )); do umount "${mounted[$i]}" 2> /dev/null || umount -l "${mounted[$i]}" || true; done
-  rm -rf "$work"
+  if [ "${CONDSEG_KEEP_TEST_FILES:-0}" = 1 ]; then echo "dialog-screenshot: files kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 fail() { echo "dialog-screenshot: FAIL: $*" >&2; grep -h "ConDSeg" "$work"/gimp*.log >&2 || true; exit 1; }
@@ -134,16 +135,19 @@ shot_dialog() { sleep 1; import -window "$dialog" "$out/$prefix$1"; echo "dialog
 shot_screen() { import -window root -trim +repage "$out/$prefix$1"; echo "dialog-screenshot: wrote $out/$prefix$1"; }
 # The verdict message GIMP shows after the run (a message box).
 verdict_window() { verdict=$(xdotool search --onlyvisible --name "Message" 2> /dev/null | head -1); [ -n "$verdict" ]; }
+# Keys go through XTEST to the focused window (GTK 3 ignores keys sent to a window).
+keys() { xdotool windowfocus --sync "$dialog" 2> /dev/null || true; xdotool key "$@"; }
 type_threshold() {   # the threshold entry has the focus: select all, type, Tab commits
-  xdotool key --window "$dialog" ctrl+a
-  xdotool type --window "$dialog" "$1"
-  xdotool key --window "$dialog" Tab
+  keys ctrl+a
+  xdotool type "$1"
+  keys Tab
 }
 # Quits GIMP as a user does (Ctrl+Q on its main window), so that it saves its settings.
 quit_gimp() {
   local main
   main=$(xdotool search --onlyvisible --name "GNU Image Manipulation Program|GIMP" 2> /dev/null | tail -1)
-  xdotool key --window "$main" ctrl+q
+  xdotool windowfocus --sync "$main" 2> /dev/null || true
+  xdotool key ctrl+q
   wait_for 60 sh -c "! kill -0 $gimp_pid 2> /dev/null" || fail "GIMP did not quit"
   gimp_pid=""
 }
@@ -160,13 +164,13 @@ type_threshold 0.20
 wait_for 20 log_has "ConDSeg preview: redrawn at threshold 0.200" || fail "no redraw at threshold 0.20"
 [ "$(network_runs)" = 1 ] || fail "the threshold change ran the network ($(network_runs) runs)"
 shot_dialog dialog-t020.png
-xdotool key --window "$dialog" shift+Tab Return   # back to the threshold entry; Return runs
+keys shift+Tab Return   # back to the threshold entry; Return runs
 wait_for 60 test -s "$work/after-1" || fail "Return did not run the filter"
 grep -q "CS-AFTER dirty=1 mask=[0-9]" "$work/after-1" || fail "no layer mask after the run: $(cat "$work/after-1")"
 wait_for 20 verdict_window || fail "no verdict message"
 sleep 2
 shot_screen verdict.png
-xdotool key --window "$verdict" Return 2> /dev/null || true
+{ xdotool windowfocus --sync "$verdict" && xdotool key Return; } 2> /dev/null || true
 timings=$(grep -h "ConDSeg preview:" "$log" | sed 's/^.*ConDSeg/ConDSeg/')
 quit_gimp
 
@@ -181,14 +185,14 @@ grep "ConDSeg preview: redrawn" "$log" | head -1 | grep -q "threshold 0.200" ||
 type_threshold 0.50
 wait_for 20 log_has "ConDSeg preview: redrawn at threshold 0.500" || fail "no redraw at threshold 0.50"
 shot_dialog dialog-empty.png
-xdotool key --window "$dialog" shift+Tab Return
+keys shift+Tab Return
 wait_for 60 test -s "$work/after-2" || fail "Return did not run the filter"
 grep -q "CS-AFTER dirty=0 mask=-1" "$work/after-2" ||
   fail "the polyp-free frame was changed: $(cat "$work/after-2")"
 wait_for 20 verdict_window || fail "no verdict message for the polyp-free frame"
 sleep 2
 shot_screen verdict-empty.png
-xdotool key --window "$verdict" Return 2> /dev/null || true
+{ xdotool windowfocus --sync "$verdict" && xdotool key Return; } 2> /dev/null || true
 
 { echo "$timings"; grep -h "ConDSeg preview:" "$log" | sed 's/^.*ConDSeg/ConDSeg/'; } > "$out/${prefix}timings.txt"
 cat "$out/${prefix}timings.txt"

@@ -9,16 +9,19 @@
 #      the reference, and checks the outputs on the host;
 #   4. unmounts everything it mounted, whatever happens.
 #
-#   gimp3_chroot.sh FULL_WEIGHTS STAGE1_WEIGHTS KVASIR_DIR [PYTHON]
+#   gimp3_chroot.sh FULL_WEIGHTS STAGE1_WEIGHTS KVASIR_DIR DEFAULT_MODEL EMPTY_IMAGE [PYTHON]
 #
+# DEFAULT_MODEL and EMPTY_IMAGE (a polyp-free frame where that model finds nothing) give
+# the "No lesion found" cases (see run_gimp2_tests.sh).
 # Needs root (or password-less sudo) and, the first time, deb.debian.org. Environment:
 # CONDSEG_GIMP3_ROOT the chroot (default /var/cache/condseg/trixie-gimp3);
 # CONDSEG_KEEP_TEST_FILES=1 keeps the work folder (kept anyway when a check fails).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
-[ $# -ge 3 ] || { sed -n '2,18p' "$0"; exit 2; }
-full=$(realpath "$1") stage1=$(realpath "$2") kvasir=$(realpath "$3") python=${4:-/usr/bin/python3}
+[ $# -ge 5 ] || { sed -n '2,21p' "$0"; exit 2; }
+full=$(realpath "$1") stage1=$(realpath "$2") kvasir=$(realpath "$3")
+default_model=$(realpath "$4") empty_image=$(realpath "$5") python=${6:-/usr/bin/python3}
 root=${CONDSEG_GIMP3_ROOT:-/var/cache/condseg/trixie-gimp3}
 mirror=${CONDSEG_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -32,7 +35,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 command -v debootstrap > /dev/null ||
   fail "debootstrap not found (./install.sh --deps-only --test-deps installs it)"
-for f in "$full" "$stage1"; do [ -f "$f" ] || fail "weights $f missing"; done
+for f in "$full" "$stage1" "$default_model" "$empty_image"; do [ -f "$f" ] || fail "$f missing"; done
 t0=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - t0 )) s"; }
 
@@ -138,15 +141,21 @@ mount_in "$root$kvasir" --bind -o ro "$kvasir"
 mkdir -p "$work/weights"
 cp "$full" "$work/weights/full.safetensors"
 cp "$stage1" "$work/weights/stage1.safetensors"
+cp "$default_model" "$work/weights/default.safetensors"
+cp "$empty_image" "$work/empty.${empty_image##*.}"
 cp "$here/gimp3_cases.scm" "$work/"
 condseg="chroot $root /opt/condseg-build/condseg"
 "$python" "$here/gimp_plugin_tests.py" prepare --work "$work" --kvasir "$kvasir" \
   --full "$work/weights/full.safetensors" --stage1 "$work/weights/stage1.safetensors" \
-  --condseg "$condseg"
+  --condseg "$condseg" --default-model "$work/weights/default.safetensors" \
+  --empty-image "$work/empty.${empty_image##*.}"
 
 profile="$work/profile"
 mkdir -p "$profile/plug-ins/condseg"
 cp "$root$plugin" "$profile/plug-ins/condseg/condseg"
+# The last values of an earlier interactive run, where GIMP 3 keeps them.
+mkdir -p "$profile/plug-in-settings"
+cp "$work/gimp3.last" "$profile/plug-in-settings/GimpProcedureConfigRun-plug-in-condseg.last"
 say "running the cases in gimp-console-3.0 ($(elapsed))"
 start=$(date +%s)
 status=0
