@@ -13,9 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 here=$(pwd)
 
-# Build and run time: compiler, CMake, OpenBLAS (the OpenMP build), GLib, json-glib,
+# Build and run time: compiler, CMake, OpenBLAS (the OpenMP build), oneDNN, GLib, json-glib,
 # gdk-pixbuf and the image codecs.
-build_packages=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev
+build_packages=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev libdnnl-dev
   libglib2.0-dev libjson-glib-dev libgdk-pixbuf-2.0-dev libpng-dev libjpeg-dev libtiff-dev
   libgdk-pixbuf2.0-bin
   libgimp2.0-dev)   # the GIMP 2.10 plug-in (GIMP 3's needs libgimp-3.0-dev, Debian 13)

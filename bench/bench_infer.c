@@ -4,6 +4,10 @@
  * resident memory. Also the time between module outputs, to show where time goes.
  *
  *   bench_infer [-w WEIGHTS] [--image IMG] [--runs N] [--all-outputs] [--threads N]
+ *               [--precision fp32|bf16]
+ *
+ * In bf16 the ratio is also taken to the bf16 roofline: the FLOPs at the rate of a
+ * 2048^3 oneDNN bf16 matmul (AMX) measured next to each timed forward.
  *   bench_infer --device cuda [--batch 1,16] [--tf32 off,on] [--runs N] [--budget S]
  *
  * With --device (a GPU): the time per image and the images per second of the mask-only
@@ -115,7 +119,7 @@ static int device_bench(cs_model *model, const char *batches, const char *tf32, 
 int main(int argc, char **argv) {
     cs_select_blas_kernels(argv); /* what `condseg` runs with; CONDSEG_BLAS_AUTO=0 keeps OpenBLAS's choice */
     char *weights = NULL, *image_path = NULL, *preset = NULL;
-    char *device = NULL, *batches = NULL, *tf32 = NULL;
+    char *device = NULL, *batches = NULL, *tf32 = NULL, *precision = NULL;
     double budget = 20.0;
     int runs = 5, threads = 0;
     gboolean all_outputs = FALSE;
@@ -126,6 +130,7 @@ int main(int argc, char **argv) {
         {"all-outputs", 0, 0, G_OPTION_ARG_NONE, &all_outputs, "Also time all four outputs", NULL},
         {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
         {"preset", 0, 0, G_OPTION_ARG_STRING, &preset, "Network preset without -w (default condseg-r50)", "NAME"},
+        {"precision", 0, 0, G_OPTION_ARG_STRING, &precision, "fp32 (default) or bf16", "P"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda or auto: device mode", "DEVICE"},
         {"batch", 0, 0, G_OPTION_ARG_STRING, &batches, "Device mode: batch sizes (default 1)", "1,16"},
         {"tf32", 0, 0, G_OPTION_ARG_STRING, &tf32, "Device mode: TF32 settings (default off)", "off,on"},
@@ -163,10 +168,13 @@ int main(int argc, char **argv) {
 
     cs_model *model = weights ? cs_model_load(weights, &error)
                               : cs_model_new(CS_ARCH_CONDSEG, preset, 1, &error);
-    if (!model) {
+    char *note = NULL;
+    if (!model || !cs_model_set_precision(model, precision, &note, &error)) {
         fprintf(stderr, "bench_infer: %s\n", error->message);
         return 1;
     }
+    if (note) printf("bench_infer: %s\n", note);
+    const gboolean bf16 = strcmp(cs_model_precision(model), "bf16") == 0;
     const int size = CS_INPUT_SIZE, plane = size * size;
     float *input = g_new(float, 3 * plane);
     if (image_path) {
@@ -205,9 +213,11 @@ int main(int argc, char **argv) {
          * an sgemm measurement taken just before it, and the ratio is the median of the
          * pairs' ratios. */
         double *times = g_new(double, runs), *ratios = g_new(double, runs);
-        double *rates = g_new(double, runs);
+        double *rates = g_new(double, runs), *bf16_rates = g_new(double, runs);
+        double *bf16_ratios = g_new(double, runs);
         for (int r = 0; r < runs; r++) {
             rates[r] = bench_sgemm_rate(2048, 2048, 2048, 0.3);
+            bf16_rates[r] = bf16 ? bench_dnnl_matmul_rate(2048, 2048, 2048, 1, 0.3) : 0.0;
             /* Module times from the last run only. */
             if (r == runs - 1) {
                 st.last = bench_now();
@@ -217,23 +227,34 @@ int main(int argc, char **argv) {
             cs_model_forward(model, input, 1, size, size, outputs, ptrs, &error);
             times[r] = bench_now() - t0;
             ratios[r] = times[r] / (gflop / rates[r]);
+            bf16_ratios[r] = bf16 ? times[r] / (gflop / bf16_rates[r]) : 0.0;
             cs_model_set_probe(model, NULL, NULL);
         }
         qsort(times, runs, sizeof(double), bench_compare_double);
         qsort(ratios, runs, sizeof(double), bench_compare_double);
         qsort(rates, runs, sizeof(double), bench_compare_double);
+        qsort(bf16_rates, runs, sizeof(double), bench_compare_double);
+        qsort(bf16_ratios, runs, sizeof(double), bench_compare_double);
         const double median = times[runs / 2], ratio = ratios[runs / 2];
-        printf("%s forward, batch 1, 256x256: median %.1f ms over %d runs (min %.1f); "
-               "%.1f GFLOP/s effective\n", pass ? "all-outputs" : "mask-only", median * 1e3,
-               runs, times[0] * 1e3, gflop / median);
+        printf("%s forward (%s), batch 1, 256x256: median %.1f ms over %d runs (min %.1f); "
+               "%.1f GFLOP/s effective\n", pass ? "all-outputs" : "mask-only",
+               cs_model_precision(model), median * 1e3, runs, times[0] * 1e3, gflop / median);
+        if (bf16)
+            printf("  ratio to %.2f GFLOP at the oneDNN bf16 matmul peak measured next to each "
+                   "run (median %.1f GFLOP/s): %.2f\n", gflop, bf16_rates[runs / 2],
+                   bf16_ratios[runs / 2]);
         printf("  ratio to %.2f GFLOP at the sgemm peak measured next to each run "
                "(median %.1f GFLOP/s): %.2f\n", gflop, rates[runs / 2], ratio);
-        printf("{\"what\":\"condseg_%s_b1\",\"preset\":\"%s\",\"gflop\":%.2f,"
-               "\"ms_per_img\":%.1f,\"sgemm_gflops\":%.1f,\"ratio_to_sgemm_peak\":%.3f,"
-               "\"blas\":\"%s\"}\n", pass ? "all" : "mask", model->cfg->name, gflop,
-               median * 1e3, rates[runs / 2], ratio, corename);
+        printf("{\"what\":\"condseg_%s_b1\",\"preset\":\"%s\",\"precision\":\"%s\","
+               "\"gflop\":%.2f,\"ms_per_img\":%.1f,\"sgemm_gflops\":%.1f,"
+               "\"ratio_to_sgemm_peak\":%.3f,\"bf16_gflops\":%.1f,\"ratio_to_bf16_peak\":%.3f,"
+               "\"blas\":\"%s\"}\n", pass ? "all" : "mask", model->cfg->name,
+               cs_model_precision(model), gflop, median * 1e3, rates[runs / 2], ratio,
+               bf16_rates[runs / 2], bf16_ratios[runs / 2], corename);
         g_free(ratios);
         g_free(rates);
+        g_free(bf16_rates);
+        g_free(bf16_ratios);
         printf("  time to each module output (last run):\n");
         for (guint i = 0; i < st.names->len; i++) {
             char *name = g_array_index(st.names, char *, i);

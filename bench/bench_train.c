@@ -5,7 +5,8 @@
  * 201.29 GFLOP for the paper's network at 256x256); and the peak resident memory of the
  * process for this batch size (run once per batch size).
  *
- *   bench_train [--batch N] [--size S] [--steps N] [--threads N]
+ *   bench_train [--batch N] [--size S] [--steps N] [--threads N] [--preset P]
+ *               [--precision fp32|bf16]
  *   bench_train --device cuda [--batch 12] [--tf32 off,on] [--steps N] [--budget S]
  *
  * With --device (a GPU): training images per second (the same step: outputs downloaded,
@@ -71,7 +72,7 @@ static int device_bench(cs_model *model, cs_trainer *trainer, const float *x, co
 int main(int argc, char **argv) {
     cs_select_blas_kernels(argv);
     int batch = 2, size = 256, steps = 3, threads = 0;
-    char *preset = NULL, *device = NULL, *tf32 = NULL;
+    char *preset = NULL, *device = NULL, *tf32 = NULL, *precision = NULL;
     double budget = 30.0;
     GOptionEntry entries[] = {
         {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Batch size (default 2)", "N"},
@@ -79,6 +80,7 @@ int main(int argc, char **argv) {
         {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Timed steps after one warm-up (default 3)", "N"},
         {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "Threads (default: all cores)", "N"},
         {"preset", 0, 0, G_OPTION_ARG_STRING, &preset, "Network preset (default condseg-r50)", "NAME"},
+        {"precision", 0, 0, G_OPTION_ARG_STRING, &precision, "fp32 (default) or bf16", "P"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &device, "cpu (default), cuda or auto: device mode", "DEVICE"},
         {"tf32", 0, 0, G_OPTION_ARG_STRING, &tf32, "Device mode: TF32 settings (default off)", "off,on"},
         {"budget", 0, 0, G_OPTION_ARG_DOUBLE, &budget, "Device mode: seconds per measurement (default 30)", "S"},
@@ -93,7 +95,8 @@ int main(int argc, char **argv) {
     }
     cs_set_num_threads(threads);
     cs_model *model = cs_model_new(CS_ARCH_CONDSEG, preset, 1, &error);
-    if (!model) {
+    char *note = NULL;
+    if (!model || !cs_model_set_precision(model, precision, &note, &error)) {
         fprintf(stderr, "bench_train: %s\n", error->message);
         return 2;
     }
@@ -122,8 +125,9 @@ int main(int argc, char **argv) {
         return status;
     }
 
-    printf("OpenBLAS kernels %s; training step of ConDSeg (stage 2, %s), batch %d at %dx%d\n",
-           cs_blas_kernels(), model->cfg->name, batch, size, size);
+    if (note) printf("bench_train: %s\n", note);
+    printf("OpenBLAS kernels %s; training step of ConDSeg (stage 2, %s, %s), batch %d at %dx%d\n",
+           cs_blas_kernels(), model->cfg->name, cs_model_precision(model), batch, size, size);
     double t0 = bench_now();
     const double flops_before = cs_ctx_conv_flops(model->ctx);
     cs_trainer_backward(trainer, x, NULL, y1, y2, batch, size, NULL, NULL);
@@ -154,10 +158,11 @@ int main(int argc, char **argv) {
            batch, forward_gflop / batch, ratios[steps / 2]);
     printf("  peak resident memory: %.0f MB (weights, gradients and Adam moments: %.0f MB)\n",
            ru.ru_maxrss / 1024.0, 4.0 * (double)model->params->n_trainable * 4 / 1e6);
-    printf("{\"what\":\"condseg_train_step\",\"preset\":\"%s\",\"batch\":%d,\"size\":%d,\"s_per_step\":%.3f,"
-           "\"ratio_to_sgemm_peak\":%.3f,\"peak_rss_mb\":%.0f,\"blas\":\"%s\"}\n",
-           model->cfg->name, batch, size, times[steps / 2], ratios[steps / 2], ru.ru_maxrss / 1024.0,
-           cs_blas_kernels());
+    printf("{\"what\":\"condseg_train_step\",\"preset\":\"%s\",\"precision\":\"%s\",\"batch\":%d,"
+           "\"size\":%d,\"s_per_step\":%.3f,\"ratio_to_sgemm_peak\":%.3f,\"peak_rss_mb\":%.0f,"
+           "\"blas\":\"%s\"}\n",
+           model->cfg->name, cs_model_precision(model), batch, size, times[steps / 2],
+           ratios[steps / 2], ru.ru_maxrss / 1024.0, cs_blas_kernels());
     g_free(times), g_free(ratios), g_free(x), g_free(y1), g_free(y2);
     cs_trainer_free(trainer);
     cs_model_free(model);

@@ -1,11 +1,13 @@
-/* bench_util.h — what the benchmarks share: a monotonic clock, the sgemm rate they
- * measure next to every timed run (the figures are ratios to it), and a comparison for
- * medians. */
+/* bench_util.h — what the benchmarks share: a monotonic clock, the sgemm and bf16 matmul
+ * rates they measure next to every timed run (the figures are ratios to them), and a
+ * comparison for medians. */
 #ifndef CONDSEG_BENCH_UTIL_H
 #define CONDSEG_BENCH_UTIL_H
 
 #include <cblas.h>
 #include <glib.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <string.h>
 
 static inline double bench_now(void) { return g_get_monotonic_time() / 1e6; }
 
@@ -24,6 +26,50 @@ static inline double bench_sgemm_rate(int m, int n, int k, double seconds) {
         t = bench_now() - t0;
     } while (t < seconds);
     g_free(a), g_free(b), g_free(c);
+    return 2.0 * m * n * k * reps / t / 1e9;
+}
+
+/* oneDNN matmul GFLOP/s for an m x k by k x n product with bfloat16 (bf16 = 1) or float32
+ * inputs and float32 output, repeated for `seconds`: the peak the bf16 roofline is taken
+ * at (AMX where the CPU has it). */
+static inline double bench_dnnl_matmul_rate(int m, int n, int k, int bf16, double seconds) {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_engine_create(&engine, dnnl_cpu, 0);
+    dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+    const dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
+    const dnnl_dims_t ad = {m, k}, bd = {k, n}, cd = {m, n};
+    dnnl_memory_desc_t amd, bmd, cmd;
+    dnnl_memory_desc_init_by_tag(&amd, 2, ad, dt, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dt, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&cmd, 2, cd, dnnl_f32, dnnl_ab);
+    dnnl_matmul_desc_t desc;
+    dnnl_matmul_desc_init(&desc, &amd, &bmd, NULL, &cmd);
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim;
+    if (dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL) != dnnl_success) return 0.0;
+    dnnl_primitive_create(&prim, pd);
+    dnnl_memory_t a, b, c;
+    dnnl_memory_create(&a, &amd, engine, DNNL_MEMORY_ALLOCATE);
+    dnnl_memory_create(&b, &bmd, engine, DNNL_MEMORY_ALLOCATE);
+    dnnl_memory_create(&c, &cmd, engine, DNNL_MEMORY_ALLOCATE);
+    void *p;
+    dnnl_memory_get_data_handle(a, &p), memset(p, 0, dnnl_memory_desc_get_size(&amd));
+    dnnl_memory_get_data_handle(b, &p), memset(p, 0, dnnl_memory_desc_get_size(&bmd));
+    const dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}};
+    dnnl_primitive_execute(prim, stream, 3, args);
+    dnnl_stream_wait(stream);
+    int reps = 0;
+    double t0 = bench_now(), t;
+    do {
+        dnnl_primitive_execute(prim, stream, 3, args);
+        dnnl_stream_wait(stream);
+        reps++;
+        t = bench_now() - t0;
+    } while (t < seconds);
+    dnnl_memory_destroy(a), dnnl_memory_destroy(b), dnnl_memory_destroy(c);
+    dnnl_primitive_destroy(prim), dnnl_primitive_desc_destroy(pd);
+    dnnl_stream_destroy(stream), dnnl_engine_destroy(engine);
     return 2.0 * m * n * k * reps / t / 1e9;
 }
 

@@ -35,6 +35,10 @@ struct cs_backend {
                            float *workspace);
     void (*conv2d_backward)(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, const cs_conv_shape *s, float *workspace);
+    /* Optional (NULL: every activation is NCHW): whether conv2d_forward of this shape
+     * honours cs_conv_shape.x_nhwc / y_nhwc, and the way back to NCHW. */
+    int (*conv2d_nhwc)(const cs_conv_shape *s);
+    void (*nhwc_to_nchw)(float *y, const float *x, int n, int c, int hw);
 
     /* ---- BatchNorm ---- */
     void (*channel_affine)(float *y, const float *x, const float *scale, const float *shift,

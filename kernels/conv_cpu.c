@@ -1,4 +1,5 @@
-/* conv_cpu.c — 2-D convolution on the CPU: im2col + OpenBLAS sgemm.
+/* conv_cpu.c — 2-D convolution on the CPU: which engine runs a shape (oneDNN's
+ * primitives, conv_dnnl.c, or im2col + OpenBLAS sgemm, here), and the sgemm engine.
  *
  * Large maps are tiled over output rows so that the column buffer stays a few MB (a 3x3
  * conv over 128 channels at 256x256 would otherwise need a 300 MB buffer); small maps
@@ -9,8 +10,10 @@
  * also serve as CDFA's unfold/fold.
  */
 #include <cblas.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "conv_dnnl.h"
 #include "cs_math.h"
 #include "kernels.h"
 
@@ -22,6 +25,26 @@ void cs_conv_geometry(cs_conv_shape *s) {
     s->ho = (s->h + 2 * s->pad - s->dil * (s->k - 1) - 1) / s->stride + 1;
     s->wo = (s->w + 2 * s->pad - s->dil * (s->k - 1) - 1) / s->stride + 1;
 }
+
+/* The engine of each shape. bfloat16 needs oneDNN. In float32, measured on this project's
+ * Xeon (bench/bench_conv.c): see conv_engine_fp32. */
+static int conv_engine_fp32_onednn(const cs_conv_shape *s) {
+    (void)s;
+    return 1;
+}
+
+static int use_onednn(const cs_conv_shape *s) {
+    static int forced = -1; /* CONDSEG_CONV_ENGINE: -2 none, 0 sgemm, 1 onednn */
+    if (forced == -1) {
+        const char *e = getenv("CONDSEG_CONV_ENGINE");
+        forced = !e || !*e ? -2 : strcmp(e, "sgemm") == 0 ? 0 : 1;
+    }
+    if (s->bf16) return 1;
+    return forced >= 0 ? forced : conv_engine_fp32_onednn(s);
+}
+
+const char *cs_cpu_conv_engine(const cs_conv_shape *s) { return use_onednn(s) ? "onednn" : "sgemm"; }
+int cs_cpu_conv2d_nhwc(const cs_conv_shape *s) { return use_onednn(s); }
 
 static int conv_is_pointwise(const cs_conv_shape *s) {
     return s->k == 1 && s->stride == 1 && s->pad == 0;
@@ -53,7 +76,7 @@ static conv_tiling conv_tiles(const cs_conv_shape *s) {
     return t;
 }
 
-size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s) {
+static size_t sgemm_forward_workspace(const cs_conv_shape *s) {
     const conv_tiling t = conv_tiles(s);
     if (t.images > 1) return (conv_kdim(s) + (size_t)s->o) * conv_plane(s) * t.images;
     if (conv_is_pointwise(s)) return 0;
@@ -229,10 +252,15 @@ static void conv_forward(float *y, const float *x, const float *w, const float *
     }
 }
 
+size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s) {
+    return use_onednn(s) ? csk_dnnl_conv_forward_workspace(s) : sgemm_forward_workspace(s);
+}
+
 void cs_cpu_conv2d_forward(float *y, const float *x, const float *w, const float *scale,
                            const float *shift, const cs_conv_shape *s, int relu,
                            float *workspace) {
-    conv_forward(y, x, w, scale, shift, s, relu, 0.0f, workspace);
+    if (use_onednn(s)) csk_dnnl_conv_forward(y, x, w, scale, shift, s, relu, workspace);
+    else conv_forward(y, x, w, scale, shift, s, relu, 0.0f, workspace);
 }
 
 /* ---- backward ------------------------------------------------------------------------ */
@@ -252,14 +280,14 @@ static cs_conv_shape conv_transposed_shape(const cs_conv_shape *s) {
     return t;
 }
 
-size_t cs_cpu_conv2d_backward_workspace(const cs_conv_shape *s) {
+static size_t sgemm_backward_workspace(const cs_conv_shape *s) {
     const conv_tiling t = conv_tiles(s);
     /* Grouped images: their columns and their output gradients side by side. */
     size_t need = t.images > 1 ? (conv_kdim(s) + (size_t)s->o) * conv_plane(s) * t.images
-                               : cs_cpu_conv2d_workspace(s);
+                               : sgemm_forward_workspace(s);
     if (conv_backward_as_forward(s)) {
         const cs_conv_shape tr = conv_transposed_shape(s);
-        const size_t via_forward = conv_kdim(s) * s->o + cs_cpu_conv2d_workspace(&tr);
+        const size_t via_forward = conv_kdim(s) * s->o + sgemm_forward_workspace(&tr);
         if (via_forward > need) need = via_forward;
     }
     return need;
@@ -278,13 +306,26 @@ static void bias_gradient(float *db, const float *dy, const cs_conv_shape *s) {
     }
 }
 
+size_t cs_cpu_conv2d_backward_workspace(const cs_conv_shape *s) {
+    return use_onednn(s) ? csk_dnnl_conv_backward_workspace(s) : sgemm_backward_workspace(s);
+}
+
+static void sgemm_backward(float *dx, float *dw, const float *dy, const float *x,
+                           const float *w, const cs_conv_shape *s, float *workspace);
+
 void cs_cpu_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, const cs_conv_shape *s, float *workspace) {
+    if (db) bias_gradient(db, dy, s);
+    if (use_onednn(s)) csk_dnnl_conv_backward(dx, dw, dy, x, w, s, workspace);
+    else sgemm_backward(dx, dw, dy, x, w, s, workspace);
+}
+
+static void sgemm_backward(float *dx, float *dw, const float *dy, const float *x,
+                           const float *w, const cs_conv_shape *s, float *workspace) {
     const size_t kdim = conv_kdim(s), plane = conv_plane(s), in_plane = (size_t)s->h * s->w;
     const int kk = s->k * s->k;
     const int as_forward = dx && conv_backward_as_forward(s);
     const conv_tiling t = conv_tiles(s);
-    if (db) bias_gradient(db, dy, s);
     if (t.images > 1) {
         /* Grouped images: dW += dY_cat col_cat^T in one GEMM; dcol = W^T dY_cat. */
         for (int n0 = 0; n0 < s->n; n0 += t.images) {

@@ -42,9 +42,30 @@ typedef struct {
     int o, k;                /* output channels, square kernel size */
     int stride, pad, dil;
     int ho, wo;              /* output size (cs_conv_geometry fills them in) */
+    /* How, not what: */
+    int bf16;                /* CPU: x, w (and dy) rounded to bfloat16, float32 accumulation */
+    uint64_t weights_tag;    /* nonzero: w stays as it is while the tag lives, so the CPU may
+                              * keep its reordered copy until cs_cpu_conv_forget(tag) */
+    int x_nhwc, y_nhwc;      /* x / y in NHWC order instead of NCHW (where
+                              * cs_cpu_conv2d_nhwc says the shape allows it) */
 } cs_conv_shape;
 
 void cs_conv_geometry(cs_conv_shape *s);
+
+/* Whether this CPU runs bfloat16 convolutions natively (AVX512-BF16 or AMX); NULL when it
+ * does, else why not. */
+const char *cs_cpu_bf16_unsupported(void);
+/* A fresh nonzero weights tag, and the end of one (its reordered weights are freed). */
+uint64_t cs_cpu_conv_new_tag(void);
+void cs_cpu_conv_forget(uint64_t weights_tag);
+/* Which engine runs a convolution on the CPU: oneDNN's primitives, or im2col + OpenBLAS
+ * sgemm ("onednn" or "sgemm"); CONDSEG_CONV_ENGINE=sgemm|onednn forces one for fp32. */
+const char *cs_cpu_conv_engine(const cs_conv_shape *s);
+/* Whether cs_cpu_conv2d_forward takes x and gives y in NHWC for this shape (the oneDNN
+ * engine: consecutive convolutions then skip the layout passes between them). */
+int cs_cpu_conv2d_nhwc(const cs_conv_shape *s);
+/* y (n x c x hw, NCHW) = x (n x hw x c, NHWC). */
+void cs_cpu_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw);
 
 /* Floats of scratch memory cs_cpu_conv2d_forward needs for this shape (0 for 1x1/s1/p0). */
 size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s);

@@ -170,6 +170,8 @@ typedef struct {
     gboolean single_sigmoid;    /* DiceBCE on the probabilities, not on sigmoid(p) */
     const char *device;         /* cs_model_set_device's name: "cpu", "cuda", "auto" (NULL:
                                  * auto); not saved with the run: a resume chooses again */
+    const char *precision;      /* cs_model_set_precision's name: "fp32" (NULL) or "bf16";
+                                 * saved with the run, kept by a resume that gives NULL */
 } cs_train_options;
 
 /* Fills the original's settings for `stage`. */
@@ -234,6 +236,18 @@ const char *cs_device_resolve(const char *device, char **note, GError **error);
 /* TF32 tensor cores in the GPU's matrix products: faster, about 1e-3 relative error; off
  * by default (CONDSEG_TF32=1 in the environment turns them on). No effect on the CPU. */
 void cs_set_tf32(gboolean allow);
+
+/* Arithmetic precision of the convolutions (and Linear layers), which carry nearly all of
+ * the work: "fp32" (the default, or NULL) or "bf16": inputs and weights rounded to
+ * bfloat16, products accumulated in float32 (AMX / AVX512-BF16 through oneDNN; about 3x
+ * faster, results within about 1e-2); BatchNorm, softmax, losses and Adam stay float32.
+ * On a CPU without bfloat16 instructions "bf16" runs fp32 and `note` (may be NULL) says
+ * why (g_free it; NULL otherwise). The CUDA backend computes in float32 whatever is set.
+ * An unknown name fails with CS_ERROR_ARG. Call it before running or training. */
+gboolean cs_model_set_precision(cs_model *model, const char *precision, char **note,
+                                GError **error);
+/* "fp32" or "bf16": what runs (after any fallback). */
+const char *cs_model_precision(const cs_model *model);
 
 /* Worker threads for the CPU kernels (0: all cores). */
 void cs_set_num_threads(int n);

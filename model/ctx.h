@@ -13,6 +13,8 @@ struct cs_ctx {
     const cs_backend *be;         /* where the activations live and the operations run */
     cs_paramset *params;
     gboolean training;            /* BatchNorm on batch statistics, operations recorded */
+    gboolean bf16;                /* convolution inputs in bfloat16 (cs_conv_shape.bf16) */
+    uint64_t weights_tag;         /* cs_conv_shape.weights_tag of inference runs */
     GPtrArray *live;              /* cs_tensor *, in creation order (scopes index it) */
     GPtrArray *tape;              /* cs_node *, in execution order */
     GHashTable *free_blocks;      /* block size -> GSList of free blocks */

@@ -97,6 +97,8 @@ gboolean cs_model_set_backend(cs_model *model, const cs_backend *backend, GError
     /* A context runs on one backend: a fresh one (its pool fills again on first use). */
     cs_ctx_free(model->ctx);
     model->ctx = cs_ctx_new(ps, backend);
+    cs_ctx_set_bf16(model->ctx, model->bf16);
+    cs_model_weights_changed(model);
     return ok;
 }
 

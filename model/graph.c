@@ -157,6 +157,9 @@ void cs_ctx_set_training(cs_ctx *ctx, gboolean training) {
 
 gboolean cs_ctx_training(const cs_ctx *ctx) { return ctx->training; }
 
+void cs_ctx_set_bf16(cs_ctx *ctx, gboolean bf16) { ctx->bf16 = bf16; }
+void cs_ctx_set_weights_tag(cs_ctx *ctx, uint64_t tag) { ctx->weights_tag = tag; }
+
 void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data) {
     ctx->probe = fn;
     ctx->probe_user = user_data;
@@ -164,6 +167,7 @@ void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data) {
 
 void cs_probe(cs_ctx *ctx, const char *name, const cs_tensor *t) {
     if (!ctx->probe) return;
+    cs_tensor_make_nchw(ctx, t);
     if (ctx->be->host_memory) {
         ctx->probe(name, t, ctx->probe_user);
         return;
@@ -208,7 +212,20 @@ cs_tensor *cs_tensor_from(cs_ctx *ctx, const float *data, int n, int c, int h, i
     return t;
 }
 
+void cs_tensor_make_nchw(cs_ctx *ctx, const cs_tensor *t) {
+    if (!t->nhwc) return;
+    /* The layout belongs to the storage, not to the value the const promises. */
+    cs_tensor *m = (cs_tensor *)t;
+    const size_t bytes = block_size(cs_numel(m));
+    float *nchw = pool_take(ctx, bytes);
+    ctx->be->nhwc_to_nchw(nchw, m->data, m->n, m->c, m->h * m->w);
+    pool_give(ctx, m->data, bytes);
+    m->data = nchw;
+    m->nhwc = FALSE;
+}
+
 void cs_tensor_read(cs_ctx *ctx, const cs_tensor *t, float *host) {
+    cs_tensor_make_nchw(ctx, t);
     ctx->be->download(host, t->data, sizeof(float) * cs_numel(t));
 }
 

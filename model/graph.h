@@ -22,6 +22,8 @@ typedef struct {
     float *grad;              /* allocated (zeroed) when the backward pass first needs it */
     int n, c, h, w;
     gboolean requires_grad;   /* FALSE for inputs */
+    gboolean nhwc;            /* data in NHWC order: an inference convolution's output, kept so
+                               * for the next convolution (cs_tensor_make_nchw) */
 } cs_tensor;
 
 static inline size_t cs_numel(const cs_tensor *t) { return (size_t)t->n * t->c * t->h * t->w; }
@@ -43,6 +45,14 @@ const cs_paramset *cs_ctx_params(const cs_ctx *ctx);
  * every operation is recorded for cs_backward. */
 void cs_ctx_set_training(cs_ctx *ctx, gboolean training);
 gboolean cs_ctx_training(const cs_ctx *ctx);
+/* Convolution inputs rounded to bfloat16 (float32 accumulation) on the CPU backend. */
+void cs_ctx_set_bf16(cs_ctx *ctx, gboolean bf16);
+/* Nonzero: the weights do not change while the tag lives (cs_cpu_conv_new_tag), so
+ * inference may keep them reordered for the convolutions; 0 (the default): they may. */
+void cs_ctx_set_weights_tag(cs_ctx *ctx, uint64_t tag);
+/* Puts t's data in NCHW order if it is not (its values are unchanged): what every
+ * operation but the convolutions and the elementwise ones needs. */
+void cs_tensor_make_nchw(cs_ctx *ctx, const cs_tensor *t);
 /* The gradient of t (zeroed when first asked for), in the backend's memory. */
 float *cs_tensor_grad(cs_ctx *ctx, cs_tensor *t);
 /* Host <-> tensor copies (plain copies on the CPU): t's values to `host`, and `host`

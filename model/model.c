@@ -29,8 +29,14 @@ static cs_model *model_alloc(cs_arch arch, const cs_netcfg *cfg) {
     return m;
 }
 
+void cs_model_weights_changed(cs_model *model) {
+    cs_cpu_conv_forget(model->weights_tag);
+    model->weights_tag = 0;
+}
+
 void cs_model_free(cs_model *model) {
     if (!model) return;
+    cs_model_weights_changed(model);
     cs_ctx_free(model->ctx);
     cs_paramset_free(model->params);
     g_free(model);
@@ -220,6 +226,37 @@ void cs_select_blas_kernels(char **argv) {
 
 const char *cs_blas_kernels(void) { return cs_cpu_blas_core(); }
 
+/* ---- precision ---------------------------------------------------------------------- */
+
+gboolean cs_precision_parse(const char *precision, gboolean *bf16, char **note,
+                            GError **error) {
+    if (note) *note = NULL;
+    if (!precision || strcmp(precision, "fp32") == 0) {
+        *bf16 = FALSE;
+        return TRUE;
+    }
+    if (strcmp(precision, "bf16") != 0) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "unknown precision '%s' (expected fp32 or bf16)", precision);
+        return FALSE;
+    }
+    const char *why = cs_cpu_bf16_unsupported();
+    *bf16 = why == NULL;
+    if (why && note) *note = g_strdup_printf("%s: running in fp32", why);
+    return TRUE;
+}
+
+gboolean cs_model_set_precision(cs_model *model, const char *precision, char **note,
+                                GError **error) {
+    gboolean bf16;
+    if (!cs_precision_parse(precision, &bf16, note, error)) return FALSE;
+    model->bf16 = bf16;
+    cs_ctx_set_bf16(model->ctx, bf16);
+    return TRUE;
+}
+
+const char *cs_model_precision(const cs_model *model) { return model->bf16 ? "bf16" : "fp32"; }
+
 /* ---- inference -------------------------------------------------------------------- */
 
 gboolean cs_model_forward(cs_model *model, const float *input, int batch, int height,
@@ -241,6 +278,9 @@ gboolean cs_model_forward(cs_model *model, const float *input, int batch, int he
     }
     cs_ctx *ctx = model->ctx;
     cs_ctx_reset(ctx);
+    if (!model->weights_tag) model->weights_tag = cs_cpu_conv_new_tag();
+    cs_ctx_set_weights_tag(ctx, model->weights_tag);
+    cs_ctx_set_bf16(ctx, model->bf16);
     cs_tensor *image = cs_tensor_from(ctx, input, batch, 3, height, width);
     cs_tensor *result[4] = {NULL, NULL, NULL, NULL};
     if (model->arch == CS_ARCH_STAGE1) {

@@ -18,7 +18,13 @@ struct cs_model {
     cs_progress_fn progress;
     void *progress_data;
     int input_size;           /* CS_INPUT_SIZE, or what the weights' metadata says */
+    gboolean bf16;            /* cs_model_set_precision("bf16") took effect */
+    uint64_t weights_tag;     /* inference's reordered-weights tag; 0: none yet */
 };
+
+/* After anything that changes the weights (an optimiser step, a load into a live model):
+ * inference reorders them again. */
+void cs_model_weights_changed(cs_model *model);
 
 /* Metadata keys condseg writes into its weights files. */
 #define CS_META_ARCH "condseg.arch"
@@ -26,6 +32,9 @@ struct cs_model {
 #define CS_META_INPUT_SIZE "condseg.input_size"
 
 const char *cs_arch_name(cs_arch arch);
+/* "fp32"/NULL or "bf16" -> *bf16, with cs_model_set_precision's note and errors. */
+gboolean cs_precision_parse(const char *precision, gboolean *bf16, char **note,
+                            GError **error);
 
 /* ---- one training step (train.c) ---------------------------------------------------------
  * The machinery the training loop uses, open to tests: gradients and Adam for a model. */

@@ -18,6 +18,10 @@ static void check_same_shape(const cs_tensor *a, const cs_tensor *b, const char 
 
 static size_t plane(const cs_tensor *t) { return (size_t)t->h * t->w; }
 
+/* An input of an operation that needs NCHW (every one but the convolutions and the
+ * elementwise ones, which work in either layout). */
+#define NCHW(t) cs_tensor_make_nchw(ctx, (t))
+
 /* ---- convolution ------------------------------------------------------------------- */
 
 /* A conv or Linear weight: O x C x k x k, or out x in (a 1x1 kernel). */
@@ -33,9 +37,11 @@ static const cs_param *conv_weight(const cs_ctx *ctx, const char *name, const cs
     return w;
 }
 
-static cs_conv_shape conv_shape(const cs_tensor *x, int o, int k, int stride, int pad, int dil) {
+static cs_conv_shape conv_shape(const cs_ctx *ctx, const cs_tensor *x, int o, int k, int stride,
+                                int pad, int dil) {
     cs_conv_shape s = {.n = x->n, .c = x->c, .h = x->h, .w = x->w, .o = o, .k = k,
-                       .stride = stride, .pad = pad, .dil = dil};
+                       .stride = stride, .pad = pad, .dil = dil, .bf16 = ctx->bf16,
+                       .weights_tag = ctx->training ? 0 : ctx->weights_tag};
     cs_conv_geometry(&s);
     return s;
 }
@@ -44,7 +50,7 @@ static void conv_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     const cs_param *w = node->param[0], *b = node->param[1];
     const int k = w->ndim == 4 ? (int)w->shape[2] : 1;
-    cs_conv_shape s = conv_shape(x, (int)w->shape[0], k, node->iarg[0], node->iarg[1],
+    cs_conv_shape s = conv_shape(ctx, x, (int)w->shape[0], k, node->iarg[0], node->iarg[1],
                                  node->iarg[2]);
     ctx->be->conv2d_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, w),
                              b ? cs_param_grad(ctx, b) : NULL, node->out->grad, x->data,
@@ -59,8 +65,16 @@ static cs_tensor *conv_run(cs_ctx *ctx, const cs_tensor *x, const char *weight_n
     int o, k;
     const cs_param *w = conv_weight(ctx, weight_name, x, &o, &k);
     const cs_param *b = bias_name ? cs_param_get(ctx->params, bias_name) : NULL;
-    cs_conv_shape s = conv_shape(x, o, k, stride, pad, dil);
+    cs_conv_shape s = conv_shape(ctx, x, o, k, stride, pad, dil);
+    /* Inference keeps a oneDNN convolution's output in its NHWC for the next one. */
+    s.x_nhwc = x->nhwc;
+    s.y_nhwc = !ctx->training && ctx->be->conv2d_nhwc && ctx->be->conv2d_nhwc(&s);
+    if (s.x_nhwc && !s.y_nhwc) {
+        NCHW(x);
+        s.x_nhwc = 0;
+    }
     cs_tensor *y = cs_tensor_new(ctx, x->n, o, s.ho, s.wo);
+    y->nhwc = s.y_nhwc;
     float *ws = cs_ctx_workspace(ctx, ctx->be->conv2d_workspace(&s));
     gint64 t0 = cs_profile_start(ctx);
     ctx->be->conv2d_forward(y->data, x->data, cs_param_values(ctx, w), scale,
@@ -163,6 +177,7 @@ static cs_tensor *bn_train(cs_ctx *ctx, const cs_tensor *x, const bn_params *p, 
 cs_tensor *cs_batchnorm(cs_ctx *ctx, const cs_tensor *x, const char *bn_prefix, int relu) {
     const bn_params p = bn_lookup(ctx, bn_prefix, x->c);
     if (ctx->training) return bn_train(ctx, x, &p, relu);
+    NCHW(x);
     cs_tensor *affine = bn_eval_affine(ctx, &p, x->c);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
     PROFILED("batchnorm", ctx->be->channel_affine(y->data, x->data, affine->data,
@@ -197,6 +212,7 @@ static void relu_backward(cs_ctx *ctx, const cs_node *node) {
 
 cs_tensor *cs_relu(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
+    y->nhwc = x->nhwc;
     PROFILED("relu", ctx->be->relu(y->data, x->data, cs_numel(x)));
     cs_node *node = cs_tape_record(ctx, "relu", relu_backward, y);
     if (node) node->in[0] = (cs_tensor *)x;
@@ -210,6 +226,7 @@ static void sigmoid_backward(cs_ctx *ctx, const cs_node *node) {
 
 cs_tensor *cs_sigmoid(cs_ctx *ctx, const cs_tensor *x) {
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
+    y->nhwc = x->nhwc;
     PROFILED("sigmoid", ctx->be->sigmoid(y->data, x->data, cs_numel(x)));
     cs_node *node = cs_tape_record(ctx, "sigmoid", sigmoid_backward, y);
     if (node) node->in[0] = (cs_tensor *)x;
@@ -228,7 +245,9 @@ static void add_backward(cs_ctx *ctx, const cs_node *node) {
 
 cs_tensor *cs_add(cs_ctx *ctx, const cs_tensor *a, const cs_tensor *b, int relu) {
     check_same_shape(a, b, "add");
+    if (a->nhwc != b->nhwc) NCHW(a), NCHW(b);
     cs_tensor *y = cs_tensor_new(ctx, a->n, a->c, a->h, a->w);
+    y->nhwc = a->nhwc;
     PROFILED("add", ctx->be->add(y->data, a->data, b->data, cs_numel(a), relu));
     cs_node *node = cs_tape_record(ctx, "add", add_backward, y);
     if (node) {
@@ -248,6 +267,7 @@ cs_tensor *cs_mul_channel(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *s) {
     if (s->n != x->n || s->c != x->c || s->h != 1 || s->w != 1)
         g_error("internal error: channel product with a %dx%dx%dx%d factor", s->n, s->c, s->h,
                 s->w);
+    NCHW(x), NCHW(s);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
     PROFILED("mul_channel",
              ctx->be->mul_channel(y->data, x->data, s->data, x->n, x->c, (int)plane(x)));
@@ -266,6 +286,7 @@ cs_tensor *cs_mul_spatial(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *m) {
     if (m->n != x->n || m->c != 1 || m->h != x->h || m->w != x->w)
         g_error("internal error: spatial product with a %dx%dx%dx%d factor", m->n, m->c, m->h,
                 m->w);
+    NCHW(x), NCHW(m);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
     PROFILED("mul_spatial",
              ctx->be->mul_spatial(y->data, x->data, m->data, x->n, x->c, (int)plane(x)));
@@ -291,6 +312,7 @@ cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts) {
             parts[i]->w != parts[0]->w)
             g_error("internal error: concatenating maps of different sizes");
         c += parts[i]->c;
+        NCHW(parts[i]);
     }
     const cs_tensor *p0 = parts[0];
     cs_tensor *y = cs_tensor_new(ctx, p0->n, c, p0->h, p0->w);
@@ -315,6 +337,7 @@ static void upsample_backward(cs_ctx *ctx, const cs_node *node) {
 }
 
 cs_tensor *cs_upsample(cs_ctx *ctx, const cs_tensor *x, int factor) {
+    NCHW(x);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h * factor, x->w * factor);
     PROFILED("upsample_bilinear", ctx->be->upsample_bilinear(y->data, x->data, x->n, x->c, x->h,
                                                            x->w, y->h, y->w));
@@ -331,6 +354,7 @@ static void maxpool_backward(cs_ctx *ctx, const cs_node *node) {
 }
 
 cs_tensor *cs_maxpool3s2(cs_ctx *ctx, const cs_tensor *x) {
+    NCHW(x);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, (x->h - 1) / 2 + 1, (x->w - 1) / 2 + 1);
     PROFILED("maxpool3s2",
              ctx->be->maxpool3s2(y->data, x->data, x->n, x->c, x->h, x->w, y->h, y->w));
@@ -360,6 +384,7 @@ static cs_tensor *reduce(cs_ctx *ctx, const cs_tensor *x, int kind) {
     static const char *const names[] = {"global_avgpool", "global_maxpool", "channel_mean",
                                         "channel_max"};
     const int global = kind == REDUCE_GLOBAL_AVG || kind == REDUCE_GLOBAL_MAX;
+    NCHW(x);
     cs_tensor *y = global ? cs_tensor_new(ctx, x->n, x->c, 1, 1)
                           : cs_tensor_new(ctx, x->n, 1, x->h, x->w);
     const int hw = (int)plane(x);
@@ -407,6 +432,7 @@ cs_tensor *cs_outlook_attention(cs_ctx *ctx, const cs_tensor *v, const cs_tensor
     if (a->n != v->n || a->c != heads * 81 || a->h != v->h || a->w != v->w || v->c % heads)
         g_error("internal error: outlook attention over %d heads of %dx%dx%dx%d logits", heads,
                 a->n, a->c, a->h, a->w);
+    NCHW(v), NCHW(a);
     cs_tensor *y = cs_tensor_new(ctx, v->n, v->c, v->h, v->w);
     /* The probabilities are only kept for the backward pass. */
     cs_tensor *prob = ctx->training ? cs_tensor_new(ctx, a->n, a->c, a->h, a->w) : NULL;

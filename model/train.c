@@ -102,6 +102,7 @@ static char *state_to_json(const run_state *st, const cs_adam *adam) {
     INT("patience_stop", st->opt.patience_stop);
     BOOL("fix_background", st->opt.fix_background);
     BOOL("single_sigmoid", st->opt.single_sigmoid);
+    STR("precision", st->opt.precision ? st->opt.precision : "fp32");
     INT("epoch", st->epoch);
     INT("next_batch", st->next_batch);
     INT("step", st->step);
@@ -174,6 +175,9 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
     opt.patience_stop = I("patience_stop");
     opt.fix_background = B("fix_background");
     opt.single_sigmoid = B("single_sigmoid");
+    /* Runs saved before the setting existed computed in fp32. */
+    const char *precision = json_object_get_string_member_with_default(o, "precision", "fp32");
+    opt.precision = strcmp(precision, "bf16") == 0 ? "bf16" : "fp32";
     opt.run_dir = st->opt.run_dir;
     char *run_dir = g_strdup(st->opt.run_dir);
     state_clear(st);
@@ -392,7 +396,10 @@ double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, co
     return loss;
 }
 
-void cs_trainer_update(cs_trainer *t) { cs_adam_step(t->adam, t->model->params); }
+void cs_trainer_update(cs_trainer *t) {
+    cs_adam_step(t->adam, t->model->params);
+    cs_model_weights_changed(t->model);
+}
 
 /* The loop's view of a step: stage 1's perturbed batch drawn once per batch from
  * (seed, epoch, batch), the step, and the mask output kept for the metrics. */
@@ -513,6 +520,8 @@ static gboolean validate_options(const cs_train_options *o, GError **error) {
     else if (o->batch < 1) bad = "--batch: expected a positive number";
     else if (!(o->lr > 0) || !(o->lr_backbone > 0)) bad = "--lr / --lr-backbone: expected positive numbers";
     else if (o->image_size < 16 || o->image_size % 16) bad = "image size: a positive multiple of 16";
+    else if (o->precision && strcmp(o->precision, "fp32") && strcmp(o->precision, "bf16"))
+        bad = "--precision: expected fp32 or bf16";
     if (bad) g_set_error(error, CS_ERROR, CS_ERROR_ARG, "%s", bad);
     return bad == NULL;
 }
@@ -544,7 +553,8 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             goto done;
         }
         if (!state_from_json(&st, NULL, json, state_path, error)) goto done;
-        /* The caller may extend a run. */
+        /* The caller may extend a run, and change its precision. */
+        if (options->precision) st.opt.precision = options->precision;
         if (options->epochs > 0) st.opt.epochs = options->epochs;
         st.opt.max_steps = options->max_steps;
         st.opt.workers = options->workers;
@@ -596,6 +606,11 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     }
     /* The device (CUDA backend): the model moves before the trainer allocates there. */
     if (!cs_model_set_device(model, options->device, NULL, error)) goto done;
+    char *precision_note = NULL;
+    if (!cs_model_set_precision(model, o->precision, &precision_note, error)) goto done;
+    if (precision_note) g_string_append_printf(init_log, "--precision: %s\n", precision_note);
+    g_free(precision_note);
+    st.opt.precision = cs_model_precision(model); /* what runs, and is saved */
     trainer = cs_trainer_new(model, o->stage == 1 ? o->lr : o->lr_backbone, o->lr,
                              o->single_sigmoid);
     adam = cs_trainer_adam(trainer);
@@ -620,6 +635,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             goto done;
         if (options->epochs > 0) st.opt.epochs = options->epochs;
         st.opt.max_steps = options->max_steps;
+        st.opt.precision = cs_model_precision(model);
     }
 
     const cs_sample_options train_samples = {

@@ -70,6 +70,24 @@ static int apply_device(cs_model *model, const char *device) {
     return 0;
 }
 
+#define PRECISION_HELP \
+    "Convolution arithmetic: fp32 (default) or bf16 (bfloat16 inputs, float32 sums: about 3x " \
+    "faster on CPUs with AMX, masks within about 1%)"
+
+/* --precision: sets the model's; says so when the CPU cannot do bf16 and fp32 runs. */
+static int apply_precision(cs_model *model, const char *precision) {
+    GError *error = NULL;
+    char *note = NULL;
+    if (!cs_model_set_precision(model, precision, &note, &error)) {
+        fprintf(stderr, "%s: --precision: %s\n", program, error->message);
+        g_error_free(error);
+        return EXIT_USAGE;
+    }
+    if (note) fprintf(stderr, "%s: --precision: %s\n", program, note);
+    g_free(note);
+    return 0;
+}
+
 /* ---- predict ----------------------------------------------------------------------- */
 
 typedef struct {
@@ -80,6 +98,7 @@ typedef struct {
     gboolean all_outputs;
     int threads;
     char *device;
+    char *precision;
 } predict_options;
 
 static gboolean parse_threshold(const char *name, const char *value, gpointer data,
@@ -148,6 +167,7 @@ static int cmd_predict(int argc, char **argv) {
          "With --prob: all four outputs (mask, fg, bg, uncertainty), K = 4", NULL},
         {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "CPU threads (default: all cores)", "N"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &o.device, DEVICE_HELP, "DEVICE"},
+        {"precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, PRECISION_HELP, "P"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("IMAGE... - segment images with ConDSeg");
     GOptionGroup *group = g_option_group_new("predict", "predict", "predict", &o, NULL);
@@ -195,6 +215,7 @@ static int cmd_predict(int argc, char **argv) {
         goto done;
     }
     if ((status = apply_device(model, o.device))) goto done;
+    if ((status = apply_precision(model, o.precision))) goto done;
     cs_model_info info;
     cs_model_get_info(model, &info);
     if (o.all_outputs && info.arch == CS_ARCH_STAGE1) {
@@ -244,6 +265,7 @@ done:
     g_free(o.output);
     g_free(o.prob);
     g_free(o.device);
+    g_free(o.precision);
     return status;
 }
 
@@ -368,7 +390,7 @@ static int cmd_train(int argc, char **argv) {
     int stage = 0, epochs = 0, batch = 0, image_size = 0, workers = 0, threads = 0;
     int patience_lr = -1, patience_stop = -1;
     char *data = NULL, *out = NULL, *init = NULL, *resume = NULL, *seed_text = NULL;
-    char *preset = NULL, *device = NULL;
+    char *preset = NULL, *device = NULL, *precision = NULL;
     gint64 max_steps = 0;
     gboolean no_augment = FALSE, fix_background = FALSE, single_sigmoid = FALSE;
     cs_train_options opt;
@@ -419,6 +441,10 @@ static int cmd_train(int argc, char **argv) {
         {"workers", 0, 0, G_OPTION_ARG_INT, &workers, "Data loading threads", "N"},
         {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &device, DEVICE_HELP, "DEVICE"},
+        {"precision", 0, 0, G_OPTION_ARG_STRING, &precision,
+         "Convolution arithmetic: fp32 (default) or bf16 (bfloat16 inputs and float32 sums; "
+         "BatchNorm, losses and Adam's float32 master weights unchanged); a resume keeps the "
+         "run's unless given", "P"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- train ConDSeg (stage 1 or 2)");
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -497,6 +523,7 @@ static int cmd_train(int argc, char **argv) {
     }
     if (note && device) fprintf(stderr, "%s: %s\n", program, note);
     g_free(note);
+    opt.precision = precision;
     cs_set_num_threads(threads);
     signal(SIGINT, on_interrupt);
     signal(SIGTERM, on_interrupt);
@@ -514,7 +541,7 @@ static int cmd_train(int argc, char **argv) {
 done:
     g_option_context_free(ctx);
     g_free(data), g_free(out), g_free(init), g_free(resume), g_free(seed_text), g_free(preset);
-    g_free(device);
+    g_free(device), g_free(precision);
     return status;
 }
 
@@ -565,7 +592,7 @@ static void on_eval_image(const char *id, const cs_metrics *m, const float *prob
 static int cmd_eval(int argc, char **argv) {
     char *weights = NULL, *data = NULL, *split = NULL, *masks = NULL, *json_path = NULL;
     char *prob_dir = NULL;
-    char *device = NULL;
+    char *device = NULL, *precision = NULL;
     gboolean verbose = FALSE;
     int threads = 0;
     GOptionEntry entries[] = {
@@ -583,6 +610,7 @@ static int cmd_eval(int argc, char **argv) {
         {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print each image's IoU and Dice", NULL},
         {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &device, DEVICE_HELP, "DEVICE"},
+        {"precision", 0, 0, G_OPTION_ARG_STRING, &precision, PRECISION_HELP, "P"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
     GOptionContext *ctx = g_option_context_new("- evaluate weights on a dataset split");
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -613,6 +641,7 @@ static int cmd_eval(int argc, char **argv) {
         goto done;
     }
     if ((status = apply_device(model, device))) goto done;
+    if ((status = apply_precision(model, precision))) goto done;
     display.verbose = verbose;
     display.prob_dir = prob_dir;
     display.size = cs_model_input_size(model);
@@ -678,7 +707,7 @@ done:
     cs_model_free(model);
     g_option_context_free(ctx);
     g_free(weights), g_free(data), g_free(split), g_free(masks), g_free(json_path);
-    g_free(prob_dir), g_free(device);
+    g_free(prob_dir), g_free(device), g_free(precision);
     return status;
 }
 
