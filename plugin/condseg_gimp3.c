@@ -8,9 +8,9 @@
  *
  *   (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
  *                    #:weights "weights.safetensors" #:threshold 0.5 #:output "layer-mask"
- *                    #:device "auto")
+ *                    #:device "auto" #:precision "fp32")
  *   (plug-in-condseg RUN-NONINTERACTIVE image (vector layer) "weights.safetensors" 0.5
- *                    "layer-mask" "auto")
+ *                    "layer-mask" "auto" "fp32")
  */
 #include <string.h>
 
@@ -94,6 +94,16 @@ static GimpProcedure *create_procedure(GimpPlugIn *plug_in, const gchar *name) {
         "Where the network runs: \"auto\" (an NVIDIA GPU when one is usable, else the CPU), "
         "\"cpu\" or \"cuda\" (an NVIDIA GPU; an error saying why when there is none)",
         devices, cs_gimp_device_names[CS_GIMP_DEVICE_AUTO].nick, G_PARAM_READWRITE);
+    /* Last again: scripts written before it keep working. */
+    GimpChoice *precisions = gimp_choice_new_with_values(
+        cs_gimp_precision_names[0].nick, 0, cs_gimp_precision_names[0].label,
+        cs_gimp_precision_names[0].help, cs_gimp_precision_names[1].nick, 1,
+        cs_gimp_precision_names[1].label, cs_gimp_precision_names[1].help, NULL);
+    gimp_procedure_add_choice_argument(
+        procedure, "precision", "_Precision",
+        "Arithmetic of the convolutions: \"fp32\" (float32, the default) or \"bf16\" (bfloat16 "
+        "inputs with float32 sums, faster on CPUs with bf16 instructions, else float32)",
+        precisions, cs_gimp_precision_names[CS_GIMP_PRECISION_FP32].nick, G_PARAM_READWRITE);
     gimp_procedure_add_drawable_return_value(
         procedure, "result", "Result",
         "The layer mask, selection channel or new layer written; none when a mask output found "
@@ -134,6 +144,7 @@ static gboolean settings_from_config(GimpProcedureConfig *config, cs_gimp_settin
     g_object_get(config, "weights", &file, "threshold", &settings->threshold, NULL);
     settings->output = gimp_procedure_config_get_choice_id(config, "output");
     settings->device = gimp_procedure_config_get_choice_id(config, "device");
+    settings->precision = gimp_procedure_config_get_choice_id(config, "precision");
     char *path = file ? g_file_get_path(file) : NULL;
     /* Script-Fu turns "" into a file without a path or URI: no file, as NULL is. */
     char *uri = file && !path ? g_file_get_uri(file) : NULL;
@@ -303,12 +314,8 @@ static void default_model_clicked(GtkButton *button, dialog_state *state) {
     g_free(installed);
 }
 
-/* Help: the plug-in's own text (GIMP's manual has no page for it). The Help button's
- * response is taken before GimpDialog's own handler, which would look for the manual. */
-static void dialog_response(GtkDialog *dialog, gint response, dialog_state *state) {
-    (void)state;
-    if (response != GTK_RESPONSE_HELP) return;
-    g_signal_stop_emission_by_name(dialog, "response");
+/* Help: the plug-in's own text (GIMP's manual has no page for it). */
+static void show_help(GtkWidget *dialog) {
     GtkWidget *help = gtk_message_dialog_new(GTK_WINDOW(dialog), GTK_DIALOG_MODAL,
                                              GTK_MESSAGE_INFO, GTK_BUTTONS_CLOSE, "%s",
                                              CS_GIMP_TITLE);
@@ -316,6 +323,30 @@ static void dialog_response(GtkDialog *dialog, gint response, dialog_state *stat
     gtk_window_set_title(GTK_WINDOW(help), CS_GIMP_TITLE " Help");
     gtk_dialog_run(GTK_DIALOG(help));
     gtk_widget_destroy(help);
+}
+
+/* The Help button's response, taken before GimpDialog's own handler (which would look for
+ * the manual). */
+static void dialog_response(GtkDialog *dialog, gint response, dialog_state *state) {
+    (void)state;
+    if (response != GTK_RESPONSE_HELP) return;
+    g_signal_stop_emission_by_name(dialog, "response");
+    show_help(GTK_WIDGET(dialog));
+}
+
+/* F1: GIMP connects the manual to it; ours replaces that. */
+static gboolean dialog_show_help(GtkWidget *dialog, GtkWidgetHelpType type, dialog_state *state) {
+    (void)type, (void)state;
+    show_help(dialog);
+    return TRUE;
+}
+
+static void connect_help(GtkWidget *dialog, dialog_state *state) {
+    g_signal_connect(dialog, "response", G_CALLBACK(dialog_response), state);
+    g_signal_handlers_disconnect_matched(dialog, G_SIGNAL_MATCH_ID,
+                                         g_signal_lookup("show-help", GTK_TYPE_WIDGET), 0, NULL,
+                                         NULL, NULL);
+    g_signal_connect(dialog, "show-help", G_CALLBACK(dialog_show_help), state);
 }
 
 static GtkWidget *small_label(const char *markup) {
@@ -392,7 +423,7 @@ static GtkWidget *dialog_new(GimpProcedure *procedure, dialog_state *state) {
     GtkWidget *spin = threshold_entry(pd);
     GtkWidget *settings_box = gimp_procedure_dialog_fill_box(pd, "settings-box", "weights",
                                                              "output", "threshold", "device",
-                                                             NULL);
+                                                             "precision", NULL);
     GtkWidget *main_box = gimp_procedure_dialog_fill_box(pd, "main-box", "settings-box", NULL);
     gtk_orientable_set_orientation(GTK_ORIENTABLE(main_box), GTK_ORIENTATION_HORIZONTAL);
     gtk_box_set_spacing(GTK_BOX(main_box), 12);
@@ -402,7 +433,7 @@ static GtkWidget *dialog_new(GimpProcedure *procedure, dialog_state *state) {
     add_own_widgets(state, settings_box);
     gimp_procedure_dialog_fill(pd, "main-box", NULL);
     gtk_dialog_set_default_response(GTK_DIALOG(dialog), GTK_RESPONSE_OK);
-    g_signal_connect(dialog, "response", G_CALLBACK(dialog_response), state);
+    connect_help(dialog, state);
     g_signal_connect(state->config, "notify", G_CALLBACK(config_changed), state);
     gtk_widget_grab_focus(spin);
     return dialog;

@@ -68,6 +68,17 @@ typedef enum {
 /* Indexed by cs_gimp_device; `nick` is also cs_model_set_device's name. */
 extern const cs_gimp_choice_name cs_gimp_device_names[CS_GIMP_N_DEVICES];
 
+/* The arithmetic of the convolutions (cs_model_set_precision). 0 is fp32, the default. */
+typedef enum {
+    CS_GIMP_PRECISION_FP32 = 0,   /* float32: the masks of `condseg predict` */
+    CS_GIMP_PRECISION_BF16 = 1,   /* bfloat16 inputs, float32 sums: faster where the CPU has
+                                     bf16 instructions (else float32, saying so) */
+    CS_GIMP_N_PRECISIONS
+} cs_gimp_precision;
+
+/* Indexed by cs_gimp_precision; `nick` is also cs_model_set_precision's name. */
+extern const cs_gimp_choice_name cs_gimp_precision_names[CS_GIMP_N_PRECISIONS];
+
 #define CS_GIMP_WEIGHTS_MAX 4096
 
 typedef struct {
@@ -75,6 +86,7 @@ typedef struct {
     double threshold;                    /* probability above which a pixel is foreground */
     int output;                          /* a cs_gimp_output */
     int device;                          /* a cs_gimp_device */
+    int precision;                       /* a cs_gimp_precision */
 } cs_gimp_settings;
 
 /* Defaults: the installed default model (when there is one), threshold 0.5, layer mask,
@@ -87,7 +99,7 @@ void cs_gimp_settings_init(cs_gimp_settings *settings);
 #define CS_GIMP_SETTINGS_PARASITE CS_GIMP_PROC "-last-values"
 
 /* The settings as a small key file ([plug-in-condseg] weights=, threshold=, output=,
- * device= with the choice nicks), and back. Reading keeps the fields it does not find or
+ * device=, precision= with the choice nicks), and back. Reading keeps the fields it does not find or
  * cannot accept, so a file from another version gives what it can. g_free the text. */
 char *cs_gimp_settings_to_text(const cs_gimp_settings *settings);
 void cs_gimp_settings_from_text(cs_gimp_settings *settings, const char *text);
@@ -102,13 +114,14 @@ void cs_gimp_settings_from_text(cs_gimp_settings *settings, const char *text);
  * The network's answer for one drawable
  *
  * Kept by the dialogs while they are open: the network runs again only when a setting
- * that changes its answer changes (the weights, the device); the threshold and the output
+ * that changes its answer changes (the weights, the device, the precision); the threshold and the output
  * only change what is drawn from the kept planes. */
 
 typedef struct {
     /* What it was computed with (cs_gimp_inference_matches compares these). */
     char weights[CS_GIMP_WEIGHTS_MAX];   /* the file read (the default model's for "") */
     int device;                          /* the cs_gimp_device asked for */
+    int precision;                       /* the cs_gimp_precision asked for */
     gint32 drawable;                     /* the drawable the settings named */
     gint32 source;                       /* the layer read (a layer mask's layer) */
     GeglRectangle bounds;                /* the source's offsets in the image and size */
@@ -119,11 +132,13 @@ typedef struct {
     float uncertainty_min, uncertainty_max;
     float prob_max;
     char device_ran[8];                  /* "cpu" or "cuda" */
+    char precision_ran[8];               /* "fp32" or "bf16" */
+    char *precision_note;                /* why bf16 ran as fp32, or NULL */
     double seconds;                      /* reading, loading, inference */
 } cs_gimp_inference;
 
-/* Runs the network on `drawable` (a layer mask stands for its layer) with the weights and
- * device of `settings`. Nothing in the image changes. Progress goes to
+/* Runs the network on `drawable` (a layer mask stands for its layer) with the weights,
+ * device and precision of `settings`. Nothing in the image changes. Progress goes to
  * cs_gimp_host_progress when `progress` is set (the dialogs draw their own). */
 cs_gimp_inference *cs_gimp_infer(gint32 image, gint32 drawable, const cs_gimp_settings *settings,
                                  gboolean progress, GError **error);

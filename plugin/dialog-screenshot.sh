@@ -4,7 +4,8 @@
 # display, with a throwaway profile, and checks on the way what a user relies on:
 #   - the preview's network runs once when the dialog opens; typing another threshold
 #     only redraws (the plug-in's "ConDSeg preview:" debug lines count the network runs);
-#   - Return in the dialog runs the filter, and the verdict message appears;
+#   - Return in the dialog runs the filter, and the verdict message appears; Help and F1
+#     show the plug-in's own help;
 #   - the values are remembered across a restart of GIMP (the second session's dialog
 #     opens at the threshold typed in the first);
 #   - on a frame where the model finds nothing, the verdict says so and the image is left
@@ -21,6 +22,7 @@
 #   PREFIXverdict.png         GIMP after Return: the mask applied and the verdict message
 #   PREFIXdialog-empty.png    the dialog on EMPTY_IMAGE at 0.50: "No lesion found"
 #   PREFIXverdict-empty.png   GIMP after Return on it: the image unchanged, the verdict
+#   PREFIXhelp.png            the plug-in's help (F1 and the Help button both show it)
 #   PREFIXtimings.txt         the preview's network runs and redraws (debug lines)
 # Exit status 1 when a check fails; CONDSEG_KEEP_TEST_FILES=1 keeps the work folder (the
 # profiles, GIMP's output). Needs gimp, xvfb, xdotool, imagemagick (install.sh
@@ -29,7 +31,7 @@ set -euo pipefail
 gimp3=0
 if [ "${1:-}" = --gimp3 ]; then gimp3=1; shift; fi
 if [ "${1:-}" != --inside-xvfb ]; then
-  [ $# -eq 5 ] || { sed -n '2,26p' "$0"; exit 2; }
+  [ $# -eq 5 ] || { sed -n '2,30p' "$0"; exit 2; }
   mkdir -p "$5"
   flag=(); [ "$gimp3" = 1 ] && flag=(--gimp3)
   exec timeout 900 xvfb-run -a -s "-screen 0 1280x900x24" "$0" "${flag[@]}" --inside-xvfb \
@@ -108,7 +110,7 @@ else
          (layer (car (gimp-image-get-active-layer image))))
     (gimp-display-new image)
     (gimp-image-clean-all image)
-    (plug-in-condseg RUN-INTERACTIVE image layer "" 0.5 0 0)
+    (plug-in-condseg RUN-INTERACTIVE image layer "" 0.5 0 0 0)
     (let ((port (open-output-file report)))
       (display (string-append "CS-AFTER dirty=" (number->string (car (gimp-image-is-dirty image)))
                               " mask=" (number->string (car (gimp-layer-get-mask layer))))
@@ -160,6 +162,19 @@ xdotool mousemove 0 0   # no tooltip under the pointer
 wait_for 120 log_has "ConDSeg preview: redrawn" || fail "the preview never drew"
 [ "$(network_runs)" = 1 ] || fail "$(network_runs) network runs when the dialog opened, not 1"
 shot_dialog dialog.png
+# Help (its button, Alt+H; and F1) shows the plug-in's own help, not GIMP's manual.
+for key in alt+h F1; do
+  keys "$key"
+  wait_for 20 sh -c 'xdotool search --onlyvisible --name "^ConDSeg Segmentation Help$" > /dev/null' ||
+    fail "$key did not show the plug-in's help"
+  help=$(xdotool search --onlyvisible --name "^ConDSeg Segmentation Help$" | head -1)
+  [ "$key" = F1 ] && { sleep 1; import -window "$help" "$out/${prefix}help.png"; }
+  xdotool windowfocus --sync "$help" 2> /dev/null || true
+  xdotool key Escape
+  wait_for 20 sh -c '! xdotool search --onlyvisible --name "^ConDSeg Segmentation Help$" > /dev/null' ||
+    fail "the help window did not close"
+done
+keys Tab shift+Tab   # the focus back on the threshold entry
 type_threshold 0.20
 wait_for 20 log_has "ConDSeg preview: redrawn at threshold 0.200" || fail "no redraw at threshold 0.20"
 [ "$(network_runs)" = 1 ] || fail "the threshold change ran the network ($(network_runs) runs)"

@@ -54,6 +54,13 @@
         ((equal? device "cuda") 2)
         (else 99)))
 
+; The precision argument likewise: "" (float32), a nick, or 99 for the unknown one.
+(define (cs-precision precision)
+  (cond ((equal? precision "") 0)
+        ((equal? precision "fp32") 0)
+        ((equal? precision "bf16") 1)
+        (else 99)))
+
 ; One drawable of `image` (layer, layer mask or channel) as PNG, at the image's precision.
 (define (cs-save image drawable path)
   (file-png-save2 RUN-NONINTERACTIVE image drawable path path 0 1 0 0 0 0 0 0 0))
@@ -86,7 +93,7 @@
 ;   "offset"        the layer moved to (7, 5) first
 ;   "existing-mask" the layer given a black mask first (the plug-in must overwrite it)
 ;   "save-decoded"  the loaded pixels also written to `decoded` (what GIMP decoded)
-(define (cs-case name path weights threshold output device prepare out decoded)
+(define (cs-case name path weights threshold output device precision prepare out decoded)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image))))
     (cond ((equal? prepare "float-linear")
@@ -99,7 +106,8 @@
            (channels-before (cs-channel-count image))
            (outcome (cs-try (lambda ()
                               (plug-in-condseg RUN-NONINTERACTIVE image layer weights
-                                               threshold output (cs-device device)))))
+                                               threshold output (cs-device device)
+                                               (cs-precision precision)))))
            (returned (and (car outcome) (car (cdr outcome)))))
       (cs-report-error name outcome)
       (if (not returned)
@@ -127,7 +135,8 @@
 ; A run that must fail and leave the image as it was. `target` is "layer" (the active
 ; layer) or "channel" (a new channel, which has no layer mask to take the result). The
 ; layer's pixels are written before the call to `before` and after it to `after`.
-(define (cs-error-case name path weights threshold output device target before after)
+(define (cs-error-case name path weights threshold output device precision target before
+                       after)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image)))
          (drawable (if (equal? target "channel")
@@ -143,7 +152,8 @@
     (let* ((state-before (cs-state image layer))
            (outcome (cs-try (lambda ()
                               (plug-in-condseg RUN-NONINTERACTIVE image drawable weights
-                                               threshold output (cs-device device))))))
+                                               threshold output (cs-device device)
+                                               (cs-precision precision))))))
       (cs-save image layer after)
       (cs-report-error name outcome)
       (cs-report name " status=" (if (car outcome) "success" "error")
@@ -153,14 +163,15 @@
 
 ; A run that must succeed without marking anything: `expect-unchanged` for the mask
 ; outputs (the image must be left exactly as it was), else a map layer must be added.
-(define (cs-empty-case name path weights threshold output device)
+(define (cs-empty-case name path weights threshold output device precision)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image)))
          (state-before (cs-state image layer))
          (layers-before (cs-layer-count image))
          (outcome (cs-try (lambda ()
                             (plug-in-condseg RUN-NONINTERACTIVE image layer weights
-                                             threshold output (cs-device device))))))
+                                             threshold output (cs-device device)
+                                               (cs-precision precision))))))
     (cs-report-error name outcome)
     (if (car outcome)
         (let ((values (cdr outcome)))
@@ -183,7 +194,7 @@
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image)))
          (outcome (cs-try (lambda ()
-                            (plug-in-condseg RUN-WITH-LAST-VALS image layer "" 0.0 0 0)))))
+                            (plug-in-condseg RUN-WITH-LAST-VALS image layer "" 0.0 0 0 0)))))
     (cs-report-error name outcome)
     (if (car outcome)
         (let ((written (cond ((= output 0) (car (gimp-layer-get-mask layer)))

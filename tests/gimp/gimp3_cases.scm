@@ -102,16 +102,22 @@
 ; A device given goes by position, as batch-segment.scm passes it: there GIMP checks the
 ; nick and refuses an unknown one, while a keyword call's unknown nick only draws a GLib
 ; warning from Script-Fu and leaves the default.
-(define (cs-run image drawable weights threshold output device)
-  (if (equal? device "")
-      (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector drawable)
-                       #:weights weights #:threshold threshold
-                       #:output (vector-ref cs-output-nicks output))
-      (plug-in-condseg RUN-NONINTERACTIVE image (vector drawable) weights threshold
-                       (vector-ref cs-output-nicks output) device)))
+; The precision likewise: left out when "", else passed by position (after the device).
+(define (cs-run image drawable weights threshold output device precision)
+  (cond ((and (equal? device "") (equal? precision ""))
+         (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image
+                          #:drawables (vector drawable) #:weights weights
+                          #:threshold threshold #:output (vector-ref cs-output-nicks output)))
+        ((equal? precision "")
+         (plug-in-condseg RUN-NONINTERACTIVE image (vector drawable) weights threshold
+                          (vector-ref cs-output-nicks output) device))
+        (else
+         (plug-in-condseg RUN-NONINTERACTIVE image (vector drawable) weights threshold
+                          (vector-ref cs-output-nicks output)
+                          (if (equal? device "") "auto" device) precision))))
 
 ; A run that must succeed; `prepare` as in gimp2_cases.scm.
-(define (cs-case name path weights threshold output device prepare out decoded)
+(define (cs-case name path weights threshold output device precision prepare out decoded)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image)))
     (cond ((equal? prepare "float-linear")
@@ -122,7 +128,7 @@
           ((equal? prepare "save-decoded") (cs-save image layer decoded)))
     (let* ((layers-before (cs-layer-count image))
            (channels-before (cs-channel-count image))
-           (outcome (cs-try (lambda () (cs-run image layer weights threshold output device))))
+           (outcome (cs-try (lambda () (cs-run image layer weights threshold output device precision))))
            (returned (and (car outcome) (car (cdr outcome)))))
       (cs-report-error name outcome)
       (if (not returned)
@@ -149,7 +155,8 @@
     (gimp-image-delete image)))
 
 ; A run that must fail and leave the image as it was (see gimp2_cases.scm).
-(define (cs-error-case name path weights threshold output device target before after)
+(define (cs-error-case name path weights threshold output device precision target before
+                       after)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image))
          (drawable (if (equal? target "channel")
@@ -163,7 +170,7 @@
                        layer)))
     (cs-save image layer before)
     (let* ((state-before (cs-state image layer))
-           (outcome (cs-try (lambda () (cs-run image drawable weights threshold output device)))))
+           (outcome (cs-try (lambda () (cs-run image drawable weights threshold output device precision)))))
       (cs-save image layer after)
       (cs-report-error name outcome)
       (cs-report name " status=" (if (car outcome) "success" "error")
@@ -172,12 +179,12 @@
     (gimp-image-delete image)))
 
 ; A run that must succeed without marking anything (see gimp2_cases.scm).
-(define (cs-empty-case name path weights threshold output device)
+(define (cs-empty-case name path weights threshold output device precision)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image))
          (state-before (cs-state image layer))
          (layers-before (cs-layer-count image))
-         (outcome (cs-try (lambda () (cs-run image layer weights threshold output device)))))
+         (outcome (cs-try (lambda () (cs-run image layer weights threshold output device precision)))))
     (cs-report-error name outcome)
     (if (car outcome)
         (let ((values (cdr outcome)))

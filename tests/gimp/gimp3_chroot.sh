@@ -47,7 +47,7 @@ flock -n 9 || { say "waiting for another run of the GIMP 3 tests in $root"; floc
 
 # What the chroot needs: GIMP 3 and its development files, and condseg's build
 # dependencies (those of install.sh, under trixie's names).
-packages="gimp libgimp-3.0-dev build-essential cmake pkgconf libopenblas-openmp-dev
+packages="gimp libgimp-3.0-dev build-essential cmake pkgconf libopenblas-openmp-dev libdnnl-dev
   libopenblas-dev libglib2.0-dev libjson-glib-dev libgdk-pixbuf-2.0-dev libpng-dev libjpeg-dev
   libtiff-dev libgdk-pixbuf2.0-bin"
 packages=$(echo $packages)

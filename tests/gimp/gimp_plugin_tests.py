@@ -91,12 +91,15 @@ def make_images(kvasir, indir):
 
 # ---- condseg predict --------------------------------------------------------------------
 
-def condseg_predict(condseg, weights, image, threshold, mask, npy=None, device=None):
+def condseg_predict(condseg, weights, image, threshold, mask, npy=None, device=None,
+                    precision=None):
     cmd = shlex.split(condseg) + ["predict", "-w", weights, "-t", threshold, "-o", mask]
     if npy:
         cmd += ["--prob", npy, "--all-outputs"]
     if device:
         cmd += ["--device", device]
+    if precision:
+        cmd += ["--precision", precision]
     subprocess.run(cmd + [image], check=True, stdout=subprocess.DEVNULL)
 
 
@@ -155,11 +158,12 @@ def prepare(args):
     # `device` "" leaves the plug-in's device argument out (GIMP 3) or passes automatic, the
     # default (GIMP 2.10, whose Script-Fu needs every argument).
     def case(name, kind, output, prepare="plain", decoded="", weights=args.full, device="",
-             ref_mask=None):
+             ref_mask=None, precision=""):
         cases.append({"name": name, "type": "run", "kind": kind, "output": output,
                       "prepare": prepare, "threshold": refs[kind]["threshold"],
                       "weights": weights, "out": os.path.join(work, "out", name + ".png"),
-                      "decoded": decoded, "device": device, "ref_mask": ref_mask})
+                      "decoded": decoded, "device": device, "ref_mask": ref_mask,
+                      "precision": precision})
 
     for kind in ("rgb8", "rgba16", "gray8"):
         for output in OUTPUTS:
@@ -179,12 +183,22 @@ def prepare(args):
          ref_mask=device_ref("rgb8", "cpu"))
     case("rgba16-device-auto-selection", "rgba16", "selection", device="auto",
          ref_mask=device_ref("rgba16", "auto"))
+    # The precision named: bf16's mask is `condseg predict --precision bf16`'s (bfloat16 on
+    # a CPU with bf16 instructions, float32 elsewhere, in both).
+    bf16_mask = os.path.join(work, "ref", "rgb8.bf16.mask.png")
+    condseg_predict(args.condseg, args.full, refs["rgb8"]["image"], refs["rgb8"]["threshold"],
+                    bf16_mask, precision="bf16")
+    case("rgb8-precision-bf16-layer-mask", "rgb8", "layer-mask", device="cpu",
+         ref_mask=bf16_mask, precision="bf16")
+    case("rgb8-precision-fp32-selection", "rgb8", "selection", device="cpu",
+         ref_mask=device_ref("rgb8", "cpu"), precision="fp32")
 
     def error_case(name, kind, weights, output, expect, target="layer", threshold=None,
-                   device=""):
+                   device="", precision=""):
         cases.append({"name": name, "type": "error", "kind": kind, "output": output,
                       "weights": weights, "target": target, "expect": expect,
                       "threshold": threshold or refs[kind]["threshold"], "device": device,
+                      "precision": precision,
                       "before": os.path.join(work, "out", name + ".before.png"),
                       "after": os.path.join(work, "out", name + ".after.png")})
 
@@ -205,6 +219,10 @@ def prepare(args):
     # GIMP 3 checks the choice itself: device is argument 6 of the positional call.
     error_case("error-unknown-device", "gray8", args.full, "layer-mask",
                ["ConDSeg: unknown device 99", "Invalid value for argument 6"], device="bogus")
+    # Likewise for the precision: 2.10 passes 99; in GIMP 3 it is argument 7.
+    error_case("error-unknown-precision", "gray8", args.full, "layer-mask",
+               ["ConDSeg: unknown precision 99", "Invalid value for argument 7"],
+               device="auto", precision="bogus")
     cuda_mask = os.path.join(work, "ref", "rgb8.cuda.mask.png")
     cuda_reason = cuda_failure(args.condseg, args.full, refs["rgb8"]["image"], cuda_mask)
     if cuda_reason:
@@ -227,7 +245,8 @@ def prepare(args):
 
     def empty_case(name, kind, weights, threshold, output):
         cases.append({"name": name, "type": "empty", "kind": kind, "output": output,
-                      "weights": weights, "threshold": threshold, "device": ""})
+                      "weights": weights, "threshold": threshold, "device": "",
+                      "precision": ""})
 
     for output in ("layer-mask", "selection", "probability-layer"):
         empty_case(f"empty-{output}", "empty", args.default_model, "0.5", output)
@@ -236,12 +255,12 @@ def prepare(args):
     # parasite, stored by the driver before the batch's session; GIMP 3 keeps them itself).
     cases.append({"name": "last-values-selection", "type": "last-values", "kind": "rgb8",
                   "output": "selection", "prepare": "plain", "weights": args.full,
-                  "threshold": refs["rgb8"]["threshold"], "device": "cpu",
+                  "threshold": refs["rgb8"]["threshold"], "device": "cpu", "precision": "fp32",
                   "out": os.path.join(work, "out", "last-values-selection.png"),
                   "decoded": "", "ref_mask": device_ref("rgb8", "cpu")})
     last = cases[-1]
     keyfile = (f"[plug-in-condseg]\nweights={last['weights']}\nthreshold={last['threshold']}\n"
-               f"output={last['output']}\ndevice={last['device']}\n")
+               f"output={last['output']}\ndevice={last['device']}\nprecision={last['precision']}\n")
     with open(os.path.join(work, "remember.scm"), "w") as f:
         f.write("; generated by gimp_plugin_tests.py prepare: the last values, stored as the\n"
                 "; GIMP 2.10 plug-in stores them (a persistent global parasite)\n")
@@ -252,7 +271,8 @@ def prepare(args):
     with open(os.path.join(work, "gimp3.last"), "w") as f:
         f.write(f"# settings\n\n(weights {scheme_string(last['weights'])})\n"
                 f"(threshold {last['threshold']})\n(output {scheme_string(last['output'])})\n"
-                f"(device {scheme_string(last['device'])})\n\n# end of settings\n")
+                f"(device {scheme_string(last['device'])})\n"
+                f"(precision {scheme_string(last['precision'])})\n\n# end of settings\n")
 
     with open(os.path.join(work, "batch.scm"), "w") as f:
         f.write("; generated by gimp_plugin_tests.py prepare\n")
@@ -260,7 +280,7 @@ def prepare(args):
             path = scheme_string(refs[c["kind"]]["image"])
             common = (f'{scheme_string(c["name"])} {path} {scheme_string(c["weights"])} '
                       f'{c["threshold"]} {OUTPUTS.index(c["output"])} '
-                      f'{scheme_string(c["device"])}')
+                      f'{scheme_string(c["device"])} {scheme_string(c["precision"])}')
             if c["type"] == "empty":
                 f.write(f'(cs-empty-case {common})\n')
             elif c["type"] == "last-values":
