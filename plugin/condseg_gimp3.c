@@ -284,7 +284,6 @@ static void preview_invalidated(GimpPreview *preview, dialog_state *state) {
 /* A value of the config changed: redraw at once when the kept answer still fits, else let
  * the preview run the network (only while its Preview box is ticked). */
 static void config_changed(GObject *config, GParamSpec *pspec, dialog_state *state) {
-    (void)pspec;
     GError *error = NULL;
     state->settings_ok = settings_from_config(GIMP_PROCEDURE_CONFIG(config), &state->settings,
                                               &error);
@@ -292,8 +291,9 @@ static void config_changed(GObject *config, GParamSpec *pspec, dialog_state *sta
         set_verdict(state, error->message, TRUE);
         g_error_free(error);
     }
-    update_model_note(state);
-    update_device_note(state);
+    /* The notes only for what they are about: the device forecast may probe for a GPU. */
+    if (strcmp(pspec->name, "weights") == 0) update_model_note(state);
+    if (strcmp(pspec->name, "device") == 0) update_device_note(state);
     if (state->busy || !state->preview) return;
     if (state->settings_ok &&
         cs_gimp_inference_matches(state->inference, state->drawable, &state->settings) &&

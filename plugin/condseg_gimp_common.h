@@ -93,14 +93,15 @@ typedef struct {
  * automatic device. */
 void cs_gimp_settings_init(cs_gimp_settings *settings);
 
-/* Stored last values: GIMP 2.10 keeps them for the session (gimp_set_data) and, so that
- * they survive a restart, as a persistent global parasite of this name holding
- * cs_gimp_settings_to_text's key file. */
+/* Stored last values: GIMP 2.10 keeps them as a persistent global parasite of this name
+ * holding cs_gimp_settings_to_text's key file (GIMP writes it to the profile's parasiterc,
+ * so the values survive a restart). GIMP 3 keeps them itself, in the procedure's config. */
 #define CS_GIMP_SETTINGS_PARASITE CS_GIMP_PROC "-last-values"
 
 /* The settings as a small key file ([plug-in-condseg] weights=, threshold=, output=,
- * device=, precision= with the choice nicks), and back. Reading keeps the fields it does not find or
- * cannot accept, so a file from another version gives what it can. g_free the text. */
+ * device=, precision= with the choice nicks), and back. Reading keeps the fields it does
+ * not find or cannot accept, so a file from another version gives what it can. g_free the
+ * text. */
 char *cs_gimp_settings_to_text(const cs_gimp_settings *settings);
 void cs_gimp_settings_from_text(cs_gimp_settings *settings, const char *text);
 
@@ -114,8 +115,8 @@ void cs_gimp_settings_from_text(cs_gimp_settings *settings, const char *text);
  * The network's answer for one drawable
  *
  * Kept by the dialogs while they are open: the network runs again only when a setting
- * that changes its answer changes (the weights, the device, the precision); the threshold and the output
- * only change what is drawn from the kept planes. */
+ * that changes its answer changes (the weights, the device, the precision); the threshold
+ * and the output only change what is drawn from the kept planes. */
 
 typedef struct {
     /* What it was computed with (cs_gimp_inference_matches compares these). */

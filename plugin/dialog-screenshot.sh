@@ -19,6 +19,8 @@
 # the model finds nothing. Writes to OUTDIR (PREFIX gimp- or gimp3-):
 #   PREFIXdialog.png          the dialog at threshold 0.50, preview on
 #   PREFIXdialog-t020.png     the same after the threshold is typed as 0.20
+#   gimp-dialog-probability.png, gimp-dialog-uncertainty.png  the map outputs' previews
+#                             (GIMP 2.10 only)
 #   PREFIXverdict.png         GIMP after Return: the mask applied and the verdict message
 #   PREFIXdialog-empty.png    the dialog on EMPTY_IMAGE at 0.50: "No lesion found"
 #   PREFIXverdict-empty.png   GIMP after Return on it: the image unchanged, the verdict
@@ -31,7 +33,7 @@ set -euo pipefail
 gimp3=0
 if [ "${1:-}" = --gimp3 ]; then gimp3=1; shift; fi
 if [ "${1:-}" != --inside-xvfb ]; then
-  [ $# -eq 5 ] || { sed -n '2,30p' "$0"; exit 2; }
+  [ $# -eq 5 ] || { sed -n '2,32p' "$0"; exit 2; }
   mkdir -p "$5"
   flag=(); [ "$gimp3" = 1 ] && flag=(--gimp3)
   exec timeout 900 xvfb-run -a -s "-screen 0 1280x900x24" "$0" "${flag[@]}" --inside-xvfb \
@@ -179,6 +181,23 @@ type_threshold 0.20
 wait_for 20 log_has "ConDSeg preview: redrawn at threshold 0.200" || fail "no redraw at threshold 0.20"
 [ "$(network_runs)" = 1 ] || fail "the threshold change ran the network ($(network_runs) runs)"
 shot_dialog dialog-t020.png
+# The map outputs' previews (GIMP 2.10: the focus goes back over the threshold's slider to
+# the output buttons, where the arrow keys choose): still no network run.
+if [ "$gimp3" = 0 ]; then
+  keys shift+Tab shift+Tab Down Down
+  wait_for 20 log_has "ConDSeg preview: redrawn at threshold 0.200, output 2" ||
+    fail "no preview of the probability map"
+  shot_dialog dialog-probability.png
+  keys Down
+  wait_for 20 log_has "ConDSeg preview: redrawn at threshold 0.200, output 3" ||
+    fail "no preview of the uncertainty map"
+  shot_dialog dialog-uncertainty.png
+  keys Up Up Up
+  wait_for 20 sh -c "grep 'ConDSeg preview: redrawn' '$log' | tail -1 | grep -q 'output 0'" ||
+    fail "could not go back to the layer mask output"
+  [ "$(network_runs)" = 1 ] || fail "choosing an output ran the network ($(network_runs) runs)"
+  keys Tab Tab   # back to the threshold entry
+fi
 keys shift+Tab Return   # back to the threshold entry; Return runs
 wait_for 60 test -s "$work/after-1" || fail "Return did not run the filter"
 grep -q "CS-AFTER dirty=1 mask=[0-9]" "$work/after-1" || fail "no layer mask after the run: $(cat "$work/after-1")"

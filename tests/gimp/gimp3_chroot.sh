@@ -47,10 +47,15 @@ flock -n 9 || { say "waiting for another run of the GIMP 3 tests in $root"; floc
 
 # What the chroot needs: GIMP 3 and its development files, and condseg's build
 # dependencies (those of install.sh, under trixie's names).
-packages="gimp libgimp-3.0-dev build-essential cmake pkgconf libopenblas-openmp-dev libdnnl-dev
+packages="gimp libgimp-3.0-dev build-essential cmake pkgconf libopenblas-openmp-dev
   libopenblas-dev libglib2.0-dev libjson-glib-dev libgdk-pixbuf-2.0-dev libpng-dev libjpeg-dev
   libtiff-dev libgdk-pixbuf2.0-bin"
 packages=$(echo $packages)
+# oneDNN: kernels/conv_dnnl.c is written against the oneDNN 2.x C API (Debian 12's 2.6),
+# which trixie's 3.7 no longer has (dnnl_memory_desc_init_by_tag, the *_desc_init
+# functions); bookworm's libdnnl-dev 2.6.3 installs in trixie (its libraries are older than
+# trixie's), pinned low so that nothing else comes from bookworm.
+dnnl_from_bookworm="libdnnl-dev/bookworm"
 
 # ---- mounts, always undone --------------------------------------------------------------
 mounted=()
@@ -96,7 +101,7 @@ mount_system() {   # /proc, /sys (read-only), /dev and a private /dev/pts, /dev/
 }
 
 # ---- 1. the chroot ------------------------------------------------------------------------
-if [ "$(cat "$root/.condseg-packages" 2> /dev/null)" != "$packages" ]; then
+if [ "$(cat "$root/.condseg-packages" 2> /dev/null)" != "$packages $dnnl_from_bookworm" ]; then
   if [ ! -x "$root/usr/bin/apt-get" ]; then
     say "debootstrap trixie into $root ($mirror)"
     rm -rf "$root.partial"
@@ -111,9 +116,15 @@ if [ "$(cat "$root/.condseg-packages" 2> /dev/null)" != "$packages" ]; then
   chroot "$root" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends $packages" > "$root.apt.log" 2>&1 ||
     { tail -20 "$root.apt.log"; fail "apt-get in the chroot failed (log: $root.apt.log)"; }
+  echo "deb $mirror bookworm main" > "$root/etc/apt/sources.list.d/bookworm.list"
+  printf 'Package: *\nPin: release n=bookworm\nPin-Priority: 100\n' > "$root/etc/apt/preferences.d/bookworm"
+  chroot "$root" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --allow-downgrades --no-install-recommends $dnnl_from_bookworm" \
+    >> "$root.apt.log" 2>&1 ||
+    { tail -20 "$root.apt.log"; fail "oneDNN 2.x from bookworm failed (log: $root.apt.log)"; }
   chroot "$root" apt-get clean
   unmount_all
-  echo "$packages" > "$root/.condseg-packages"
+  echo "$packages $dnnl_from_bookworm" > "$root/.condseg-packages"
 fi
 say "chroot ready: $root, $(chroot "$root" gimp-console-3.0 --version) ($(elapsed))"
 
