@@ -181,10 +181,11 @@ type_threshold 0.20
 wait_for 20 log_has "ConDSeg preview: redrawn at threshold 0.200" || fail "no redraw at threshold 0.20"
 [ "$(network_runs)" = 1 ] || fail "the threshold change ran the network ($(network_runs) runs)"
 shot_dialog dialog-t020.png
-# The map outputs' previews (GIMP 2.10: the focus goes back over the threshold's slider to
-# the output buttons, where the arrow keys choose): still no network run.
+# The map outputs' previews (GIMP 2.10: the focus, now after the threshold entry, goes back
+# over the entry and the slider to the output buttons, where the arrow keys choose): still
+# no network run.
 if [ "$gimp3" = 0 ]; then
-  keys shift+Tab shift+Tab Down Down
+  keys shift+Tab shift+Tab shift+Tab Down Down
   wait_for 20 log_has "ConDSeg preview: redrawn at threshold 0.200, output 2" ||
     fail "no preview of the probability map"
   shot_dialog dialog-probability.png
@@ -196,7 +197,7 @@ if [ "$gimp3" = 0 ]; then
   wait_for 20 sh -c "grep 'ConDSeg preview: redrawn' '$log' | tail -1 | grep -q 'output 0'" ||
     fail "could not go back to the layer mask output"
   [ "$(network_runs)" = 1 ] || fail "choosing an output ran the network ($(network_runs) runs)"
-  keys Tab Tab   # back to the threshold entry
+  keys Tab Tab Tab   # back after the threshold entry
 fi
 keys shift+Tab Return   # back to the threshold entry; Return runs
 wait_for 60 test -s "$work/after-1" || fail "Return did not run the filter"
