@@ -15,11 +15,13 @@
 # the "No lesion found" cases (see run_gimp2_tests.sh).
 # Needs root (or password-less sudo) and, the first time, deb.debian.org. Environment:
 # CONDSEG_GIMP3_ROOT the chroot (default /var/cache/condseg/trixie-gimp3);
-# CONDSEG_KEEP_TEST_FILES=1 keeps the work folder (kept anyway when a check fails).
+# CONDSEG_KEEP_TEST_FILES=1 keeps the work folder (kept anyway when a check fails);
+# CONDSEG_GIMP3_SCREENSHOTS=DIR also runs plugin/dialog-screenshot.sh --gimp3 with the
+# plug-in built here (CONDSEG_GIMP3_DIALOG_IMAGE: its polyp frame), screenshots into DIR.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
-[ $# -ge 5 ] || { sed -n '2,21p' "$0"; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,24p' "$0"; exit 2; }
 full=$(realpath "$1") stage1=$(realpath "$2") kvasir=$(realpath "$3")
 default_model=$(realpath "$4") empty_image=$(realpath "$5") python=${6:-/usr/bin/python3}
 root=${CONDSEG_GIMP3_ROOT:-/var/cache/condseg/trixie-gimp3}
@@ -30,7 +32,7 @@ fail() { echo "gimp3_chroot: FAIL: $*" >&2; exit 1; }
 
 if [ "$(id -u)" != 0 ]; then
   sudo -n true 2> /dev/null || fail "needs root (debootstrap, chroot, mount); run as root or with sudo"
-  exec sudo -n --preserve-env=CONDSEG_GIMP3_ROOT,CONDSEG_KEEP_TEST_FILES,CONDSEG_DEBIAN_MIRROR \
+  exec sudo -n --preserve-env=CONDSEG_GIMP3_ROOT,CONDSEG_KEEP_TEST_FILES,CONDSEG_DEBIAN_MIRROR,CONDSEG_GIMP3_SCREENSHOTS,CONDSEG_GIMP3_DIALOG_IMAGE \
     "$0" "$@"
 fi
 command -v debootstrap > /dev/null ||
@@ -182,5 +184,12 @@ if ! "$python" "$here/gimp_plugin_tests.py" check --work "$work" --log "$work/gi
      --condseg "$condseg"; then
   keep=1
   fail "see above (GIMP's whole output: $work/gimp.log)"
+fi
+# ---- 4. the dialog, in a real GIMP 3 under Xvfb (optional) --------------------------------
+if [ -n "${CONDSEG_GIMP3_SCREENSHOTS:-}" ]; then
+  say "the dialog in GIMP 3 under Xvfb ($(elapsed))"
+  "$src/plugin/dialog-screenshot.sh" --gimp3 "$root$plugin" "$default_model" \
+    "${CONDSEG_GIMP3_DIALOG_IMAGE:-$kvasir/images/cju0sr5ghl0nd08789uzf1raf.jpg}" \
+    "$empty_image" "$CONDSEG_GIMP3_SCREENSHOTS" || fail "the dialog checks failed (see above)"
 fi
 say "passed in $(elapsed)"
