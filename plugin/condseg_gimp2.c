@@ -535,11 +535,43 @@ static gboolean settings_for_run(GimpRunMode run_mode, gint n_params, const Gimp
     }
 }
 
+/* The return values of a success: the item written, the marked share, the verdict (which
+ * an interactive run or Repeat also shows). Returns their number; `message` keeps the
+ * verdict alive until the next run (libgimp sends it after run() returns). */
+static int success_values(GimpRunMode run_mode, cs_gimp_outcome *outcome, GimpParam *values,
+                          char **message) {
+    if (run_mode != GIMP_RUN_NONINTERACTIVE) {
+        gimp_displays_flush();
+        gimp_message(outcome->verdict);
+    }
+    *message = outcome->verdict;
+    values[1].type = GIMP_PDB_DRAWABLE;
+    values[1].data.d_drawable = outcome->result;
+    values[2].type = GIMP_PDB_FLOAT;
+    values[2].data.d_float = outcome->marked_percent;
+    values[3].type = GIMP_PDB_STRING;
+    values[3].data.d_string = *message;
+    return 4;
+}
+
+/* An error goes to gimp_message; a calling script also gets the reason with the error
+ * status (an interactive run has shown it already: GIMP would show a returned message a
+ * second time). */
+static int error_values(GimpRunMode run_mode, GError *error, GimpParam *values, char **message) {
+    gimp_message(error->message);
+    if (run_mode == GIMP_RUN_INTERACTIVE) return 1;
+    *message = g_strdup(error->message);
+    values[1].type = GIMP_PDB_STRING;
+    values[1].data.d_string = *message;
+    return 2;
+}
+
 static void run(const gchar *name, gint n_params, const GimpParam *params, gint *n_return_values,
                 GimpParam **return_values) {
     (void)name;
     static GimpParam values[4];
     static char *message = NULL;   /* must outlive run(): libgimp sends it afterwards */
+    g_clear_pointer(&message, g_free);
     *n_return_values = 1;
     *return_values = values;
     values[0].type = GIMP_PDB_STATUS;
@@ -560,34 +592,11 @@ static void run(const gchar *name, gint n_params, const GimpParam *params, gint 
     } else if (!cs_gimp_segment(image, drawable, &settings, &outcome, &error)) {
         status = GIMP_PDB_EXECUTION_ERROR;
     }
-
-    g_free(message);
-    message = NULL;
-    if (status == GIMP_PDB_SUCCESS) {
-        if (run_mode != GIMP_RUN_NONINTERACTIVE) {
-            gimp_displays_flush();
-            gimp_message(outcome.verdict);   /* a script gets it as a return value */
-        }
-        message = outcome.verdict;
-        values[1].type = GIMP_PDB_DRAWABLE;
-        values[1].data.d_drawable = outcome.result;
-        values[2].type = GIMP_PDB_FLOAT;
-        values[2].data.d_float = outcome.marked_percent;
-        values[3].type = GIMP_PDB_STRING;
-        values[3].data.d_string = message;
-        *n_return_values = 4;
-    } else if (error) {
-        gimp_message(error->message);
-        /* A calling script gets the reason with the error status; an interactive run has
-         * shown it already (GIMP would show a returned message a second time). */
-        if (run_mode != GIMP_RUN_INTERACTIVE) {
-            message = g_strdup(error->message);
-            values[1].type = GIMP_PDB_STRING;
-            values[1].data.d_string = message;
-            *n_return_values = 2;
-        }
-        g_error_free(error);
-    }
+    if (status == GIMP_PDB_SUCCESS)
+        *n_return_values = success_values(run_mode, &outcome, values, &message);
+    else if (error)
+        *n_return_values = error_values(run_mode, error, values, &message);
+    g_clear_error(&error);
     values[0].data.d_status = status;
 }
 
