@@ -422,6 +422,13 @@ def check_verdict(c, refs, got, extra, verdict):
     want = f"{said} of the drawable marked at threshold {float(c['threshold']):.2f}"
     if not verdict or want not in verdict:
         fails.append(f"the verdict {verdict!r} does not say {want!r}")
+    # Gray and indexed input run, with a warning (the network was trained on colour).
+    warning = {"gray8": "Warning: this is a grayscale image",
+               "indexed": "Warning: this is an indexed image"}.get(c["kind"])
+    if verdict and warning and warning not in verdict:
+        fails.append(f"no warning {warning!r} in the verdict")
+    if verdict and not warning and "Warning" in verdict:
+        fails.append("a warning in a colour image's verdict")
     if c["output"] in ("probability-layer", "uncertainty-layer"):
         if extra.get("mode-screen") != "1" or abs(float(extra.get("opacity", 0)) - 75) > 1e-6:
             fails.append(f"map layer mode/opacity {extra}: expected Screen, 75")
