@@ -269,7 +269,9 @@ def prepare(args):
     # GIMP 3: the procedure config's last values, as GIMP writes them after an interactive
     # run (GIMP3_DIRECTORY/plug-in-settings/GimpProcedureConfigRun-plug-in-condseg.last).
     with open(os.path.join(work, "gimp3.last"), "w") as f:
-        f.write(f"# settings\n\n(weights {scheme_string(last['weights'])})\n"
+        # A file argument is stored as its URI.
+        uri = "file://" + os.path.abspath(last["weights"])
+        f.write(f"# settings\n\n(weights {scheme_string(uri)})\n"
                 f"(threshold {last['threshold']})\n(output {scheme_string(last['output'])})\n"
                 f"(device {scheme_string(last['device'])})\n"
                 f"(precision {scheme_string(last['precision'])})\n\n# end of settings\n")
