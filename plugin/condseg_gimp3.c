@@ -341,7 +341,18 @@ static gboolean dialog_show_help(GtkWidget *dialog, GtkWidgetHelpType type, dial
     return TRUE;
 }
 
+/* The Help button: GimpDialog's own "clicked" handlers open the manual; ours replace them. */
+static void connect_help_button(GtkWidget *dialog) {
+    GtkWidget *button = gtk_dialog_get_widget_for_response(GTK_DIALOG(dialog), GTK_RESPONSE_HELP);
+    if (!button) return;
+    g_signal_handlers_disconnect_matched(button, G_SIGNAL_MATCH_ID,
+                                         g_signal_lookup("clicked", GTK_TYPE_BUTTON), 0, NULL,
+                                         NULL, NULL);
+    g_signal_connect_swapped(button, "clicked", G_CALLBACK(show_help), dialog);
+}
+
 static void connect_help(GtkWidget *dialog, dialog_state *state) {
+    connect_help_button(dialog);
     g_signal_connect(dialog, "response", G_CALLBACK(dialog_response), state);
     g_signal_handlers_disconnect_matched(dialog, G_SIGNAL_MATCH_ID,
                                          g_signal_lookup("show-help", GTK_TYPE_WIDGET), 0, NULL,
