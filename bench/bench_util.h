@@ -6,8 +6,9 @@
 
 #include <cblas.h>
 #include <glib.h>
-#include <oneapi/dnnl/dnnl.h>
 #include <string.h>
+
+#include "dnnl_compat.h"
 
 static inline double bench_now(void) { return g_get_monotonic_time() / 1e6; }
 
@@ -35,27 +36,23 @@ static inline double bench_sgemm_rate(int m, int n, int k, double seconds) {
 static inline double bench_dnnl_matmul_rate(int m, int n, int k, int bf16, double seconds) {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
-    dnnl_engine_create(&engine, dnnl_cpu, 0);
-    dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+    CSD_CHECK(dnnl_engine_create(&engine, dnnl_cpu, 0));
+    CSD_CHECK(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags));
     const dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
     const dnnl_dims_t ad = {m, k}, bd = {k, n}, cd = {m, n};
-    dnnl_memory_desc_t amd, bmd, cmd;
-    dnnl_memory_desc_init_by_tag(&amd, 2, ad, dt, dnnl_ab);
-    dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dt, dnnl_ab);
-    dnnl_memory_desc_init_by_tag(&cmd, 2, cd, dnnl_f32, dnnl_ab);
-    dnnl_matmul_desc_t desc;
-    dnnl_matmul_desc_init(&desc, &amd, &bmd, NULL, &cmd);
+    csd_md amd = csd_md_new(2, ad, dt, dnnl_ab), bmd = csd_md_new(2, bd, dt, dnnl_ab),
+           cmd = csd_md_new(2, cd, dnnl_f32, dnnl_ab);
     dnnl_primitive_desc_t pd;
+    if (csd_matmul_pd(&pd, engine, amd, bmd, cmd) != dnnl_success) return 0.0;
     dnnl_primitive_t prim;
-    if (dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL) != dnnl_success) return 0.0;
-    dnnl_primitive_create(&prim, pd);
+    CSD_CHECK(dnnl_primitive_create(&prim, pd));
     dnnl_memory_t a, b, c;
-    dnnl_memory_create(&a, &amd, engine, DNNL_MEMORY_ALLOCATE);
-    dnnl_memory_create(&b, &bmd, engine, DNNL_MEMORY_ALLOCATE);
-    dnnl_memory_create(&c, &cmd, engine, DNNL_MEMORY_ALLOCATE);
+    CSD_CHECK(dnnl_memory_create(&a, amd, engine, DNNL_MEMORY_ALLOCATE));
+    CSD_CHECK(dnnl_memory_create(&b, bmd, engine, DNNL_MEMORY_ALLOCATE));
+    CSD_CHECK(dnnl_memory_create(&c, cmd, engine, DNNL_MEMORY_ALLOCATE));
     void *p;
-    dnnl_memory_get_data_handle(a, &p), memset(p, 0, dnnl_memory_desc_get_size(&amd));
-    dnnl_memory_get_data_handle(b, &p), memset(p, 0, dnnl_memory_desc_get_size(&bmd));
+    dnnl_memory_get_data_handle(a, &p), memset(p, 0, dnnl_memory_desc_get_size(amd));
+    dnnl_memory_get_data_handle(b, &p), memset(p, 0, dnnl_memory_desc_get_size(bmd));
     const dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}};
     dnnl_primitive_execute(prim, stream, 3, args);
     dnnl_stream_wait(stream);
@@ -68,6 +65,7 @@ static inline double bench_dnnl_matmul_rate(int m, int n, int k, int bf16, doubl
         t = bench_now() - t0;
     } while (t < seconds);
     dnnl_memory_destroy(a), dnnl_memory_destroy(b), dnnl_memory_destroy(c);
+    csd_md_free(amd), csd_md_free(bmd), csd_md_free(cmd);
     dnnl_primitive_destroy(prim), dnnl_primitive_desc_destroy(pd);
     dnnl_stream_destroy(stream), dnnl_engine_destroy(engine);
     return 2.0 * m * n * k * reps / t / 1e9;

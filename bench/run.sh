@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench/run.sh — the inference benchmark, one run: condseg (the OpenBLAS kernels condseg
-# picks; the compact preset; then OpenBLAS's own choice) and the PyTorch reference on the
+# bench/run.sh — the inference benchmark, one run: condseg (fp32 and bf16; the compact
+# preset; then OpenBLAS's own kernel choice) and the PyTorch reference on the
 # same machine, so that the ratios are taken under the same load. Figures go to stdout;
 # the JSON lines are collected in BUILD/bench.jsonl.
 #
@@ -19,6 +19,8 @@ out="$build/bench.jsonl"
 : > "$out"
 echo "== condseg, OpenBLAS kernels chosen by condseg"
 "$exe" "${args[@]}" | tee -a "$out"
+echo "== condseg, bf16 (oneDNN on AMX), the same network"
+"$exe" "${args[@]}" --precision bf16 | tee -a "$out"
 echo "== condseg, the condseg-compact preset (the default model's network), same kernels"
 img_args=()
 [ -f "$img" ] && img_args=(--image "$img")
@@ -32,8 +34,15 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 ours = [r for r in rows if r["what"] == "condseg_mask_b1"]
 torch = [r for r in rows if r["what"] == "pytorch_mask_b1"]
-compact = [r for r in rows if r["what"] == "condseg_mask_b1" and r["preset"] == "condseg-compact"]
-ours = [r for r in ours if r["preset"] != "condseg-compact"]
+compact = [r for r in rows if r["what"] == "condseg_mask_b1" and r["preset"] == "condseg-compact"
+           and r.get("precision", "fp32") == "fp32"]
+ours = [r for r in ours if r["preset"] != "condseg-compact" and r.get("precision", "fp32") == "fp32"]
+bf16 = [r for r in rows if r["what"] == "condseg_mask_b1" and r.get("precision") == "bf16"]
+if ours and bf16:
+    print(f"mask inference, 256x256, batch 1: fp32 {ours[0]['ms_per_img']:.0f} ms, bf16 "
+          f"{bf16[0]['ms_per_img']:.0f} ms ({ours[0]['ms_per_img'] / bf16[0]['ms_per_img']:.2f}x); "
+          f"bf16 at {bf16[0]['ratio_to_bf16_peak']:.2f}x its roofline "
+          f"({bf16[0]['gflop']:.1f} GFLOP at {bf16[0]['bf16_gflops']:.0f} GFLOP/s)")
 if ours and compact:
     print(f"mask inference, 256x256, batch 1: {ours[0]['preset']} {ours[0]['ms_per_img']:.0f} ms "
           f"({ours[0]['gflop']:.1f} GFLOP), condseg-compact {compact[0]['ms_per_img']:.0f} ms "

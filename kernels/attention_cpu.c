@@ -98,7 +98,7 @@ static inline void softmax9_row(float *out, size_t plane, const float *logits, s
         put_row(out + j * plane, logits + j * hw, w);
         float *restrict e = out + j * plane + CS_HALO;
         for (int x = 0; x < w; x++) {
-            e[x] = csm_exp_nonpositive(scale * e[x] - m[x]);
+            e[x] = csm_softmax_exp(e[x], scale, m[x]);
             s[x] += e[x];
         }
     }
@@ -180,9 +180,10 @@ static void run_tiles(const outlook_dims *d, int n, size_t scratch_floats, tile_
 #pragma omp parallel
     {
         float *scratch = malloc(sizeof(float) * scratch_floats);
-        if (!scratch) abort();
+        if (!scratch) cs_cpu_note_alloc_failure(sizeof(float) * scratch_floats);
 #pragma omp for schedule(dynamic)
         for (int t = 0; t < n * d->heads * tiles; t++) {
+            if (!scratch) continue; /* every thread still meets the loop */
             const int b = t / (d->heads * tiles), hd = (t / tiles) % d->heads;
             const int y0 = (t % tiles) * CS_TILE_ROWS, y1 = imin(y0 + CS_TILE_ROWS, d->h);
             tile(args, d, b, hd, y0, y1, scratch);
@@ -288,7 +289,7 @@ static void outlook_backward_tile(float *dv, float *da, const float *dy, const f
                                           (size_t)(ly + CS_HALO) * pw + CS_HALO;
                 const float *restrict q = dP + (size_t)(i * CS_NB + j) * local + (size_t)ly * pw;
                 float *restrict out = dab + (size_t)(i * CS_NB + j) * hw + (size_t)r * w;
-                for (int x = 0; x < w; x++) out[x] += d->scale * p[x] * (q[x] - s[x]);
+                for (int x = 0; x < w; x++) out[x] += csm_softmax_grad(p[x], q[x], s[x], d->scale);
             }
         }
         for (int dd = 0; dd < hdim; dd++) {

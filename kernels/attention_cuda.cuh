@@ -36,7 +36,7 @@ struct OutlookSoftmaxF {
         }
         float e[9], s = 0.0f;
         for (int j = 0; j < 9; j++) {
-            e[j] = csm_exp_nonpositive(scale * logits[(size_t)j * hw] - m);
+            e[j] = csm_softmax_exp(logits[(size_t)j * hw], scale, m);
             s += e[j];
         }
         s = 1.0f / s;
@@ -99,7 +99,8 @@ struct OutlookBackwardLogitsF {
         float s = 0.0f;
         for (int j = 0; j < 9; j++) s += pr[(size_t)j * hw] * dp[j];
         float *out = da + (size_t)r * 9 * hw + p;
-        for (int j = 0; j < 9; j++) out[(size_t)j * hw] += scale * pr[(size_t)j * hw] * (dp[j] - s);
+        for (int j = 0; j < 9; j++)
+            out[(size_t)j * hw] += csm_softmax_grad(pr[(size_t)j * hw], dp[j], s, scale);
     }
 };
 

@@ -1,5 +1,5 @@
 /* backend.h — the table through which the model code runs its operations: one per
- * device (the CPU here, CUDA in backend_cuda.c), so that the networks, the tape and the
+ * device (the CPU here, CUDA in backend_cuda.cu), so that the networks, the tape and the
  * optimiser never branch on the device. Every pointer an operation receives is memory of
  * that backend (for the CPU, ordinary host memory). The operations have the signatures
  * and the semantics of kernels.h's cs_cpu_* functions, which are the CPU backend's
@@ -39,6 +39,10 @@ struct cs_backend {
      * honours cs_conv_shape.x_nhwc / y_nhwc, and the way back to NCHW. */
     int (*conv2d_nhwc)(const cs_conv_shape *s);
     void (*nhwc_to_nchw)(float *y, const float *x, int n, int c, int hw);
+    /* The decoders' upsampling and concatenation on NHWC maps (set with conv2d_nhwc). */
+    void (*upsample_bilinear_nhwc)(float *y, const float *x, int n, int c, int h, int w, int ho,
+                                   int wo);
+    void (*copy_channels_nhwc)(float *y, int cy, int c0, const float *x, int cx, int n, int hw);
 
     /* ---- BatchNorm ---- */
     void (*channel_affine)(float *y, const float *x, const float *scale, const float *shift,

@@ -32,29 +32,28 @@ void cs_cpu_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const flo
     const double count = (double)n * hw;
 #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < c; ch++) {
-        const double invstd = 1.0 / sqrt((double)var[ch] + (double)CS_BN_EPS);
+        const double invstd = csm_bn_invstd(var[ch]);
         const double mu = mean[ch];
         double sum_g = 0.0, sum_gx = 0.0;
         for (int b = 0; b < n; b++) {
             const size_t off = ((size_t)b * c + ch) * hw;
             for (int i = 0; i < hw; i++) {
                 /* With a fused ReLU, gradient flows only where the output is positive. */
-                const double g = y ? csm_relu_grad(y[off + i], dy[off + i]) : dy[off + i];
+                const double g = csm_bn_out_grad(dy[off + i], y, off + i);
                 sum_g += g;
-                sum_gx += g * (((double)x[off + i] - mu) * invstd);
+                sum_gx += g * csm_bn_xhat(x[off + i], mu, invstd);
             }
         }
         dgamma[ch] += (float)sum_gx;
         dbeta[ch] += (float)sum_g;
         if (!dx) continue;
-        const double k = (double)gamma[ch] * invstd;
         const double mean_g = sum_g / count, mean_gx = sum_gx / count;
         for (int b = 0; b < n; b++) {
             const size_t off = ((size_t)b * c + ch) * hw;
             for (int i = 0; i < hw; i++) {
-                const double g = y ? csm_relu_grad(y[off + i], dy[off + i]) : dy[off + i];
-                const double xhat = ((double)x[off + i] - mu) * invstd;
-                dx[off + i] += (float)(k * (g - mean_g - xhat * mean_gx));
+                const double g = csm_bn_out_grad(dy[off + i], y, off + i);
+                const double xhat = csm_bn_xhat(x[off + i], mu, invstd);
+                dx[off + i] += (float)csm_bn_input_grad(g, xhat, gamma[ch], invstd, mean_g, mean_gx);
             }
         }
     }

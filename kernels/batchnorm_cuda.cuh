@@ -78,13 +78,9 @@ struct BnInvStdF {
     double *rows;
     const float *var;
     CSK_HD void operator()(int ch) const {
-        rows[ch] = 1.0 / sqrt((double)var[ch] + (double)CS_BN_EPS);
+        rows[ch] = csm_bn_invstd(var[ch]);
     }
 };
-
-static inline CSK_HD double csk_bn_g(const float *dy, const float *y, size_t k) {
-    return y ? (double)csm_relu_grad(y[k], dy[k]) : (double)dy[k];
-}
 
 struct BnGradTerm {
     const float *dy, *x, *y, *mean;
@@ -94,8 +90,8 @@ struct BnGradTerm {
     CSK_HD csk_sum2 operator()(int ch, int j) const {
         const int b = csk_quot(by_hw, j), p = j - b * hw;
         const size_t k = ((size_t)b * c + ch) * hw + p;
-        const double g = csk_bn_g(dy, y, k);
-        const double xhat = ((double)x[k] - (double)mean[ch]) * rows[ch];
+        const double g = csm_bn_out_grad(dy[k], y, k);
+        const double xhat = csm_bn_xhat(x[k], (double)mean[ch], rows[ch]);
         csk_sum2 v = {g, g * xhat};
         return v;
     }
@@ -123,10 +119,10 @@ struct BnDxF {
     CSK_HD void operator()(int i) const {
         const int nc = csk_quot(by_hw, i), ch = nc - csk_quot(by_c, nc) * c;
         const double invstd = rows[ch];
-        const double g = csk_bn_g(dy, y, (size_t)i);
-        const double xhat = ((double)x[i] - (double)mean[ch]) * invstd;
-        const double k = (double)gamma[ch] * invstd;
-        dx[i] += (float)(k * (g - rows[c + ch] - xhat * rows[2 * c + ch]));
+        const double g = csm_bn_out_grad(dy[i], y, (size_t)i);
+        const double xhat = csm_bn_xhat(x[i], (double)mean[ch], invstd);
+        dx[i] += (float)csm_bn_input_grad(g, xhat, gamma[ch], invstd, rows[c + ch],
+                                          rows[2 * c + ch]);
     }
 };
 

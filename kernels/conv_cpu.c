@@ -26,11 +26,25 @@ void cs_conv_geometry(cs_conv_shape *s) {
     s->wo = (s->w + 2 * s->pad - s->dil * (s->k - 1) - 1) / s->stride + 1;
 }
 
-/* The engine of each shape. bfloat16 needs oneDNN. In float32, measured on this project's
- * Xeon (bench/bench_conv.c): see conv_engine_fp32. */
-static int conv_engine_fp32_onednn(const cs_conv_shape *s) {
-    (void)s;
-    return 1;
+/* The engine of each shape, by measurement on this project's Xeon (CONDSEG_PROFILE=1 of
+ * the networks with CONDSEG_CONV_ENGINE=sgemm and =onednn, README "Precision"): oneDNN
+ * wins wherever there is work to share out; on tiny problems — the channel attention's
+ * MLP on 1x1 maps, a single output channel (spatial attention, the output layer) — its
+ * per-call set-up and layout passes cost more than the arithmetic, and sgemm (in float32,
+ * whatever the precision) is faster. */
+static int conv_small(const cs_conv_shape *s) {
+    return (size_t)s->n * s->ho * s->wo < 64 || s->o < 8 || s->c < 2;
+}
+
+static int conv_is_pointwise(const cs_conv_shape *s) {
+    return s->k == 1 && s->stride == 1 && s->pad == 0;
+}
+
+/* A float32 1x1 convolution from and to NCHW maps is one sgemm per image on the maps as
+ * they are, where oneDNN would need a layout pass each way (training; inference where
+ * the input is not a oneDNN convolution's NHWC output). */
+static int conv_pointwise_nchw(const cs_conv_shape *s) {
+    return !s->bf16 && conv_is_pointwise(s) && !s->x_nhwc && !s->y_nhwc;
 }
 
 static int use_onednn(const cs_conv_shape *s) {
@@ -39,16 +53,12 @@ static int use_onednn(const cs_conv_shape *s) {
         const char *e = getenv("CONDSEG_CONV_ENGINE");
         forced = !e || !*e ? -2 : strcmp(e, "sgemm") == 0 ? 0 : 1;
     }
-    if (s->bf16) return 1;
-    return forced >= 0 ? forced : conv_engine_fp32_onednn(s);
+    if (forced >= 0 && !s->bf16) return forced;
+    return !conv_small(s) && !conv_pointwise_nchw(s);
 }
 
 const char *cs_cpu_conv_engine(const cs_conv_shape *s) { return use_onednn(s) ? "onednn" : "sgemm"; }
 int cs_cpu_conv2d_nhwc(const cs_conv_shape *s) { return use_onednn(s); }
-
-static int conv_is_pointwise(const cs_conv_shape *s) {
-    return s->k == 1 && s->stride == 1 && s->pad == 0;
-}
 
 static size_t conv_kdim(const cs_conv_shape *s) { return (size_t)s->c * s->k * s->k; }
 static size_t conv_plane(const cs_conv_shape *s) { return (size_t)s->ho * s->wo; }

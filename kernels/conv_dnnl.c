@@ -1,38 +1,49 @@
-/* conv_dnnl.c — 2-D convolution on the CPU through oneDNN's primitives (Debian's
- * libdnnl 2.6): forward with the scale/shift + ReLU epilogue as post-ops, backward-data
- * and backward-weights, in float32 or with bfloat16 inputs (AMX / AVX512-BF16) and float32
- * accumulation.
+/* conv_dnnl.c — 2-D convolution on the CPU through oneDNN's primitives (Debian's libdnnl,
+ * 2.x or 3.x through dnnl_compat.h): forward with the scale/shift + ReLU epilogue as
+ * post-ops, backward-data and backward-weights, in float32 or with bfloat16 inputs (AMX /
+ * AVX512-BF16) and float32 accumulation.
  *
- * condseg's activations are NCHW; oneDNN's fast kernels (brgconv) want NHWC. Each call
+ * condseg's activations are NCHW; oneDNN's fast kernels (brgconv) want NHWC. A call
  * reorders its inputs into NHWC scratch (in the convolution's input precision, so the
- * bfloat16 rounding is that reorder) and its output back: one pass over each, which costs
- * less than the k*k-fold im2col matrix it replaces. Primitives are made once per shape
- * and kept (a network has a few dozen shapes); weights are reordered into the layout the
- * primitive chose on every call, or once per weights tag (inference: once per model).
- * Primitives hold no per-call state, so convolutions may run concurrently.
+ * bfloat16 rounding is that reorder) and its output back, unless the caller keeps the maps
+ * in NHWC (cs_conv_shape.x_nhwc / y_nhwc: inference between convolutions); one pass over
+ * each costs less than the k*k-fold im2col matrix it replaces. A plan — the primitives,
+ * their reorders and memory descriptors of one shape — is made once and kept (a network
+ * has a few dozen shapes). Weights are reordered into the layout the primitive chose on
+ * every call, or, in bfloat16, once per weights tag (inference: once per model). Plans
+ * hold no per-call state, so convolutions may run concurrently.
  */
-#include <dnnl.h>
-#include <glib.h>
 #include <string.h>
 
 #include "conv_dnnl.h"
+#include "dnnl_compat.h"
 
 enum { PASS_FORWARD, PASS_BACKWARD_DATA, PASS_BACKWARD_WEIGHTS, PASS_TO_NCHW };
 enum { EPI_SCALE = 1, EPI_SHIFT = 2, EPI_RELU = 4 };
 
-/* Everything that makes a primitive: all ints, compared and hashed as bytes. */
+/* Everything that makes a plan: all ints, compared and hashed as bytes. */
 typedef struct {
     int n, c, h, w, o, k, stride, pad, dil, bf16, pass, epilogue;
 } plan_key;
 
+/* The layouts a plan's calls use, made with the plan. "in" is the convolution's input
+ * type (bfloat16 or float32); y stands for dy in the backward passes. */
 typedef struct {
+    csd_md x_nchw, x_in, x_f32;       /* x: NCHW float32, NHWC in, NHWC float32 */
+    csd_md y_nchw, y_in, y_f32;       /* y / dy likewise */
+    csd_md oihw, weights;             /* float32 OIHW, the primitive's (diff) weights layout */
+    csd_md per_channel, bias;         /* 1 x O x 1 x 1 and O, float32 */
+} plan_layouts;
+
+typedef struct {
+    plan_layouts md;
     dnnl_primitive_t conv;
-    dnnl_memory_desc_t weights_md;    /* the primitive's (diff) weights layout */
-    dnnl_primitive_t weights_reorder; /* OIHW f32 <-> weights_md (backward-weights: sum) */
-    /* NCHW f32 -> NHWC: forward x; backward-weights x and dy. NHWC f32 -> NCHW: forward y;
-     * backward-data dx (a sum: gradients accumulate). Forward in bf16: NHWC f32 -> bf16
-     * (in_nhwc). The layout pass: out. */
+    dnnl_primitive_t weights_reorder; /* OIHW <-> md.weights (backward-weights: a sum) */
+    /* NCHW -> NHWC: forward x (in[0]); backward-weights x and dy. NHWC -> NCHW: forward y,
+     * backward-data dx (a sum: gradients accumulate), the layout pass. Forward in bf16 on
+     * an NHWC float32 x: in_nhwc. */
     dnnl_primitive_t in[2], out, in_nhwc;
+    size_t scratchpad_bytes;          /* the convolution's scratch, in our workspace */
 } plan;
 
 static dnnl_engine_t engine;
@@ -43,13 +54,6 @@ static guint64 last_tag;
 /* One stream per thread that runs convolutions (a stream is not for concurrent use). */
 static void stream_destroy(gpointer stream) { dnnl_stream_destroy(stream); }
 static GPrivate thread_stream = G_PRIVATE_INIT(stream_destroy);
-
-#define DNNL_CHECK(call)                                                                 \
-    do {                                                                                 \
-        dnnl_status_t st_ = (call);                                                      \
-        if (st_ != dnnl_success)                                                         \
-            g_error("oneDNN: %s failed (status %d)", #call, (int)st_);                   \
-    } while (0)
 
 static guint bytes_hash(const void *p, size_t n) {
     const unsigned char *b = p;
@@ -65,40 +69,44 @@ static gboolean plan_key_equal(gconstpointer a, gconstpointer b) {
 static void engine_init(void) {
     if (g_once_init_enter(&engine)) {
         dnnl_engine_t e;
-        DNNL_CHECK(dnnl_engine_create(&e, dnnl_cpu, 0));
+        CSD_CHECK(dnnl_engine_create(&e, dnnl_cpu, 0));
         plans = g_hash_table_new_full(plan_key_hash, plan_key_equal, g_free, NULL);
         g_once_init_leave(&engine, e);
     }
 }
 
 const char *cs_cpu_bf16_unsupported(void) {
-    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-    if (((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) ==
-        (unsigned)dnnl_cpu_isa_avx512_core_bf16)
-        return NULL;
+    const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    const unsigned bf16 = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    if ((isa & bf16) == bf16) return NULL;
     return "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)";
 }
 
-/* ---- memory descriptors ---------------------------------------------------------------- */
+/* ---- layouts -------------------------------------------------------------------------------- */
 
 static dnnl_data_type_t input_type(const cs_conv_shape *s) { return s->bf16 ? dnnl_bf16 : dnnl_f32; }
 
-static dnnl_memory_desc_t plain_md(int a, int b, int c, int d, dnnl_data_type_t dt,
-                                   dnnl_format_tag_t tag) {
-    dnnl_memory_desc_t md;
+static csd_md md4(int a, int b, int c, int d, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
     const dnnl_dims_t dims = {a, b, c, d};
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, 4, dims, dt, tag));
-    return md;
+    return csd_md_new(4, dims, dt, tag);
 }
 
-static dnnl_memory_desc_t src_md(const cs_conv_shape *s, dnnl_data_type_t dt, dnnl_format_tag_t t) {
-    return plain_md(s->n, s->c, s->h, s->w, dt, t);
+static void layouts_make(plan_layouts *m, const cs_conv_shape *s) {
+    const dnnl_data_type_t in = input_type(s);
+    m->x_nchw = md4(s->n, s->c, s->h, s->w, dnnl_f32, dnnl_nchw);
+    m->x_in = md4(s->n, s->c, s->h, s->w, in, dnnl_nhwc);
+    m->x_f32 = md4(s->n, s->c, s->h, s->w, dnnl_f32, dnnl_nhwc);
+    m->y_nchw = md4(s->n, s->o, s->ho, s->wo, dnnl_f32, dnnl_nchw);
+    m->y_in = md4(s->n, s->o, s->ho, s->wo, in, dnnl_nhwc);
+    m->y_f32 = md4(s->n, s->o, s->ho, s->wo, dnnl_f32, dnnl_nhwc);
+    m->oihw = md4(s->o, s->c, s->k, s->k, dnnl_f32, dnnl_oihw);
+    m->per_channel = md4(1, s->o, 1, 1, dnnl_f32, dnnl_nchw);
+    const dnnl_dims_t o = {s->o};
+    m->bias = csd_md_new(1, o, dnnl_f32, dnnl_a);
 }
-static dnnl_memory_desc_t dst_md(const cs_conv_shape *s, dnnl_data_type_t dt, dnnl_format_tag_t t) {
-    return plain_md(s->n, s->o, s->ho, s->wo, dt, t);
-}
-static dnnl_memory_desc_t weights_any_md(const cs_conv_shape *s, dnnl_data_type_t dt) {
-    return plain_md(s->o, s->c, s->k, s->k, dt, dnnl_format_tag_any);
+
+static csd_md weights_any(const cs_conv_shape *s, dnnl_data_type_t dt) {
+    return md4(s->o, s->c, s->k, s->k, dt, dnnl_format_tag_any);
 }
 
 static size_t floats_of(size_t bytes) { return (bytes + 63) / 64 * 16; }
@@ -111,168 +119,137 @@ static size_t nhwc_out_bytes(const cs_conv_shape *s, int bf16) {
 
 /* ---- primitives -------------------------------------------------------------------------- */
 
-static dnnl_primitive_t primitive_from(const_dnnl_op_desc_t desc, const_dnnl_primitive_attr_t attr,
-                                       const_dnnl_primitive_desc_t hint,
-                                       dnnl_primitive_desc_t *pd_out) {
-    dnnl_primitive_desc_t pd;
-    DNNL_CHECK(dnnl_primitive_desc_create(&pd, desc, attr, engine, hint));
+static dnnl_primitive_t primitive_of(dnnl_primitive_desc_t pd) {
     dnnl_primitive_t p;
-    DNNL_CHECK(dnnl_primitive_create(&p, pd));
-    if (pd_out) *pd_out = pd;
-    else dnnl_primitive_desc_destroy(pd);
+    CSD_CHECK(dnnl_primitive_create(&p, pd));
     return p;
 }
 
-static dnnl_primitive_t reorder_between(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
-                                        int accumulate) {
+static dnnl_primitive_t reorder_between(csd_md from, csd_md to, int accumulate) {
     dnnl_primitive_attr_t attr = NULL;
     if (accumulate) {
         dnnl_post_ops_t po;
-        DNNL_CHECK(dnnl_post_ops_create(&po));
-        DNNL_CHECK(dnnl_post_ops_append_sum(po, 1.0f));
-        DNNL_CHECK(dnnl_primitive_attr_create(&attr));
-        DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
+        CSD_CHECK(dnnl_post_ops_create(&po));
+        csd_append_sum(po);
+        CSD_CHECK(dnnl_primitive_attr_create(&attr));
+        CSD_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
         dnnl_post_ops_destroy(po);
     }
     dnnl_primitive_desc_t pd;
-    DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr));
-    dnnl_primitive_t p;
-    DNNL_CHECK(dnnl_primitive_create(&p, pd));
+    CSD_CHECK(dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr));
+    dnnl_primitive_t p = primitive_of(pd);
     dnnl_primitive_desc_destroy(pd);
     if (attr) dnnl_primitive_attr_destroy(attr);
     return p;
 }
 
 /* oneDNN's right padding: what makes its output size PyTorch's floor formula exactly. */
-static void conv_desc_geometry(const cs_conv_shape *s, dnnl_dims_t strides, dnnl_dims_t dilates,
-                               dnnl_dims_t pad_l, dnnl_dims_t pad_r) {
+static csd_conv_geometry geometry(const cs_conv_shape *s) {
     const int extent = (s->k - 1) * s->dil + 1;
     const int right_h = (s->ho - 1) * s->stride + extent - s->h - s->pad;
     const int right_w = (s->wo - 1) * s->stride + extent - s->w - s->pad;
-    strides[0] = strides[1] = s->stride;
-    dilates[0] = dilates[1] = s->dil - 1;
-    pad_l[0] = pad_l[1] = s->pad;
-    pad_r[0] = right_h >= 0 ? right_h : s->pad;
-    pad_r[1] = right_w >= 0 ? right_w : s->pad;
+    csd_conv_geometry g;
+    g.strides[0] = g.strides[1] = s->stride;
+    g.dilates[0] = g.dilates[1] = s->dil - 1;
+    g.pad_l[0] = g.pad_l[1] = s->pad;
+    g.pad_r[0] = right_h >= 0 ? right_h : s->pad;
+    g.pad_r[1] = right_w >= 0 ? right_w : s->pad;
+    return g;
 }
 
-static dnnl_convolution_desc_t forward_desc(const cs_conv_shape *s, dnnl_prop_kind_t prop,
-                                            int with_bias) {
-    dnnl_dims_t st, dil, pl, pr;
-    conv_desc_geometry(s, st, dil, pl, pr);
-    const dnnl_memory_desc_t x = src_md(s, input_type(s), dnnl_nhwc);
-    const dnnl_memory_desc_t w = weights_any_md(s, input_type(s));
-    const dnnl_memory_desc_t y = dst_md(s, dnnl_f32, dnnl_nhwc);
-    dnnl_memory_desc_t b;
-    const dnnl_dims_t bdims = {s->o};
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&b, 1, bdims, dnnl_f32, dnnl_a));
-    dnnl_convolution_desc_t d;
-    DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(&d, prop, dnnl_convolution_direct, &x,
-                                                          &w, with_bias ? &b : NULL, &y, st,
-                                                          dil, pl, pr));
-    return d;
+/* Scratch from the caller's workspace: bounded, and shared by all primitives. */
+static dnnl_primitive_attr_t conv_attr(void) {
+    dnnl_primitive_attr_t attr;
+    CSD_CHECK(dnnl_primitive_attr_create(&attr));
+    CSD_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    return attr;
 }
 
 /* Per-channel scale (binary mul) and shift (binary add) after the GEMM, then ReLU; a shift
  * alone is the convolution's bias. */
-static dnnl_primitive_attr_t epilogue_attr(const cs_conv_shape *s, int epilogue) {
+static dnnl_primitive_attr_t epilogue_attr(const plan_layouts *m, int epilogue) {
     dnnl_post_ops_t po;
-    DNNL_CHECK(dnnl_post_ops_create(&po));
-    const dnnl_memory_desc_t per_channel = plain_md(1, s->o, 1, 1, dnnl_f32, dnnl_nchw);
+    CSD_CHECK(dnnl_post_ops_create(&po));
     if (epilogue & EPI_SCALE) {
-        DNNL_CHECK(dnnl_post_ops_append_binary(po, dnnl_binary_mul, &per_channel));
+        CSD_CHECK(dnnl_post_ops_append_binary(po, dnnl_binary_mul, m->per_channel));
         if (epilogue & EPI_SHIFT)
-            DNNL_CHECK(dnnl_post_ops_append_binary(po, dnnl_binary_add, &per_channel));
+            CSD_CHECK(dnnl_post_ops_append_binary(po, dnnl_binary_add, m->per_channel));
     }
-    if (epilogue & EPI_RELU)
-        DNNL_CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
-    dnnl_primitive_attr_t attr;
-    DNNL_CHECK(dnnl_primitive_attr_create(&attr));
-    DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
+    if (epilogue & EPI_RELU) csd_append_relu(po);
+    dnnl_primitive_attr_t attr = conv_attr();
+    CSD_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
     dnnl_post_ops_destroy(po);
     return attr;
 }
 
-static void plan_finish(plan *p, dnnl_primitive_desc_t pd, dnnl_query_t weights_query, int pass,
-                        const cs_conv_shape *s) {
-    p->weights_md = *dnnl_primitive_desc_query_md(pd, weights_query, 0);
-    const dnnl_memory_desc_t oihw = plain_md(s->o, s->c, s->k, s->k, dnnl_f32, dnnl_oihw);
+/* The primitive of pd, its weights layout and scratch size, and the weights reorder. */
+static void plan_take(plan *p, dnnl_primitive_desc_t pd, dnnl_query_t weights_query, int pass) {
+    p->conv = primitive_of(pd);
+    p->md.weights = csd_md_clone(dnnl_primitive_desc_query_md(pd, weights_query, 0));
+    p->scratchpad_bytes =
+        dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
     p->weights_reorder = pass == PASS_BACKWARD_WEIGHTS
-                             ? reorder_between(&p->weights_md, &oihw, 1)
-                             : reorder_between(&oihw, &p->weights_md, 0);
-    const dnnl_data_type_t dt = input_type(s);
-    const dnnl_memory_desc_t x = src_md(s, dnnl_f32, dnnl_nchw), xs = src_md(s, dt, dnnl_nhwc);
-    const dnnl_memory_desc_t y = dst_md(s, dnnl_f32, dnnl_nchw), ys = dst_md(s, dt, dnnl_nhwc);
-    const dnnl_memory_desc_t y32 = dst_md(s, dnnl_f32, dnnl_nhwc);
-    const dnnl_memory_desc_t dx = src_md(s, dnnl_f32, dnnl_nhwc);
-    if (pass == PASS_FORWARD) {
-        const dnnl_memory_desc_t x32 = src_md(s, dnnl_f32, dnnl_nhwc);
-        p->in[0] = reorder_between(&x, &xs, 0);
-        p->out = reorder_between(&y32, &y, 0);
-        if (s->bf16) p->in_nhwc = reorder_between(&x32, &xs, 0);
-    } else if (pass == PASS_BACKWARD_WEIGHTS) {
-        p->in[0] = reorder_between(&x, &xs, 0);
-        p->in[1] = reorder_between(&y, &ys, 0);
-    } else {
-        p->out = reorder_between(&dx, &x, 1);
-    }
+                             ? reorder_between(p->md.weights, p->md.oihw, 1)
+                             : reorder_between(p->md.oihw, p->md.weights, 0);
     dnnl_primitive_desc_destroy(pd);
+}
+
+static void forward_pd(dnnl_primitive_desc_t *pd, const plan_layouts *m, const cs_conv_shape *s,
+                       dnnl_prop_kind_t prop, int with_bias, const_dnnl_primitive_attr_t attr) {
+    const csd_conv_geometry g = geometry(s);
+    csd_md w = weights_any(s, input_type(s));
+    csd_forward_pd(pd, engine, prop, m->x_in, w, with_bias ? m->bias : NULL, m->y_f32, &g, attr);
+    csd_md_free(w);
 }
 
 static plan *plan_forward(const cs_conv_shape *s, int epilogue) {
     plan *p = g_new0(plan, 1);
-    const int bias = (epilogue & EPI_SHIFT) && !(epilogue & EPI_SCALE);
-    dnnl_convolution_desc_t d = forward_desc(s, dnnl_forward_inference, bias);
-    dnnl_primitive_attr_t attr = epilogue_attr(s, epilogue);
+    layouts_make(&p->md, s);
+    dnnl_primitive_attr_t attr = epilogue_attr(&p->md, epilogue);
     dnnl_primitive_desc_t pd;
-    p->conv = primitive_from(&d, attr, NULL, &pd);
+    forward_pd(&pd, &p->md, s, dnnl_forward_inference,
+               (epilogue & EPI_SHIFT) && !(epilogue & EPI_SCALE), attr);
     dnnl_primitive_attr_destroy(attr);
-    plan_finish(p, pd, dnnl_query_weights_md, PASS_FORWARD, s);
+    plan_take(p, pd, dnnl_query_weights_md, PASS_FORWARD);
+    p->in[0] = reorder_between(p->md.x_nchw, p->md.x_in, 0);
+    p->out = reorder_between(p->md.y_f32, p->md.y_nchw, 0);
+    if (s->bf16) p->in_nhwc = reorder_between(p->md.x_f32, p->md.x_in, 0);
     return p;
 }
 
 static plan *plan_backward(const cs_conv_shape *s, int pass) {
     plan *p = g_new0(plan, 1);
-    dnnl_convolution_desc_t fd = forward_desc(s, dnnl_forward_training, 0);
-    dnnl_primitive_desc_t hint;
-    DNNL_CHECK(dnnl_primitive_desc_create(&hint, &fd, NULL, engine, NULL));
-    dnnl_dims_t st, dil, pl, pr;
-    conv_desc_geometry(s, st, dil, pl, pr);
-    const dnnl_memory_desc_t x = src_md(s, input_type(s), dnnl_nhwc);
-    const dnnl_memory_desc_t dx = src_md(s, dnnl_f32, dnnl_nhwc);
-    const dnnl_memory_desc_t dy = dst_md(s, input_type(s), dnnl_nhwc);
-    const dnnl_memory_desc_t w = weights_any_md(s, input_type(s));
-    const dnnl_memory_desc_t dw = weights_any_md(s, dnnl_f32);
-    dnnl_convolution_desc_t d;
-    if (pass == PASS_BACKWARD_DATA)
-        DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(
-            &d, dnnl_convolution_direct, &dx, &w, &dy, st, dil, pl, pr));
-    else
-        DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
-            &d, dnnl_convolution_direct, &x, &dw, NULL, &dy, st, dil, pl, pr));
-    dnnl_primitive_desc_t pd;
-    p->conv = primitive_from(&d, NULL, hint, &pd);
+    layouts_make(&p->md, s);
+    dnnl_primitive_desc_t hint, pd;
+    forward_pd(&hint, &p->md, s, dnnl_forward_training, 0, NULL);
+    const csd_conv_geometry g = geometry(s);
+    dnnl_primitive_attr_t attr = conv_attr();
+    if (pass == PASS_BACKWARD_DATA) {
+        csd_md w = weights_any(s, input_type(s));
+        csd_backward_data_pd(&pd, engine, p->md.x_f32, w, p->md.y_in, &g, hint, attr);
+        csd_md_free(w);
+        plan_take(p, pd, dnnl_query_weights_md, pass);
+        p->out = reorder_between(p->md.x_f32, p->md.x_nchw, 1);
+    } else {
+        csd_md dw = weights_any(s, dnnl_f32);
+        csd_backward_weights_pd(&pd, engine, p->md.x_in, dw, p->md.y_in, &g, hint, attr);
+        csd_md_free(dw);
+        plan_take(p, pd, dnnl_query_diff_weights_md, pass);
+        p->in[0] = reorder_between(p->md.x_nchw, p->md.x_in, 0);
+        p->in[1] = reorder_between(p->md.y_nchw, p->md.y_in, 0);
+    }
+    dnnl_primitive_attr_destroy(attr);
     dnnl_primitive_desc_destroy(hint);
-    plan_finish(p, pd, pass == PASS_BACKWARD_DATA ? dnnl_query_weights_md
-                                                  : dnnl_query_diff_weights_md, pass, s);
     return p;
 }
 
-/* The layout pass back to NCHW of an n x c x hw map (only `out` is set). */
+/* The layout pass back to NCHW of an n x c x hw map (x_* and `out` only). */
 static plan *plan_to_nchw(const cs_conv_shape *s) {
     plan *p = g_new0(plan, 1);
-    const dnnl_memory_desc_t from = plain_md(s->n, s->c, s->h, 1, dnnl_f32, dnnl_nhwc);
-    const dnnl_memory_desc_t to = plain_md(s->n, s->c, s->h, 1, dnnl_f32, dnnl_nchw);
-    p->out = reorder_between(&from, &to, 0);
+    p->md.x_f32 = md4(s->n, s->c, s->h, 1, dnnl_f32, dnnl_nhwc);
+    p->md.x_nchw = md4(s->n, s->c, s->h, 1, dnnl_f32, dnnl_nchw);
+    p->out = reorder_between(p->md.x_f32, p->md.x_nchw, 0);
     return p;
-}
-
-static plan *plan_new(const cs_conv_shape *s, int pass, int epilogue) {
-    switch (pass) {
-    case PASS_FORWARD: return plan_forward(s, epilogue);
-    case PASS_TO_NCHW: return plan_to_nchw(s);
-    default: return plan_backward(s, pass);
-    }
 }
 
 static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
@@ -282,7 +259,9 @@ static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
     g_mutex_lock(&cache_lock);
     plan *p = g_hash_table_lookup(plans, &key);
     if (!p) {
-        p = plan_new(s, pass, epilogue);
+        p = pass == PASS_FORWARD   ? plan_forward(s, epilogue)
+            : pass == PASS_TO_NCHW ? plan_to_nchw(s)
+                                   : plan_backward(s, pass);
         g_hash_table_insert(plans, g_memdup2(&key, sizeof key), p);
     }
     g_mutex_unlock(&cache_lock);
@@ -291,25 +270,25 @@ static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
 
 /* ---- execution ----------------------------------------------------------------------------- */
 
-static dnnl_memory_t memory_at(const dnnl_memory_desc_t *md, const void *data) {
+static dnnl_memory_t memory_at(csd_md md, const void *data) {
     dnnl_memory_t m;
-    DNNL_CHECK(dnnl_memory_create(&m, md, engine, (void *)data));
+    CSD_CHECK(dnnl_memory_create(&m, md, engine, (void *)data));
     return m;
 }
 
 static void run(dnnl_primitive_t prim, int nargs, const dnnl_exec_arg_t *args) {
     dnnl_stream_t stream = g_private_get(&thread_stream);
     if (!stream) {
-        DNNL_CHECK(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags));
+        CSD_CHECK(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags));
         g_private_set(&thread_stream, stream);
     }
-    DNNL_CHECK(dnnl_primitive_execute(prim, stream, nargs, args));
-    DNNL_CHECK(dnnl_stream_wait(stream));
+    CSD_CHECK(dnnl_primitive_execute(prim, stream, nargs, args));
+    CSD_CHECK(dnnl_stream_wait(stream));
 }
 
 /* Runs reorder `r` from `from` (layout from_md) to `to` (to_md). */
-static void reorder_run(dnnl_primitive_t r, const dnnl_memory_desc_t *from_md, const void *from,
-                        const dnnl_memory_desc_t *to_md, void *to) {
+static void reorder_run(dnnl_primitive_t r, csd_md from_md, const void *from, csd_md to_md,
+                        void *to) {
     dnnl_memory_t a = memory_at(from_md, from), b = memory_at(to_md, to);
     const dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, a}, {DNNL_ARG_TO, b}};
     run(r, 2, args);
@@ -317,11 +296,24 @@ static void reorder_run(dnnl_primitive_t r, const dnnl_memory_desc_t *from_md, c
     dnnl_memory_destroy(b);
 }
 
-static void weights_reorder_run(const plan *p, const cs_conv_shape *s, const float *oihw,
-                                void *blocked, int to_oihw) {
-    const dnnl_memory_desc_t plain = plain_md(s->o, s->c, s->k, s->k, dnnl_f32, dnnl_oihw);
-    if (to_oihw) reorder_run(p->weights_reorder, &p->weights_md, blocked, &plain, (void *)oihw);
-    else reorder_run(p->weights_reorder, &plain, oihw, &p->weights_md, blocked);
+/* Runs convolution plan p on `nargs` arguments (args has room for one more) with its
+ * scratchpad at `scratch` (`avail` bytes; a post-op variant that wants more gets its own). */
+static void run_conv(const plan *p, int nargs, dnnl_exec_arg_t *args, void *scratch,
+                     size_t avail) {
+    void *own = p->scratchpad_bytes > avail ? g_malloc(p->scratchpad_bytes) : NULL;
+    const dnnl_dims_t dims = {(dnnl_dim_t)(p->scratchpad_bytes ? p->scratchpad_bytes : 1)};
+    csd_md md = csd_md_new(1, dims, dnnl_u8, dnnl_a);
+    dnnl_memory_t m = memory_at(md, own ? own : scratch);
+    args[nargs].arg = DNNL_ARG_SCRATCHPAD, args[nargs].memory = m;
+    run(p->conv, nargs + 1, args);
+    dnnl_memory_destroy(m);
+    csd_md_free(md);
+    g_free(own);
+}
+
+static void weights_reorder_run(const plan *p, const float *oihw, void *blocked, int to_oihw) {
+    if (to_oihw) reorder_run(p->weights_reorder, p->md.weights, blocked, p->md.oihw, (void *)oihw);
+    else reorder_run(p->weights_reorder, p->md.oihw, oihw, p->md.weights, blocked);
 }
 
 /* ---- the weights cache (tagged weights: reordered once) ---------------------------------- */
@@ -356,12 +348,14 @@ void cs_cpu_conv_forget(uint64_t weights_tag) {
     g_mutex_unlock(&cache_lock);
 }
 
-/* The weights in the plan's layout: from the cache when tagged, else reordered into
- * `scratch`. */
+/* The weights in the plan's layout: from the cache when tagged and in bfloat16, else
+ * reordered into `scratch`. A float32 cache would double the model's memory (182 MB more
+ * for the paper's network) to save one pass over the weights per forward (a few percent of
+ * its time); the bfloat16 copy is half that size and the pass a larger share. */
 static const void *weights_for(const plan *p, const cs_conv_shape *s, const float *w,
                                void *scratch) {
-    if (!s->weights_tag) {
-        weights_reorder_run(p, s, w, scratch, 0);
+    if (!s->weights_tag || !s->bf16) {
+        weights_reorder_run(p, w, scratch, 0);
         return scratch;
     }
     weights_key key;
@@ -372,8 +366,8 @@ static const void *weights_for(const plan *p, const cs_conv_shape *s, const floa
         weights_cache = g_hash_table_new_full(weights_key_hash, weights_key_equal, g_free, g_free);
     void *cached = g_hash_table_lookup(weights_cache, &key);
     if (!cached) {
-        cached = g_malloc(dnnl_memory_desc_get_size(&p->weights_md));
-        weights_reorder_run(p, s, w, cached, 0);
+        cached = g_malloc(dnnl_memory_desc_get_size(p->md.weights));
+        weights_reorder_run(p, w, cached, 0);
         g_hash_table_insert(weights_cache, g_memdup2(&key, sizeof key), cached);
     }
     g_mutex_unlock(&cache_lock);
@@ -382,26 +376,46 @@ static const void *weights_for(const plan *p, const cs_conv_shape *s, const floa
 
 /* ---- the operations ----------------------------------------------------------------------- */
 
-/* Bytes of the weights in the layouts of a pass's primitives (the epilogue's post-ops do
- * not change it: checked where it is used). */
+/* Bytes of the weights and of the scratchpad of a pass's primitive (without post-ops). */
 static size_t weights_bytes(const cs_conv_shape *s, int pass) {
-    return dnnl_memory_desc_get_size(&plan_get(s, pass, 0)->weights_md);
+    return dnnl_memory_desc_get_size(plan_get(s, pass, 0)->md.weights);
 }
+static size_t scratchpad_bytes(const cs_conv_shape *s, int pass) {
+    return plan_get(s, pass, 0)->scratchpad_bytes;
+}
+static size_t max_bytes(size_t a, size_t b) { return a > b ? a : b; }
 
+/* Workspace, forward: x in NHWC | y in NHWC | weights | oneDNN's scratchpad. */
 size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {
     return floats_of(nhwc_in_bytes(s)) + floats_of(nhwc_out_bytes(s, 0)) +
-           floats_of(weights_bytes(s, PASS_FORWARD));
+           floats_of(weights_bytes(s, PASS_FORWARD)) +
+           floats_of(scratchpad_bytes(s, PASS_FORWARD));
 }
 
+/* Backward: x | dy | dx (NHWC) | weights or their gradient | either pass's scratchpad. */
 static size_t backward_weights_floats(const cs_conv_shape *s) {
-    const size_t a = weights_bytes(s, PASS_BACKWARD_WEIGHTS), b = weights_bytes(s, PASS_BACKWARD_DATA);
-    return floats_of(a > b ? a : b);
+    return floats_of(max_bytes(weights_bytes(s, PASS_BACKWARD_WEIGHTS),
+                               weights_bytes(s, PASS_BACKWARD_DATA)));
+}
+static size_t backward_scratchpad_floats(const cs_conv_shape *s) {
+    return floats_of(max_bytes(scratchpad_bytes(s, PASS_BACKWARD_WEIGHTS),
+                               scratchpad_bytes(s, PASS_BACKWARD_DATA)));
+}
+static size_t nchw_in_floats(const cs_conv_shape *s) {
+    return floats_of((size_t)s->n * s->c * s->h * s->w * 4);
 }
 
 size_t csk_dnnl_conv_backward_workspace(const cs_conv_shape *s) {
-    const size_t x = floats_of(nhwc_in_bytes(s)), dy = floats_of(nhwc_out_bytes(s, s->bf16));
-    const size_t dx = floats_of((size_t)s->n * s->c * s->h * s->w * 4);
-    return x + dy + dx + backward_weights_floats(s);
+    return floats_of(nhwc_in_bytes(s)) + floats_of(nhwc_out_bytes(s, s->bf16)) +
+           nchw_in_floats(s) + backward_weights_floats(s) + backward_scratchpad_floats(s);
+}
+
+/* x as the primitive takes it: reordered into xs, or x itself when it already is. */
+static const void *forward_input(const plan *p, const cs_conv_shape *s, const float *x, float *xs) {
+    if (!s->x_nhwc) reorder_run(p->in[0], p->md.x_nchw, x, p->md.x_in, xs);
+    else if (s->bf16) reorder_run(p->in_nhwc, p->md.x_f32, x, p->md.x_in, xs);
+    else return x;
+    return xs;
 }
 
 void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float *scale,
@@ -411,95 +425,51 @@ void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float
     const plan *p = plan_get(s, PASS_FORWARD, epilogue);
     float *xs = workspace, *ys = xs + floats_of(nhwc_in_bytes(s));
     float *wscratch = ys + floats_of(nhwc_out_bytes(s, 0));
-    if (dnnl_memory_desc_get_size(&p->weights_md) > weights_bytes(s, PASS_FORWARD))
+    float *pad = wscratch + floats_of(weights_bytes(s, PASS_FORWARD));
+    if (dnnl_memory_desc_get_size(p->md.weights) > weights_bytes(s, PASS_FORWARD))
         g_error("internal error: oneDNN chose a larger weights layout with post-ops");
-    const dnnl_memory_desc_t xmd = src_md(s, input_type(s), dnnl_nhwc);
-    const dnnl_memory_desc_t ymd = dst_md(s, dnnl_f32, dnnl_nhwc);
-    if (!s->x_nhwc) {
-        const dnnl_memory_desc_t x_nchw = src_md(s, dnnl_f32, dnnl_nchw);
-        reorder_run(p->in[0], &x_nchw, x, &xmd, xs);
-    } else if (s->bf16) {
-        const dnnl_memory_desc_t x_nhwc = src_md(s, dnnl_f32, dnnl_nhwc);
-        reorder_run(p->in_nhwc, &x_nhwc, x, &xmd, xs);
-    } else {
-        xs = (float *)x; /* already what the primitive takes */
-    }
+    const void *xin = forward_input(p, s, x, xs);
     if (s->y_nhwc) ys = y;
     const void *wr = weights_for(p, s, w, wscratch);
 
-    const dnnl_memory_desc_t per_channel = plain_md(1, s->o, 1, 1, dnnl_f32, dnnl_nchw);
-    dnnl_memory_desc_t bmd;
-    const dnnl_dims_t bdims = {s->o};
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&bmd, 1, bdims, dnnl_f32, dnnl_a));
     dnnl_memory_t mem[5];
+    dnnl_exec_arg_t args[6];
     int n = 0;
-    dnnl_exec_arg_t args[5];
-    args[n].arg = DNNL_ARG_SRC, args[n].memory = mem[n] = memory_at(&xmd, xs), n++;
-    args[n].arg = DNNL_ARG_WEIGHTS, args[n].memory = mem[n] = memory_at(&p->weights_md, wr), n++;
-    args[n].arg = DNNL_ARG_DST, args[n].memory = mem[n] = memory_at(&ymd, ys), n++;
+#define ARG(which, md, data) \
+    (args[n].arg = (which), args[n].memory = mem[n] = memory_at((md), (data)), n++)
+    ARG(DNNL_ARG_SRC, p->md.x_in, xin);
+    ARG(DNNL_ARG_WEIGHTS, p->md.weights, wr);
+    ARG(DNNL_ARG_DST, p->md.y_f32, ys);
     if (scale) {
-        args[n].arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1;
-        args[n].memory = mem[n] = memory_at(&per_channel, scale), n++;
-        if (shift) {
-            args[n].arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1;
-            args[n].memory = mem[n] = memory_at(&per_channel, shift), n++;
-        }
+        ARG(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, p->md.per_channel, scale);
+        if (shift) ARG(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, p->md.per_channel, shift);
     } else if (shift) {
-        args[n].arg = DNNL_ARG_BIAS, args[n].memory = mem[n] = memory_at(&bmd, shift), n++;
+        ARG(DNNL_ARG_BIAS, p->md.bias, shift);
     }
-    run(p->conv, n, args);
+#undef ARG
+    run_conv(p, n, args, pad, 4 * floats_of(scratchpad_bytes(s, PASS_FORWARD)));
     for (int i = 0; i < n; i++) dnnl_memory_destroy(mem[i]);
-
-    if (s->y_nhwc) return;
-    const dnnl_memory_desc_t y_nchw = dst_md(s, dnnl_f32, dnnl_nchw);
-    reorder_run(p->out, &ymd, ys, &y_nchw, y);
+    if (!s->y_nhwc) reorder_run(p->out, p->md.y_f32, ys, p->md.y_nchw, y);
 }
 
 void cs_cpu_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw) {
     const cs_conv_shape s = {.n = n, .c = c, .h = hw, .w = 1};
     const plan *p = plan_get(&s, PASS_TO_NCHW, 0);
-    const dnnl_memory_desc_t from = plain_md(n, c, hw, 1, dnnl_f32, dnnl_nhwc);
-    const dnnl_memory_desc_t to = plain_md(n, c, hw, 1, dnnl_f32, dnnl_nchw);
-    reorder_run(p->out, &from, x, &to, y);
+    reorder_run(p->out, p->md.x_f32, x, p->md.x_nchw, y);
 }
 
-/* dw += dW; leaves x and dy in NHWC in xs and dys for the backward-data pass. */
-static void backward_weights(float *dw, const float *x, const float *dy, void *xs, void *dys,
-                             const cs_conv_shape *s, void *scratch) {
-    const plan *p = plan_get(s, PASS_BACKWARD_WEIGHTS, 0);
-    const dnnl_memory_desc_t xmd = src_md(s, input_type(s), dnnl_nhwc);
-    const dnnl_memory_desc_t dymd = dst_md(s, input_type(s), dnnl_nhwc);
-    const dnnl_memory_desc_t x_nchw = src_md(s, dnnl_f32, dnnl_nchw);
-    const dnnl_memory_desc_t dy_nchw = dst_md(s, dnnl_f32, dnnl_nchw);
-    reorder_run(p->in[0], &x_nchw, x, &xmd, xs);
-    reorder_run(p->in[1], &dy_nchw, dy, &dymd, dys);
-    dnnl_memory_t a = memory_at(&xmd, xs), b = memory_at(&dymd, dys),
-                  c = memory_at(&p->weights_md, scratch);
-    const dnnl_exec_arg_t args[] = {
-        {DNNL_ARG_SRC, a}, {DNNL_ARG_DIFF_DST, b}, {DNNL_ARG_DIFF_WEIGHTS, c}};
-    run(p->conv, 3, args);
+/* Runs a backward plan on (src or diff_src, weights or diff_weights, diff_dst). */
+static void run_backward(const plan *p, int first_arg, csd_md first_md, const void *first,
+                         int weights_arg, const void *weights, const void *dys, void *pad,
+                         size_t avail) {
+    dnnl_memory_t a = memory_at(first_md, first), b = memory_at(p->md.weights, weights),
+                  c = memory_at(p->md.y_in, dys);
+    dnnl_exec_arg_t args[] = {
+        {first_arg, a}, {weights_arg, b}, {DNNL_ARG_DIFF_DST, c}, {0, NULL}};
+    run_conv(p, 3, args, pad, avail);
     dnnl_memory_destroy(a);
     dnnl_memory_destroy(b);
     dnnl_memory_destroy(c);
-    weights_reorder_run(p, s, dw, scratch, 1); /* dw += the blocked gradient */
-}
-
-static void backward_data(float *dx, const void *dys, const float *w, const cs_conv_shape *s,
-                          float *dxs, void *scratch) {
-    const plan *p = plan_get(s, PASS_BACKWARD_DATA, 0);
-    const void *wr = weights_for(p, s, w, scratch);
-    const dnnl_memory_desc_t dymd = dst_md(s, input_type(s), dnnl_nhwc);
-    const dnnl_memory_desc_t dxmd = src_md(s, dnnl_f32, dnnl_nhwc);
-    dnnl_memory_t a = memory_at(&dymd, dys), b = memory_at(&p->weights_md, wr),
-                  c = memory_at(&dxmd, dxs);
-    const dnnl_exec_arg_t args[] = {
-        {DNNL_ARG_DIFF_DST, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DIFF_SRC, c}};
-    run(p->conv, 3, args);
-    dnnl_memory_destroy(a);
-    dnnl_memory_destroy(b);
-    dnnl_memory_destroy(c);
-    const dnnl_memory_desc_t nchw = src_md(s, dnnl_f32, dnnl_nchw);
-    reorder_run(p->out, &dxmd, dxs, &nchw, dx); /* dx += */
 }
 
 void csk_dnnl_conv_backward(float *dx, float *dw, const float *dy, const float *x,
@@ -507,7 +477,22 @@ void csk_dnnl_conv_backward(float *dx, float *dw, const float *dy, const float *
     float *xs = workspace;
     float *dys = xs + floats_of(nhwc_in_bytes(s));
     float *dxs = dys + floats_of(nhwc_out_bytes(s, s->bf16));
-    float *scratch = dxs + floats_of((size_t)s->n * s->c * s->h * s->w * 4);
-    backward_weights(dw, x, dy, xs, dys, s, scratch);
-    if (dx) backward_data(dx, dys, w, s, dxs, scratch);
+    float *scratch = dxs + nchw_in_floats(s);
+    float *pad = scratch + backward_weights_floats(s);
+    const size_t avail = 4 * backward_scratchpad_floats(s);
+
+    /* dw += dW (the blocked gradient reordered onto it), from x and dy in NHWC. */
+    const plan *pw = plan_get(s, PASS_BACKWARD_WEIGHTS, 0);
+    reorder_run(pw->in[0], pw->md.x_nchw, x, pw->md.x_in, xs);
+    reorder_run(pw->in[1], pw->md.y_nchw, dy, pw->md.y_in, dys);
+    run_backward(pw, DNNL_ARG_SRC, pw->md.x_in, xs, DNNL_ARG_DIFF_WEIGHTS, scratch, dys, pad,
+                 avail);
+    weights_reorder_run(pw, dw, scratch, 1);
+    if (!dx) return;
+
+    /* dx += dX, from the same dy. */
+    const plan *pd = plan_get(s, PASS_BACKWARD_DATA, 0);
+    const void *wr = weights_for(pd, s, w, scratch);
+    run_backward(pd, DNNL_ARG_DIFF_SRC, pd->md.x_f32, dxs, DNNL_ARG_WEIGHTS, wr, dys, pad, avail);
+    reorder_run(pd->out, pd->md.x_f32, dxs, pd->md.x_nchw, dx);
 }

@@ -1,8 +1,11 @@
 /* cs_math.h — the per-element math of condseg's operations, written once for the CPU
  * kernels (C11) and the CUDA kernels (nvcc): activation functions, the bilinear
- * align_corners=True sampling rule, the folded BatchNorm, the outlook-attention
- * neighbourhood. Everything here is a static inline function on scalars, prefixed csm_
- * ("condseg math") to keep them apart from the tensor-level operations.
+ * align_corners=True sampling rule with its weights and their adjoint, BatchNorm (folded,
+ * training statistics, input gradient), the 9-way softmax of outlook attention and its
+ * backward, its neighbourhood. The kernels of each backend arrange the loops (rows on the
+ * CPU, one thread per element on the GPU) around these same formulas. Everything here is
+ * a static inline function on scalars, prefixed csm_ ("condseg math") to keep them apart
+ * from the tensor-level operations.
  */
 #ifndef CONDSEG_CS_MATH_H
 #define CONDSEG_CS_MATH_H
@@ -26,11 +29,30 @@ CS_HD float csm_relu_grad(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
 CS_HD float csm_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 CS_HD float csm_sigmoid_grad(float y, float dy) { return dy * y * (1.0f - y); }
 
+/* 1 / sqrt(var + eps), in double: the BatchNorm of every mode and backend divides by it. */
+CS_HD double csm_bn_invstd(float var) { return 1.0 / sqrt((double)var + (double)CS_BN_EPS); }
+
+/* Training-mode BatchNorm's backward for one element. g is the output gradient (masked by
+ * a fused ReLU: csm_bn_out_grad), xhat = (x - mean) * invstd the normalised input;
+ * mean_g and mean_gx are the channel means of g and g * xhat over the batch. Then
+ *   dx = gamma * invstd * (g - mean_g - xhat * mean_gx)
+ * (PyTorch's batch_norm_backward), in double. */
+CS_HD double csm_bn_out_grad(float dy, const float *y, size_t k) {
+    return y ? (double)csm_relu_grad(y[k], dy) : (double)dy;
+}
+CS_HD double csm_bn_xhat(float x, double mean, double invstd) {
+    return ((double)x - mean) * invstd;
+}
+CS_HD double csm_bn_input_grad(double g, double xhat, float gamma, double invstd, double mean_g,
+                               double mean_gx) {
+    return (double)gamma * invstd * (g - mean_g - xhat * mean_gx);
+}
+
 /* Eval-mode BatchNorm as y = x * scale + shift. Computed in double so that folding it into
  * a convolution loses nothing measurable against the unfolded form. */
 CS_HD void csm_bn_fold(float gamma, float beta, float mean, float var, float *scale,
                       float *shift) {
-    double s = (double)gamma / sqrt((double)var + (double)CS_BN_EPS);
+    double s = (double)gamma * csm_bn_invstd(var);
     *scale = (float)s;
     *shift = (float)((double)beta - (double)mean * s);
 }
@@ -40,7 +62,7 @@ CS_HD void csm_bn_fold(float gamma, float beta, float mean, float var, float *sc
  * var * unbias with unbias = n / (n - 1), spec §1.5). */
 CS_HD void csm_bn_train(float gamma, float beta, float mean, float var, float unbias,
                         float *scale, float *shift, float *running_mean, float *running_var) {
-    const double invstd = 1.0 / sqrt((double)var + (double)CS_BN_EPS);
+    const double invstd = csm_bn_invstd(var);
     *scale = (float)(gamma * invstd);
     *shift = (float)(beta - mean * gamma * invstd);
     *running_mean = (1.0f - CS_BN_MOMENTUM) * *running_mean + CS_BN_MOMENTUM * mean;
@@ -74,6 +96,20 @@ CS_HD void csm_bilinear_ac_tap(int d, int n, float scale, int *i0, int *i1, floa
     *lambda1 = x - (float)lo;
 }
 
+/* Linear interpolation between a and b, weight l1 on b: the bilinear sample is this along
+ * x on two rows, then along y between them. */
+CS_HD float csm_lerp(float a, float b, float l1) { return (1.0f - l1) * a + l1 * b; }
+
+/* The weights of a bilinear sample's four taps (row y0 col x0, y0 x1, y1 x0, y1 x1) for
+ * second-tap weights ly, lx: the adjoint (backward) sends an output gradient v to the
+ * taps as w[k] * v. */
+CS_HD void csm_bilinear_weights(float ly, float lx, float w[4]) {
+    w[0] = (1.0f - ly) * (1.0f - lx);
+    w[1] = (1.0f - ly) * lx;
+    w[2] = ly * (1.0f - lx);
+    w[3] = ly * lx;
+}
+
 /* e^x for x <= 0 (softmax logits after subtracting their maximum), within 2 ulp of expf,
  * without library calls so that loops over it vectorise (with -fno-trapping-math, which
  * the kernels are built with). Cody-Waite range reduction to r in [-ln2/2, ln2/2], Cephes'
@@ -94,6 +130,17 @@ CS_HD float csm_exp_nonpositive(float x) {
     float two_n;
     memcpy(&two_n, &bits, sizeof two_n);
     return x >= -87.0f ? p * two_n : 0.0f;
+}
+
+/* The 9-way softmax of outlook attention over scaled logits: term j is
+ * csm_softmax_exp(logit_j, scale, max_j(scale * logit_j)), divided by the terms' sum.
+ * Its backward: with p = softmax, dp the probabilities' gradient and
+ * dot = sum_j p_j dp_j, the logit's gradient is scale * p_j * (dp_j - dot). */
+CS_HD float csm_softmax_exp(float logit, float scale, float max) {
+    return csm_exp_nonpositive(scale * logit - max);
+}
+CS_HD float csm_softmax_grad(float p, float dp, float dot, float scale) {
+    return scale * p * (dp - dot);
 }
 
 /* Outlook attention (CDFA, spec §2.9.1): neighbour k = 0..8 of a pixel lies at

@@ -1,9 +1,10 @@
 /* kernels.h — condseg's CPU operations on plain float arrays (NCHW, row-major).
  *
  * Conventions, after llm.c: outputs first, then inputs, then sizes; no allocation
- * inside (scratch memory is passed in); parameter gradients accumulate (+=), input
- * gradients are overwritten unless the name says "accumulate". Work is spread over the
- * OpenMP threads (the same pool OpenBLAS uses).
+ * inside (scratch memory is passed in); every backward pass accumulates (+=) into the
+ * gradients it writes, of parameters and inputs alike, so that a tensor used twice gets
+ * the sum (the tape hands out zeroed gradient buffers). Work is spread over the OpenMP
+ * threads (the same pool OpenBLAS uses).
  */
 #ifndef CONDSEG_KERNELS_H
 #define CONDSEG_KERNELS_H
@@ -27,6 +28,11 @@
  * x86 and carry no information here. */
 void cs_cpu_init(int n_threads);
 int cs_cpu_threads(void);
+/* A kernel whose own scratch memory cannot be allocated skips its work and records the
+ * size here (thread-safe); the caller takes it (0: none) and reports an error instead of
+ * the process aborting. */
+void cs_cpu_note_alloc_failure(size_t bytes);
+size_t cs_cpu_take_alloc_failure(void);
 /* The OpenBLAS kernel set in use ("SkylakeX", "Haswell", ...). */
 const char *cs_cpu_blas_core(void);
 /* OpenBLAS picks its generic SSE3 kernels ("Prescott") on x86 CPUs it does not know,
@@ -66,6 +72,10 @@ const char *cs_cpu_conv_engine(const cs_conv_shape *s);
 int cs_cpu_conv2d_nhwc(const cs_conv_shape *s);
 /* y (n x c x hw, NCHW) = x (n x hw x c, NHWC). */
 void cs_cpu_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw);
+/* cs_cpu_upsample_bilinear and cs_cpu_copy_channels on NHWC maps (layout_cpu.c). */
+void cs_cpu_upsample_bilinear_nhwc(float *y, const float *x, int n, int c, int h, int w, int ho,
+                                   int wo);
+void cs_cpu_copy_channels_nhwc(float *y, int cy, int c0, const float *x, int cx, int n, int hw);
 
 /* Floats of scratch memory cs_cpu_conv2d_forward needs for this shape (0 for 1x1/s1/p0). */
 size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s);

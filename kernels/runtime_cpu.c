@@ -17,6 +17,17 @@ char *openblas_get_corename(void);
 
 static int cs_threads = 0;
 
+/* The size of the last scratch allocation that failed, 0 when none since the last take. */
+static size_t alloc_failure = 0;
+
+void cs_cpu_note_alloc_failure(size_t bytes) {
+    __atomic_store_n(&alloc_failure, bytes ? bytes : 1, __ATOMIC_RELAXED);
+}
+
+size_t cs_cpu_take_alloc_failure(void) {
+    return __atomic_exchange_n(&alloc_failure, 0, __ATOMIC_RELAXED);
+}
+
 void cs_cpu_init(int n_threads) {
     if (n_threads <= 0) n_threads = omp_get_num_procs();
     if (n_threads == cs_threads) return;

@@ -12,12 +12,17 @@ typedef struct {
     float *l1;
 } taps;
 
-static taps make_taps(int n, int m) {
+/* FALSE (the failure noted) when the tables cannot be allocated. */
+static int make_taps(int n, int m, taps *out) {
     taps t = {malloc(sizeof(int) * m), malloc(sizeof(int) * m), malloc(sizeof(float) * m)};
-    if (!t.i0 || !t.i1 || !t.l1) abort();
+    *out = t;
+    if (!t.i0 || !t.i1 || !t.l1) {
+        cs_cpu_note_alloc_failure((sizeof(int) * 2 + sizeof(float)) * (size_t)m);
+        return 0;
+    }
     const float scale = csm_bilinear_ac_scale(n, m);
     for (int d = 0; d < m; d++) csm_bilinear_ac_tap(d, n, scale, &t.i0[d], &t.i1[d], &t.l1[d]);
-    return t;
+    return 1;
 }
 
 static void free_taps(taps *t) {
@@ -31,26 +36,29 @@ static void interpolate_row(float *restrict dst, const float *restrict src, cons
                             int wo) {
     const int *restrict i0 = tx->i0, *restrict i1 = tx->i1;
     const float *restrict l1 = tx->l1;
-    for (int x = 0; x < wo; x++) dst[x] = (1.0f - l1[x]) * src[i0[x]] + l1[x] * src[i1[x]];
+    for (int x = 0; x < wo; x++) dst[x] = csm_lerp(src[i0[x]], src[i1[x]], l1[x]);
 }
 
 CS_VECTOR_CLONES
 static void blend_rows(float *restrict out, const float *restrict a, const float *restrict b,
                        float lambda, int wo) {
-    for (int x = 0; x < wo; x++) out[x] = (1.0f - lambda) * a[x] + lambda * b[x];
+    for (int x = 0; x < wo; x++) out[x] = csm_lerp(a[x], b[x], lambda);
 }
 
 void cs_cpu_upsample_bilinear(float *y, const float *x, int n, int c, int h, int w, int ho,
                               int wo) {
-    taps tx = make_taps(w, wo), ty = make_taps(h, ho);
+    taps tx, ty;   /* both made (no short circuit), so that both can be freed */
+    if (!make_taps(w, wo, &tx) | !make_taps(h, ho, &ty)) goto out;
 #pragma omp parallel
     {
         /* The horizontally interpolated source rows ty.i0 / ty.i1 of the current output
          * row; consecutive output rows mostly share them. */
         float *rows[2] = {malloc(sizeof(float) * wo), malloc(sizeof(float) * wo)};
-        if (!rows[0] || !rows[1]) abort();
+        const int have_rows = rows[0] && rows[1];
+        if (!have_rows) cs_cpu_note_alloc_failure(2 * sizeof(float) * (size_t)wo);
 #pragma omp for schedule(static)
         for (int nc = 0; nc < n * c; nc++) {
+            if (!have_rows) continue; /* every thread still meets the loop */
             const float *src = x + (size_t)nc * h * w;
             float *dst = y + (size_t)nc * ho * wo;
             int have[2] = {-1, -1};
@@ -76,13 +84,15 @@ void cs_cpu_upsample_bilinear(float *y, const float *x, int n, int c, int h, int
         free(rows[0]);
         free(rows[1]);
     }
+out:
     free_taps(&tx);
     free_taps(&ty);
 }
 
 void cs_cpu_upsample_bilinear_backward(float *dx, const float *dy, int n, int c, int h, int w,
                                        int ho, int wo) {
-    taps tx = make_taps(w, wo), ty = make_taps(h, ho);
+    taps tx, ty;   /* both made (no short circuit), so that both can be freed */
+    if (!make_taps(w, wo, &tx) | !make_taps(h, ho, &ty)) goto out;
     /* The adjoint of the forward pass: each output gradient goes back to its four taps
      * with the same weights. One thread per plane, so no two write the same element. */
 #pragma omp parallel for schedule(static)
@@ -91,16 +101,18 @@ void cs_cpu_upsample_bilinear_backward(float *dx, const float *dy, int n, int c,
         float *d = dx + (size_t)nc * h * w;
         for (int oy = 0; oy < ho; oy++) {
             float *r0 = d + (size_t)ty.i0[oy] * w, *r1 = d + (size_t)ty.i1[oy] * w;
-            const float ly = ty.l1[oy];
             for (int ox = 0; ox < wo; ox++) {
-                const float v = g[(size_t)oy * wo + ox], lx = tx.l1[ox];
-                r0[tx.i0[ox]] += (1.0f - ly) * (1.0f - lx) * v;
-                r0[tx.i1[ox]] += (1.0f - ly) * lx * v;
-                r1[tx.i0[ox]] += ly * (1.0f - lx) * v;
-                r1[tx.i1[ox]] += ly * lx * v;
+                const float v = g[(size_t)oy * wo + ox];
+                float wt[4];
+                csm_bilinear_weights(ty.l1[oy], tx.l1[ox], wt);
+                r0[tx.i0[ox]] += wt[0] * v;
+                r0[tx.i1[ox]] += wt[1] * v;
+                r1[tx.i0[ox]] += wt[2] * v;
+                r1[tx.i1[ox]] += wt[3] * v;
             }
         }
     }
+out:
     free_taps(&tx);
     free_taps(&ty);
 }

@@ -26,9 +26,9 @@ struct UpsampleF {
         csm_bilinear_ac_tap(oy, h, scale_y, &y0, &y1, &ly);
         csm_bilinear_ac_tap(ox, w, scale_x, &x0, &x1, &lx);
         const float *src = x + (size_t)nc * h * w;
-        const float r0 = (1.0f - lx) * src[y0 * w + x0] + lx * src[y0 * w + x1];
-        const float r1 = (1.0f - lx) * src[y1 * w + x0] + lx * src[y1 * w + x1];
-        y[i] = (1.0f - ly) * r0 + ly * r1;
+        const float r0 = csm_lerp(src[y0 * w + x0], src[y0 * w + x1], lx);
+        const float r1 = csm_lerp(src[y1 * w + x0], src[y1 * w + x1], lx);
+        y[i] = csm_lerp(r0, r1, ly);
     }
 };
 
@@ -74,10 +74,12 @@ struct UpsampleBackwardF {
                 csm_bilinear_ac_tap(ox, w, scale_x, &x0, &x1, &lx);
                 if (x0 != ix && x1 != ix) continue;
                 const float v = g[oy * wo + ox];
-                if (y0 == iy && x0 == ix) d += (1.0f - ly) * (1.0f - lx) * v;
-                if (y0 == iy && x1 == ix) d += (1.0f - ly) * lx * v;
-                if (y1 == iy && x0 == ix) d += ly * (1.0f - lx) * v;
-                if (y1 == iy && x1 == ix) d += ly * lx * v;
+                float wt[4];
+                csm_bilinear_weights(ly, lx, wt);
+                if (y0 == iy && x0 == ix) d += wt[0] * v;
+                if (y0 == iy && x1 == ix) d += wt[1] * v;
+                if (y1 == iy && x0 == ix) d += wt[2] * v;
+                if (y1 == iy && x1 == ix) d += wt[3] * v;
             }
         }
         dx[i] = d;

@@ -28,6 +28,7 @@ typedef enum {
     CS_ERROR_TENSOR,   /* a tensor is missing, unexpected or has the wrong shape or dtype */
     CS_ERROR_ARG,      /* a bad argument, option value or input size */
     CS_ERROR_DEVICE,   /* the requested compute device is not available */
+    CS_ERROR_MEMORY,   /* host or GPU memory ran out (the model stays usable) */
 } cs_error_code;
 
 /* ---------------------------------------------------------------------------------
@@ -42,10 +43,14 @@ typedef struct {
 cs_image *cs_image_new(int width, int height, int channels);      /* zero-filled */
 void cs_image_free(cs_image *image);
 
-/* Decodes JPEG, PNG, BMP, TIFF (anything gdk-pixbuf reads) the way
- * cv2.imread(path, IMREAD_COLOR) does: 3 channels, BGR, alpha dropped, EXIF
- * orientation applied. */
+/* Decodes JPEG, PNG, BMP or TIFF (no other format) the way cv2.imread(path,
+ * IMREAD_COLOR) does: 3 channels, BGR, alpha dropped, EXIF orientation applied. Before
+ * any pixel is decoded the header is read and refused when the format is another, the
+ * size is above 2^26 pixels (8192x8192), or a JPEG is truncated (no end marker). */
 cs_image *cs_image_load_bgr(const char *path, GError **error);
+/* Those checks alone: the size from the header (before EXIF orientation), nothing
+ * decoded. */
+gboolean cs_image_read_size(const char *path, int *width, int *height, GError **error);
 /* As cv2.imread(path, IMREAD_GRAYSCALE): 1 channel. For JPEG the luma is decoded
  * directly (as libjpeg does for OpenCV); other formats use OpenCV's RGB->gray weights. */
 cs_image *cs_image_load_gray(const char *path, GError **error);
@@ -222,9 +227,10 @@ void cs_model_set_progress(cs_model *model, cs_progress_fn fn, void *user_data);
  * from now on: "cpu"; "cuda" (an NVIDIA GPU; fails with CS_ERROR_DEVICE and the reason
  * when there is none or condseg was built without CUDA); "auto" or NULL (the GPU when one
  * is usable, else the CPU). Call it before running or training the model. When "auto"
- * picks the CPU in a build with CUDA, `note` (may be NULL) receives why, e.g. "no usable
- * GPU (no NVIDIA GPU found (cudaGetDeviceCount: ...)): running on the CPU" (g_free it);
- * otherwise it is set to NULL. An unknown name fails with CS_ERROR_ARG. ("cuda-emulated",
+ * picks the CPU, `note` (may be NULL) receives why, e.g. "no usable GPU (no NVIDIA GPU
+ * found (cudaGetDeviceCount: ...)): running on the CPU", or in a build without CUDA "no
+ * usable GPU (condseg was built without CUDA support): ..." (g_free it); otherwise it is
+ * set to NULL. An unknown name fails with CS_ERROR_ARG. ("cuda-emulated",
  * the CUDA backend's code run on the host, exists for tests.) */
 gboolean cs_model_set_device(cs_model *model, const char *device, char **note,
                              GError **error);

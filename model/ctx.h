@@ -4,6 +4,7 @@
 #define CONDSEG_CTX_H
 
 #include <glib.h>
+#include <setjmp.h>
 
 #include "backend.h"
 #include "graph.h"
@@ -25,6 +26,10 @@ struct cs_ctx {
     void *probe_user;
     GHashTable *profile;          /* CONDSEG_PROFILE set: op kind -> time */
     double conv_flops;            /* of the forward convolutions and Linear layers so far */
+    /* Out of memory: where cs_ctx_out_of_memory jumps back to (set by CS_CTX_GUARD around
+     * a whole run), with its message; NULL: it aborts, as before any guard existed. */
+    jmp_buf *oom_jump;
+    char oom_message[256];
 };
 
 /* One recorded operation: what its backward pass needs. */

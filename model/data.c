@@ -7,7 +7,6 @@
  * augmentation from (seed, epoch, i), each through its own GRand, so the data never
  * depend on which worker decoded what or when.
  */
-#include <gdk-pixbuf/gdk-pixbuf.h>   /* gdk_pixbuf_get_file_info: header-only size reads */
 #include <glib/gstdio.h>             /* g_fopen */
 #include <errno.h>
 #include <math.h>
@@ -87,13 +86,24 @@ static gboolean image_header_size(const char *path, int *width, int *height, GEr
                     g_strerror(reason));
         return FALSE;
     }
-    if (!gdk_pixbuf_get_file_info(path, width, height) || *width <= 0 || *height <= 0) {
-        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
-                    "%s is not a readable image: no image format that gdk-pixbuf reads "
-                    "(JPEG, PNG, BMP, TIFF, ...) recognises its header", path);
-        return FALSE;
+    /* the loader's own checks (format, size limit, truncation), so that a file the
+     * loader would refuse stops the run before it starts */
+    return cs_image_read_size(path, width, height, error);
+}
+
+/* Ids become file names (DIR/images/<id>.jpg, and --save-masks OUT/<id>.png): only plain
+ * names, so that a list cannot reach outside the dataset or the output folder. */
+#define MAX_ID_BYTES 200
+
+static const char *id_problem(const char *id) {
+    if (strlen(id) > MAX_ID_BYTES) return "longer than 200 bytes";
+    if (id[0] == '.') return "starts with '.'";
+    if (!g_utf8_validate(id, -1, NULL)) return "is not UTF-8";
+    for (const char *c = id; *c; c++) {
+        if (*c == '/' || *c == '\\') return "holds a '/' or '\\'";
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) return "holds a control character";
     }
-    return TRUE;
+    return NULL;
 }
 
 cs_dataset *cs_dataset_open(const char *dir, const char *split, GError **error) {
@@ -115,12 +125,29 @@ cs_dataset *cs_dataset_open(const char *dir, const char *split, GError **error) 
      * lines (or stray \r of CRLF files) are ignored */
     GPtrArray *ids = g_ptr_array_new_with_free_func(g_free);
     char **lines = g_strsplit(text, "\n", -1);
-    for (char **line = lines; *line; line++) {
+    const char *problem = NULL;
+    int line_number = 0;
+    for (char **line = lines; *line && !problem; line++) {
+        line_number++;
         g_strstrip(*line);
-        if (**line) g_ptr_array_add(ids, g_strdup(*line));
+        if (**line && !(problem = id_problem(*line))) g_ptr_array_add(ids, g_strdup(*line));
+    }
+    if (problem) {
+        char *shown = g_strescape(lines[line_number - 1], NULL);
+        if (strlen(shown) > 60) strcpy(shown + 57, "...");
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "split list %s, line %d: id \"%s\" %s; an id must be a plain file name "
+                    "(no '/', no leading '.', no control characters, at most %d bytes)",
+                    list_path, line_number, shown, problem, MAX_ID_BYTES);
+        g_free(shown);
     }
     g_strfreev(lines);
     g_free(text);
+    if (problem) {
+        g_ptr_array_free(ids, TRUE);
+        g_free(list_path);
+        return NULL;
+    }
     if (ids->len == 0) {
         g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
                     "split list %s is empty: expected one image id per line", list_path);

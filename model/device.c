@@ -24,7 +24,8 @@ const cs_backend *cs_backend_cuda(GError **error) {
 }
 
 /* The backend for a device name; for "auto" the CPU when no GPU is usable, with a note
- * saying why in a build that could have used one. */
+ * saying why (in a build without CUDA, that: the README promises an explicit "auto" says
+ * why it fell back, and a user may not know which build they have). */
 static const cs_backend *backend_named(const char *device, char **note, GError **error) {
     if (note) *note = NULL;
     if (!device || strcmp(device, "auto") == 0) {
@@ -34,6 +35,10 @@ static const cs_backend *backend_named(const char *device, char **note, GError *
         if (be) return be;
         if (note) *note = g_strdup_printf("no usable GPU (%s): running on the CPU", why->message);
         g_error_free(why);
+#else
+        if (note)
+            *note = g_strdup("no usable GPU (condseg was built without CUDA support): "
+                             "running on the CPU");
 #endif
         return &cs_backend_cpu;
     }

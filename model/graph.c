@@ -3,8 +3,11 @@
  * which check shapes, allocate outputs and call the kernels. */
 #include "graph.h"
 #include "ctx.h"
+#include "condseg.h"   /* CS_ERROR */
 
 #include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +58,39 @@ static void profile_report(cs_ctx *ctx) {
     g_list_free(kinds);
 }
 
+/* ---- running out of memory --------------------------------------------------------- */
+
+/* Back to cs_ctx_run_guarded with the message; outside a guarded run, the old abort. */
+G_GNUC_NORETURN G_GNUC_PRINTF(2, 3)
+static void out_of_memory(cs_ctx *ctx, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    g_vsnprintf(ctx->oom_message, sizeof ctx->oom_message, format, args);
+    va_end(args);
+    if (!ctx->oom_jump) g_error("%s", ctx->oom_message);
+    longjmp(*ctx->oom_jump, 1);
+}
+
+gboolean cs_ctx_run_guarded(cs_ctx *ctx, cs_ctx_run_fn fn, void *data, GError **error) {
+    jmp_buf jump;
+    jmp_buf *volatile outer = ctx->oom_jump;   /* volatile: read after the longjmp */
+    cs_cpu_take_alloc_failure();   /* a failure of an earlier, unguarded run is not ours */
+    if (setjmp(jump)) {
+        ctx->oom_jump = outer;
+        cs_ctx_reset(ctx);
+        g_set_error(error, CS_ERROR, CS_ERROR_MEMORY, "%s", ctx->oom_message);
+        return FALSE;
+    }
+    ctx->oom_jump = &jump;
+    fn(ctx, data);
+    const size_t scratch = cs_cpu_take_alloc_failure();
+    if (scratch)
+        out_of_memory(ctx, "out of memory: a kernel could not allocate %zu bytes of scratch "
+                           "memory", scratch);
+    ctx->oom_jump = outer;
+    return TRUE;
+}
+
 /* ---- pool ------------------------------------------------------------------------- */
 
 static size_t block_size(size_t floats) { return (floats * sizeof(float) + 63) / 64 * 64; }
@@ -69,8 +105,9 @@ static float *pool_take(cs_ctx *ctx, size_t bytes) {
     }
     float *block = ctx->be->alloc(bytes);
     if (!block)
-        g_error("out of memory on the %s: could not allocate %zu bytes for an activation",
-                ctx->be->name, bytes);
+        out_of_memory(ctx, "out of memory on the %s: could not allocate %zu bytes for an "
+                           "activation (a smaller input size or batch needs less)",
+                      ctx->be->name, bytes);
     ctx->pool_bytes += bytes;
     if (ctx->pool_bytes > ctx->pool_peak) ctx->pool_peak = ctx->pool_bytes;
     return block;
@@ -185,7 +222,11 @@ float *cs_ctx_workspace(cs_ctx *ctx, size_t floats) {
     if (floats > ctx->workspace_floats) {
         if (ctx->workspace) ctx->be->release(ctx->workspace);
         ctx->workspace = ctx->be->alloc(block_size(floats));
-        if (!ctx->workspace) g_error("out of memory: conv workspace of %zu floats", floats);
+        if (!ctx->workspace) {
+            ctx->workspace_floats = 0;
+            out_of_memory(ctx, "out of memory on the %s: could not allocate %zu bytes of "
+                               "convolution workspace", ctx->be->name, floats * sizeof(float));
+        }
         ctx->workspace_floats = floats;
     }
     return ctx->workspace;
@@ -197,8 +238,8 @@ static cs_tensor *tensor_alloc(cs_ctx *ctx, int n, int c, int h, int w, gboolean
     cs_tensor *t = g_new0(cs_tensor, 1);
     t->n = n, t->c = c, t->h = h, t->w = w;
     t->requires_grad = requires_grad;
+    g_ptr_array_add(ctx->live, t);   /* first: a reset after running out of memory frees it */
     t->data = pool_take(ctx, block_size(cs_numel(t)));
-    g_ptr_array_add(ctx->live, t);
     return t;
 }
 
@@ -218,7 +259,7 @@ void cs_tensor_make_nchw(cs_ctx *ctx, const cs_tensor *t) {
     cs_tensor *m = (cs_tensor *)t;
     const size_t bytes = block_size(cs_numel(m));
     float *nchw = pool_take(ctx, bytes);
-    ctx->be->nhwc_to_nchw(nchw, m->data, m->n, m->c, m->h * m->w);
+    PROFILED("NHWC to NCHW", ctx->be->nhwc_to_nchw(nchw, m->data, m->n, m->c, m->h * m->w));
     pool_give(ctx, m->data, bytes);
     m->data = nchw;
     m->nhwc = FALSE;

@@ -69,6 +69,12 @@ void cs_probe(cs_ctx *ctx, const char *name, const cs_tensor *t);
 double cs_ctx_conv_flops(const cs_ctx *ctx);
 /* Bytes held by the pool (in use + cached) and the most ever held. */
 size_t cs_ctx_pool_bytes(const cs_ctx *ctx);
+/* Runs fn(ctx, data), one whole forward (and backward) pass, so that memory running out
+ * in it (an activation, the workspace, a kernel's scratch) ends the pass: the context is
+ * reset and FALSE returned with a CS_ERROR_MEMORY error saying what could not be had,
+ * instead of the process aborting (a GIMP plug-in would take GIMP's work with it). */
+typedef void (*cs_ctx_run_fn)(cs_ctx *ctx, void *data);
+gboolean cs_ctx_run_guarded(cs_ctx *ctx, cs_ctx_run_fn fn, void *data, GError **error);
 
 cs_tensor *cs_tensor_new(cs_ctx *ctx, int n, int c, int h, int w);
 cs_tensor *cs_tensor_from(cs_ctx *ctx, const float *data, int n, int c, int h, int w);

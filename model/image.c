@@ -17,8 +17,11 @@
 #include "condseg.h"
 #include "fileio.h"
 
-/* OpenCV refuses images above CV_IO_MAX_IMAGE_PIXELS (2^30); so do we. */
-#define MAX_IMAGE_PIXELS ((guint64)1 << 30)
+/* At most 2^26 pixels (8192x8192), checked on the header before anything is decoded:
+ * OpenCV's own limit (CV_IO_MAX_IMAGE_PIXELS, 2^30) would let a file of a few hundred
+ * bytes claiming 30000x30000 pixels take gigabytes; 2^26 is 64 megapixels, several times
+ * a dermoscopy photo, and bounds a load to about 0.5 GB. */
+#define MAX_IMAGE_PIXELS ((guint64)1 << 26)
 
 cs_image *cs_image_new(int width, int height, int channels) {
     g_return_val_if_fail(width >= 0 && height >= 0 && channels >= 1, NULL);
@@ -47,6 +50,95 @@ static gboolean check_image_size(const char *path, guint64 width, guint64 height
                     MAX_IMAGE_PIXELS);
         return FALSE;
     }
+    return TRUE;
+}
+
+// ---------------------------------------------------------------------------------
+// before decoding: the format (documented ones only) and the size from the header
+
+typedef enum { FORMAT_OTHER, FORMAT_JPEG, FORMAT_PNG, FORMAT_BMP, FORMAT_TIFF } image_format;
+
+/* gdk-pixbuf's name of each format we read; every other loader it has (SVG, XPM, ICNS,
+ * TGA, ANI, ...) is never given a file. */
+static const char *const format_names[] = {NULL, "jpeg", "png", "bmp", "tiff"};
+
+static image_format sniff_format(const guint8 magic[8], size_t n) {
+    if (n >= 3 && memcmp(magic, "\xff\xd8\xff", 3) == 0) return FORMAT_JPEG;
+    if (n == 8 && memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0) return FORMAT_PNG;
+    if (n >= 2 && memcmp(magic, "BM", 2) == 0) return FORMAT_BMP;
+    if (n >= 4 && (memcmp(magic, "II*\0", 4) == 0 || memcmp(magic, "MM\0*", 4) == 0))
+        return FORMAT_TIFF;
+    return FORMAT_OTHER;
+}
+
+/* A JPEG ends with the end-of-image marker FF D9 (trailing NUL padding aside); a copy or
+ * download cut short does not, and libjpeg would only warn and fill the rest with gray. */
+static gboolean jpeg_is_complete(FILE *fp) {
+    guint8 tail[64];
+    if (fseeko(fp, 0, SEEK_END) != 0) return FALSE;
+    const off_t size = ftello(fp);
+    const off_t n = size < (off_t)sizeof tail ? size : (off_t)sizeof tail;
+    gboolean complete = FALSE;
+    if (n >= 2 && fseeko(fp, size - n, SEEK_SET) == 0 && fread(tail, 1, (size_t)n, fp) == (size_t)n) {
+        off_t end = n;
+        while (end > 2 && tail[end - 1] == 0) end--;
+        complete = tail[end - 2] == 0xff && tail[end - 1] == 0xd9;
+    }
+    rewind(fp);
+    return complete;
+}
+
+/* A BMP's info header is 12 to 124 bytes long (OS/2 1.x to BITMAPV5HEADER). gdk-pixbuf's
+ * BMP loader takes the length from the file and allocates it before any check, so a
+ * 100-byte file claiming a 4 GB header would ask for 4 GB: refused here first. */
+static gboolean bmp_header_plausible(FILE *fp) {
+    guint8 head[18];
+    const gboolean read = fread(head, 1, sizeof head, fp) == sizeof head;
+    rewind(fp);
+    if (!read) return FALSE;
+    const guint32 info_size = (guint32)head[14] | (guint32)head[15] << 8 |
+                              (guint32)head[16] << 16 | (guint32)head[17] << 24;
+    return info_size >= 12 && info_size <= 124;
+}
+
+/* Refuses, before any pixel is decoded, a file that is not one of the documented formats,
+ * whose header gdk-pixbuf cannot read, whose size is above the limit, or (JPEG) which is
+ * truncated. */
+static gboolean check_before_decoding(const char *path, FILE *fp, const guint8 magic[8],
+                                      size_t n_magic, int *width_out, int *height_out,
+                                      GError **error) {
+    const image_format format = sniff_format(magic, n_magic);
+    if (format == FORMAT_OTHER) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s is not a readable image: not a JPEG, PNG, BMP or TIFF file (the formats "
+                    "condseg reads)", path);
+        return FALSE;
+    }
+    if (format == FORMAT_BMP && !bmp_header_plausible(fp)) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s is not a readable image: its BMP header is malformed", path);
+        return FALSE;
+    }
+    int width = 0, height = 0;
+    GdkPixbufFormat *found = gdk_pixbuf_get_file_info(path, &width, &height);
+    char *found_name = found ? gdk_pixbuf_format_get_name(found) : NULL;   /* a copy */
+    const gboolean same = found_name && strcmp(found_name, format_names[format]) == 0;
+    g_free(found_name);
+    if (!same || width <= 0 || height <= 0) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s is not a readable image: its %s header cannot be read", path,
+                    format_names[format]);
+        return FALSE;
+    }
+    if (!check_image_size(path, (guint64)width, (guint64)height, error)) return FALSE;
+    if (format == FORMAT_JPEG && !jpeg_is_complete(fp)) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s is a truncated JPEG image (no end-of-image marker: the file was cut "
+                    "short); copy or export it again", path);
+        return FALSE;
+    }
+    if (width_out) *width_out = width;
+    if (height_out) *height_out = height;
     return TRUE;
 }
 
@@ -129,13 +221,25 @@ static FILE *open_image_file(const char *path, guint8 magic[8], size_t *n_magic,
     return NULL;
 }
 
+gboolean cs_image_read_size(const char *path, int *width, int *height, GError **error) {
+    guint8 magic[8];
+    size_t n_magic;
+    FILE *fp = open_image_file(path, magic, &n_magic, error);
+    if (!fp) return FALSE;
+    const gboolean ok = check_before_decoding(path, fp, magic, n_magic, width, height, error);
+    fclose(fp);
+    return ok;
+}
+
 cs_image *cs_image_load_bgr(const char *path, GError **error) {
     g_return_val_if_fail(path != NULL, NULL);
     guint8 magic[8];
     size_t n_magic;
     FILE *fp = open_image_file(path, magic, &n_magic, error);
     if (!fp) return NULL;
+    const gboolean decodable = check_before_decoding(path, fp, magic, n_magic, NULL, NULL, error);
     fclose(fp);
+    if (!decodable) return NULL;
     GdkPixbuf *pixbuf = load_oriented_pixbuf(path, error);
     if (!pixbuf) return NULL;
     cs_image *image = image_from_pixbuf(pixbuf, 3);
@@ -319,6 +423,10 @@ cs_image *cs_image_load_gray(const char *path, GError **error) {
     size_t n_magic;
     FILE *fp = open_image_file(path, magic, &n_magic, error);
     if (!fp) return NULL;
+    if (!check_before_decoding(path, fp, magic, n_magic, NULL, NULL, error)) {
+        fclose(fp);
+        return NULL;
+    }
 
     static const guint8 jpeg_magic[3] = {0xff, 0xd8, 0xff};
     static const guint8 png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};

@@ -54,6 +54,14 @@ static const cs_netcfg *preset_or_error(const char *preset, const char *where, G
 cs_model *cs_model_load(const char *path, GError **error) {
     cs_safetensors *file = cs_st_open(path, error);
     if (!file) return NULL;
+    cs_model *m = cs_model_load_file(file, NULL, error);
+    cs_st_close(file);
+    return m;
+}
+
+cs_model *cs_model_load_file(const cs_safetensors *file, const char *foreign_prefix,
+                             GError **error) {
+    const char *path = cs_st_path(file);
     cs_arch arch;
     if (cs_st_find(file, "output_block.c3.weight")) {
         arch = CS_ARCH_CONDSEG;
@@ -64,30 +72,27 @@ cs_model *cs_model_load(const char *path, GError **error) {
                     "weights file '%s' holds neither a ConDSeg network (no tensor "
                     "'output_block.c3.weight') nor a stage-1 network (no tensor "
                     "'head.conv_fuse.weight')", path);
-        cs_st_close(file);
         return NULL;
     }
     char *where = g_strdup_printf("weights file '%s'", path);
     const cs_netcfg *cfg = preset_or_error(cs_st_metadata(file, CS_META_PRESET), where, error);
     g_free(where);
-    if (!cfg) {
-        cs_st_close(file);
-        return NULL;
-    }
+    if (!cfg) return NULL;
     const char *size_text = cs_st_metadata(file, CS_META_INPUT_SIZE);
-    const int input_size = size_text ? atoi(size_text) : CS_INPUT_SIZE;
+    /* Strictly decimal digits: "16abc" or " 16" is a damaged file, not 16. */
+    guint64 input_size = CS_INPUT_SIZE;
+    if (size_text && !g_ascii_string_to_unsigned(size_text, 10, 16, 4096, &input_size, NULL))
+        input_size = 0;
     if (input_size < 16 || input_size % 16 || input_size > 4096) {
         g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
                     "weights file '%s': metadata %s = '%s' is not a multiple of 16 up to 4096",
                     path, CS_META_INPUT_SIZE, size_text);
-        cs_st_close(file);
         return NULL;
     }
     cs_model *m = model_alloc(arch, cfg);
-    m->input_size = input_size;
-    gboolean ok = cs_paramset_load(m->params, file, error);
+    m->input_size = (int)input_size;
+    gboolean ok = cs_paramset_load_except(m->params, file, foreign_prefix, error);
     cs_paramset_sync_to_backend(m->params);
-    cs_st_close(file);
     if (!ok) {
         cs_model_free(m);
         return NULL;
@@ -259,6 +264,34 @@ const char *cs_model_precision(const cs_model *model) { return model->bf16 ? "bf
 
 /* ---- inference -------------------------------------------------------------------- */
 
+typedef struct {
+    cs_model *model;
+    const float *input;
+    int batch, height, width;
+    unsigned outputs;
+    float *const *out;
+} forward_run;
+
+/* The pass itself, run guarded: out of memory ends it with an error. */
+static void run_forward(cs_ctx *ctx, void *data) {
+    const forward_run *r = data;
+    cs_model *model = r->model;
+    cs_tensor *image = cs_tensor_from(ctx, r->input, r->batch, 3, r->height, r->width);
+    cs_tensor *result[4] = {NULL, NULL, NULL, NULL};
+    if (model->arch == CS_ARCH_STAGE1) {
+        result[0] = cs_stage1_forward(ctx, model->cfg, image);
+        if (model->progress) model->progress(1.0, model->progress_data);
+    } else {
+        cs_condseg_forward(ctx, model->cfg, image, r->outputs, result, model->progress,
+                           model->progress_data);
+    }
+    int k = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!(r->outputs & (1u << i))) continue;
+        cs_tensor_read(ctx, result[i], r->out[k++]);
+    }
+}
+
 gboolean cs_model_forward(cs_model *model, const float *input, int batch, int height,
                           int width, unsigned outputs, float *const *out, GError **error) {
     if (batch < 1 || height < 16 || width < 16 || height % 16 || width % 16) {
@@ -276,26 +309,13 @@ gboolean cs_model_forward(cs_model *model, const float *input, int batch, int he
                                                   : "four (mask, fg, bg, uncertainty)");
         return FALSE;
     }
-    cs_ctx *ctx = model->ctx;
-    cs_ctx_reset(ctx);
+    cs_ctx_reset(model->ctx);
     if (!model->weights_tag) model->weights_tag = cs_cpu_conv_new_tag();
-    cs_ctx_set_weights_tag(ctx, model->weights_tag);
-    cs_ctx_set_bf16(ctx, model->bf16);
-    cs_tensor *image = cs_tensor_from(ctx, input, batch, 3, height, width);
-    cs_tensor *result[4] = {NULL, NULL, NULL, NULL};
-    if (model->arch == CS_ARCH_STAGE1) {
-        result[0] = cs_stage1_forward(ctx, model->cfg, image);
-        if (model->progress) model->progress(1.0, model->progress_data);
-    } else {
-        cs_condseg_forward(ctx, model->cfg, image, outputs, result, model->progress,
-                           model->progress_data);
-    }
-    int k = 0;
-    for (int i = 0; i < 4; i++) {
-        if (!(outputs & (1u << i))) continue;
-        cs_tensor_read(ctx, result[i], out[k++]);
-    }
-    cs_ctx_reset(ctx);
+    cs_ctx_set_weights_tag(model->ctx, model->weights_tag);
+    cs_ctx_set_bf16(model->ctx, model->bf16);
+    forward_run run = {model, input, batch, height, width, outputs, out};
+    if (!cs_ctx_run_guarded(model->ctx, run_forward, &run, error)) return FALSE;
+    cs_ctx_reset(model->ctx);
     return TRUE;
 }
 
@@ -306,9 +326,18 @@ gboolean cs_model_predict_image(cs_model *model, const cs_image *bgr, unsigned o
         return FALSE;
     }
     const int size = model->input_size, plane = size * size;
-    guint8 *resized = g_malloc((size_t)plane * 3);
+    /* up to 250 MB at the largest input size: asked for, not assumed */
+    guint8 *resized = g_try_malloc((size_t)plane * 3);
+    float *input = g_try_malloc(sizeof(float) * 3 * plane);
+    if (!resized || !input) {
+        g_set_error(error, CS_ERROR, CS_ERROR_MEMORY,
+                    "out of memory: could not allocate %zu bytes for the network's %dx%d input",
+                    (size_t)plane * (3 + 3 * sizeof(float)), size, size);
+        g_free(resized);
+        g_free(input);
+        return FALSE;
+    }
     cs_resize_linear_u8(bgr->data, bgr->width, bgr->height, resized, size, size, 3);
-    float *input = g_malloc(sizeof(float) * 3 * plane);
     /* HWC -> CHW, /255 in double as the original does (spec §1.2 step 6). */
     for (int p = 0; p < plane; p++)
         for (int c = 0; c < 3; c++) input[c * plane + p] = (float)(resized[p * 3 + c] / 255.0);

@@ -35,6 +35,10 @@ const char *cs_arch_name(cs_arch arch);
 /* "fp32"/NULL or "bf16" -> *bf16, with cs_model_set_precision's note and errors. */
 gboolean cs_precision_parse(const char *precision, gboolean *bf16, char **note,
                             GError **error);
+/* cs_model_load on an open file; tensors named foreign_prefix... (not NULL) are not the
+ * network's and are left alone (a training checkpoint's optimiser state). */
+cs_model *cs_model_load_file(const struct cs_safetensors *file, const char *foreign_prefix,
+                             GError **error);
 
 /* ---- one training step (train.c) ---------------------------------------------------------
  * The machinery the training loop uses, open to tests: gradients and Adam for a model. */
@@ -46,9 +50,12 @@ void cs_trainer_free(cs_trainer *t);
  * and the backward pass: the parameter gradients are in model->params->grads afterwards.
  * outputs (may be NULL) receives the outputs: stage 1 pred, pred_aug; stage 2 mask, fg,
  * bg, uc (n x size x size each); parts (may be NULL) the stage-2 loss terms. */
-double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, const float *y1,
-                           const float *y2, int n, int size, float *outputs,
-                           cs_stage2_parts *parts);
+double cs_trainer_forward_backward(cs_trainer *t, const float *x, const float *x_aug,
+                                   const float *y1, const float *y2, int n, int size,
+                                   float *outputs, cs_stage2_parts *parts);
+/* Why the last cs_trainer_forward_backward returned NaN when it was not the loss (memory
+ * ran out; the caller owns the error), or NULL. */
+GError *cs_trainer_take_error(cs_trainer *t);
 /* One Adam step from those gradients. */
 void cs_trainer_update(cs_trainer *t);
 cs_adam *cs_trainer_adam(cs_trainer *t);

@@ -312,13 +312,18 @@ cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts) {
             parts[i]->w != parts[0]->w)
             g_error("internal error: concatenating maps of different sizes");
         c += parts[i]->c;
-        NCHW(parts[i]);
     }
     const cs_tensor *p0 = parts[0];
+    gboolean nhwc = ctx->be->copy_channels_nhwc != NULL;
+    for (int i = 0; i < count; i++) nhwc = nhwc && parts[i]->nhwc;
     cs_tensor *y = cs_tensor_new(ctx, p0->n, c, p0->h, p0->w);
-    for (int i = 0, c0 = 0; i < count; c0 += parts[i]->c, i++)
-        PROFILED("concat", ctx->be->copy_channels(y->data, c, c0, parts[i]->data, parts[i]->c,
-                                                p0->n, (int)plane(p0)));
+    y->nhwc = nhwc;
+    for (int i = 0, c0 = 0; i < count; c0 += parts[i]->c, i++) {
+        if (!nhwc) NCHW(parts[i]);
+        PROFILED("concat", (nhwc ? ctx->be->copy_channels_nhwc : ctx->be->copy_channels)(
+                               y->data, c, c0, parts[i]->data, parts[i]->c, p0->n,
+                               (int)plane(p0)));
+    }
     cs_node *node = cs_tape_record(ctx, "concat", concat_backward, y);
     if (node) {
         node->n_in = count;
@@ -337,10 +342,13 @@ static void upsample_backward(cs_ctx *ctx, const cs_node *node) {
 }
 
 cs_tensor *cs_upsample(cs_ctx *ctx, const cs_tensor *x, int factor) {
-    NCHW(x);
+    const gboolean nhwc = x->nhwc && ctx->be->upsample_bilinear_nhwc;
+    if (!nhwc) NCHW(x);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h * factor, x->w * factor);
-    PROFILED("upsample_bilinear", ctx->be->upsample_bilinear(y->data, x->data, x->n, x->c, x->h,
-                                                           x->w, y->h, y->w));
+    y->nhwc = nhwc;
+    PROFILED("upsample_bilinear",
+             (nhwc ? ctx->be->upsample_bilinear_nhwc : ctx->be->upsample_bilinear)(
+                 y->data, x->data, x->n, x->c, x->h, x->w, y->h, y->w));
     cs_node *node = cs_tape_record(ctx, "upsample_bilinear", upsample_backward, y);
     if (node) node->in[0] = (cs_tensor *)x;
     return y;

@@ -2,6 +2,7 @@
  * state-dict name, and loading/saving through safetensors with every mismatch named. */
 #include "params.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,10 +195,23 @@ static gboolean load_counter(const cs_st_tensor *t, int64_t *dst) {
     }
 }
 
+/* The index of the first NaN or infinity among v[0..n), or -1: such a weight silently
+ * turns every output into NaN (a black mask), so a file holding one is refused. */
+int64_t cs_first_non_finite(const float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return i;
+    return -1;
+}
+
 /* Problems beyond this many are counted, not listed: one wrong file can mismatch all. */
 #define CS_MAX_LISTED 12
 
 gboolean cs_paramset_load(cs_paramset *ps, const cs_safetensors *file, GError **error) {
+    return cs_paramset_load_except(ps, file, NULL, error);
+}
+
+gboolean cs_paramset_load_except(cs_paramset *ps, const cs_safetensors *file,
+                                 const char *foreign_prefix, GError **error) {
     GString *problems = g_string_new(NULL);
     int n_problems = 0;
 #define PROBLEM(...)                                                              \
@@ -225,15 +239,20 @@ gboolean cs_paramset_load(cs_paramset *ps, const cs_safetensors *file, GError **
                         cs_dtype_name(t->dtype));
         } else {
             GError *e = NULL;
+            int64_t bad = -1;
             if (!cs_st_read_f32(file, t, p->data, &e)) {
                 PROBLEM("%s", e->message);
                 g_error_free(e);
+            } else if ((bad = cs_first_non_finite(p->data, p->numel)) >= 0) {
+                PROBLEM("tensor '%s' holds a non-finite value (%g at index %" G_GINT64_FORMAT
+                        "): expected finite weights", p->name, p->data[bad], bad);
             }
         }
         g_free(want);
     }
     for (int i = 0; i < cs_st_count(file); i++) {
         const cs_st_tensor *t = cs_st_get(file, i);
+        if (foreign_prefix && g_str_has_prefix(t->name, foreign_prefix)) continue;
         if (!cs_param_find(ps, t->name)) PROBLEM("unexpected tensor '%s'", t->name);
     }
 #undef PROBLEM
@@ -253,8 +272,14 @@ gboolean cs_paramset_load(cs_paramset *ps, const cs_safetensors *file, GError **
 
 gboolean cs_paramset_save(const cs_paramset *ps, const char *path,
                           const char *const *metadata, GError **error) {
+    return cs_paramset_save_with(ps, path, NULL, 0, metadata, error);
+}
+
+gboolean cs_paramset_save_with(const cs_paramset *ps, const char *path, const cs_st_entry *extra,
+                               int n_extra, const char *const *metadata, GError **error) {
     const int n = (int)ps->list->len;
-    cs_st_entry *entries = g_new0(cs_st_entry, n);
+    cs_st_entry *entries = g_new0(cs_st_entry, n + n_extra);
+    if (n_extra) memcpy(entries + n, extra, sizeof *extra * (size_t)n_extra);
     for (int i = 0; i < n; i++) {
         const cs_param *p = g_ptr_array_index(ps->list, i);
         entries[i].name = p->name;
@@ -268,7 +293,7 @@ gboolean cs_paramset_save(const cs_paramset *ps, const char *path,
             entries[i].data = p->data;
         }
     }
-    gboolean ok = cs_st_save(path, entries, n, metadata, error);
+    gboolean ok = cs_st_save(path, entries, n + n_extra, metadata, error);
     g_free(entries);
     return ok;
 }

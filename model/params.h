@@ -10,6 +10,8 @@
 #include <glib.h>
 #include <stdint.h>
 
+#include "safetensors.h"   /* cs_st_entry */
+
 typedef enum {
     CS_PARAM,     /* trainable float tensor */
     CS_BUFFER,    /* float buffer (BatchNorm running_mean / running_var) */
@@ -74,11 +76,22 @@ cs_param *cs_paramset_at(const cs_paramset *ps, int index);
  * problems are listed in one error naming the file and each tensor. */
 struct cs_safetensors;
 gboolean cs_paramset_load(cs_paramset *ps, const struct cs_safetensors *file, GError **error);
+/* The same, tensors whose names start with foreign_prefix (when not NULL) left alone:
+ * a training checkpoint holds the optimiser's beside the network's. */
+gboolean cs_paramset_load_except(cs_paramset *ps, const struct cs_safetensors *file,
+                                 const char *foreign_prefix, GError **error);
 /* Writes every entry (F32, counters I64) with the given metadata (key, value, ..., NULL). */
 gboolean cs_paramset_save(const cs_paramset *ps, const char *path,
                           const char *const *metadata, GError **error);
+/* The same with n_extra more tensors after the network's, in the same file. */
+gboolean cs_paramset_save_with(const cs_paramset *ps, const char *path,
+                               const cs_st_entry *extra, int n_extra,
+                               const char *const *metadata, GError **error);
 
 /* "64x3x7x7", "scalar" — for messages. */
 char *cs_shape_string(int ndim, const int64_t *shape);
+
+/* The index of the first NaN or infinity among v[0..n), or -1. */
+int64_t cs_first_non_finite(const float *v, int64_t n);
 
 #endif

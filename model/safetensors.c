@@ -22,6 +22,12 @@ G_STATIC_ASSERT(G_BYTE_ORDER == G_LITTLE_ENDIAN);
 /* Same bound as the reference implementation (safetensors' MAX_HEADER_SIZE). */
 #define MAX_HEADER_BYTES ((guint64)100000000)
 #define METADATA_KEY "__metadata__"
+/* json-glib's parser recurses once per nesting level and builds a node per value, so a
+ * hostile header could overflow the stack (100,000 nested '[') or ask for gigabytes of
+ * nodes (100 MB of "[0,0,..."). A real header nests 3 deep and has about 10 values per
+ * tensor: these bounds are far above any network's and far below any harm. */
+#define MAX_HEADER_DEPTH 64
+#define MAX_HEADER_VALUES 1000000
 
 // ---------------------------------------------------------------------------------
 // dtypes
@@ -366,6 +372,44 @@ static gboolean check_layout(const char *path, const pending_tensor *tensors, in
     return TRUE;
 }
 
+/* A scan of the brackets and commas outside strings (an unterminated string is left to
+ * the parser to report). */
+gboolean cs_json_check_bounds(const char *path, const char *header, gsize header_len,
+                              GError **error) {
+    int depth = 0;
+    guint64 values = 1;
+    gboolean in_string = FALSE, escaped = FALSE;
+    for (gsize i = 0; i < header_len; i++) {
+        const char c = header[i];
+        if (in_string) {
+            if (escaped) escaped = FALSE;
+            else if (c == '\\') escaped = TRUE;
+            else if (c == '"') in_string = FALSE;
+        } else if (c == '"') {
+            in_string = TRUE;
+        } else if (c == '[' || c == '{') {
+            if (++depth > MAX_HEADER_DEPTH) {
+                g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                            "%s: the header nests more than %d levels deep (a safetensors "
+                            "header nests 3)", path, MAX_HEADER_DEPTH);
+                return FALSE;
+            }
+            values++;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        } else if (c == ',') {
+            values++;
+        }
+        if (values > MAX_HEADER_VALUES) {
+            g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                        "%s: the header holds more than %d JSON values (expected about 10 "
+                        "per tensor)", path, MAX_HEADER_VALUES);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 /* Parses and validates the header, filling `file` (tensors in data order). */
 static gboolean parse_header(cs_safetensors *file, const char *header, gsize header_len,
                              guint64 data_size, const guint8 *data, GError **error) {
@@ -375,6 +419,7 @@ static gboolean parse_header(cs_safetensors *file, const char *header, gsize hea
                     "%s: the header is not valid UTF-8 (expected a JSON object)", path);
         return FALSE;
     }
+    if (!cs_json_check_bounds(path, header, header_len, error)) return FALSE;
 
     JsonParser *parser = json_parser_new();
     duplicate_watch watch = {

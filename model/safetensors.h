@@ -5,7 +5,7 @@
  *     "__metadata__": {"key": "value", ...} }
  * then the tensor bytes, little-endian, offsets relative to the end of the header.
  * The reader validates what the format prescribes: header length bounded and inside the
- * file, valid JSON parsed by json-glib, no duplicate names, known dtypes,
+ * file, nesting depth and value count bounded, valid JSON parsed by json-glib, no duplicate names, known dtypes,
  * dtype size x shape = byte size, offsets contiguous from 0 and ending exactly at the end
  * of the file. Every failure is a GError (domain CS_ERROR) naming the file and the tensor.
  */
@@ -61,6 +61,11 @@ gboolean cs_st_read_f32(const cs_safetensors *file, const cs_st_tensor *tensor, 
 /* IEEE half <-> float, round to nearest even; used to store compact weights. */
 void cs_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 void cs_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+
+/* Refuses JSON text nesting deeper than 64 levels or holding more than 1,000,000 values,
+ * before json-glib (which recurses per level and allocates per value) parses it; the
+ * message names `path`. Used for the header and for JSON kept in metadata. */
+gboolean cs_json_check_bounds(const char *path, const char *json, gsize length, GError **error);
 
 /* ---- writing ---- */
 typedef struct {

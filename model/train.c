@@ -4,10 +4,12 @@
  *
  * Run directory: train_log.csv (the original's columns), train.log (readable),
  * best.safetensors (best validation mIoU), last.safetensors (weights at the last save),
- * state.safetensors (Adam's moments, the loop's position and the options, as JSON
- * metadata). Every file is written atomically; the step count in last.safetensors and
- * state.safetensors must agree for a resume to proceed. */
+ * state.safetensors (the weights, Adam's moments, the loop's position and the options, as
+ * JSON metadata: the one commit point of a checkpoint). Every file is written atomically;
+ * a resume drops the train_log.csv rows its checkpoint does not cover and the temporary
+ * files a kill left behind. */
 #include <errno.h>
+#include <glib/gstdio.h>   /* g_unlink */
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <stdarg.h>
@@ -17,6 +19,7 @@
 #include "backend.h"
 #include "condseg.h"
 #include "data.h"
+#include "fileio.h"
 #include "losses.h"
 #include "model_internal.h"
 #include "optim.h"
@@ -136,6 +139,7 @@ static char *state_to_json(const run_state *st, const cs_adam *adam) {
 
 static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, const char *path,
                                 GError **error) {
+    if (!cs_json_check_bounds(path, json, strlen(json), error)) return FALSE;
     JsonParser *parser = json_parser_new();
     gboolean ok = json_parser_load_from_data(parser, json, -1, NULL) &&
                   JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser));
@@ -178,13 +182,13 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
     /* Runs saved before the setting existed computed in fp32. */
     const char *precision = json_object_get_string_member_with_default(o, "precision", "fp32");
     opt.precision = strcmp(precision, "bf16") == 0 ? "bf16" : "fp32";
-    opt.run_dir = st->opt.run_dir;
+    /* The run folder is where the state was found, not where it was saved: kept (a
+     * copy taken before state_clear frees the old strings, opt's included). */
     char *run_dir = g_strdup(st->opt.run_dir);
+    opt.run_dir = run_dir;
     state_clear(st);
     state_set_strings(st, &opt);
-    g_free(st->run_dir);
-    st->run_dir = run_dir;
-    st->opt.run_dir = run_dir;
+    g_free(run_dir);
     st->epoch = I("epoch");
     st->next_batch = I("next_batch");
     st->step = (long)json_object_get_int_member(o, "step");
@@ -224,25 +228,36 @@ static gboolean save_weights(const cs_model *model, const char *path, long step,
     return cs_paramset_save(model->params, path, metadata, error);
 }
 
-/* last.safetensors and state.safetensors, each written atomically. */
+/* The checkpoint. state.safetensors alone is the commit point: the network's tensors,
+ * Adam's moments (ADAM_PREFIX) and the loop's position in one file, replaced by one
+ * rename, so a kill at any moment leaves either the old checkpoint or the new one.
+ * last.safetensors, written after it, is the export that predict reads: a kill between
+ * the two leaves the previous export, which a resume writes again. */
+#define ADAM_PREFIX "adam."
+
 static gboolean save_state(const run_state *st, const cs_model *model, const cs_adam *adam,
                            GError **error) {
     char *json = state_to_json(st, adam);
-    char step_text[32];
+    char step_text[32], size_text[16];
     g_snprintf(step_text, sizeof step_text, "%ld", st->step);
+    g_snprintf(size_text, sizeof size_text, "%d", model->input_size);
     /* The moments live with the parameters: a host copy to write. */
     float *moments = g_new(float, 2 * (size_t)adam->n);
     adam->be->download(moments, adam->m, sizeof(float) * (size_t)adam->n);
     adam->be->download(moments + adam->n, adam->v, sizeof(float) * (size_t)adam->n);
     const cs_st_entry entries[2] = {
-        {.name = "adam.m", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n}, .data = moments},
-        {.name = "adam.v", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n},
+        {.name = ADAM_PREFIX "m", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n},
+         .data = moments},
+        {.name = ADAM_PREFIX "v", .dtype = CS_DT_F32, .ndim = 1, .shape = {adam->n},
          .data = moments + adam->n},
     };
-    const char *metadata[] = {"condseg.training_state", json, "condseg.step", step_text, NULL};
+    const char *metadata[] = {"condseg.training_state", json, "condseg.step", step_text,
+                              CS_META_ARCH, cs_arch_name(model->arch), CS_META_PRESET,
+                              model->cfg->name, CS_META_INPUT_SIZE, size_text, NULL};
     char *state_path = g_build_filename(st->run_dir, STATE_FILE, NULL);
     char *last_path = g_build_filename(st->run_dir, LAST_FILE, NULL);
-    gboolean ok = cs_st_save(state_path, entries, 2, metadata, error) &&
+    cs_paramset_sync_from_backend(model->params);
+    gboolean ok = cs_paramset_save_with(model->params, state_path, entries, 2, metadata, error) &&
                   save_weights(model, last_path, st->step, error);
     g_free(state_path);
     g_free(last_path);
@@ -274,6 +289,14 @@ static gboolean copy_encoder(cs_paramset *ps, const cs_safetensors *file, gboole
             return FALSE;
         }
         if (!cs_st_read_f32(file, t, p->data, error)) return FALSE;
+        const int64_t bad = cs_first_non_finite(p->data, p->numel);
+        if (bad >= 0) {
+            g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
+                        "initial weights '%s': tensor '%s' holds a non-finite value (%g at "
+                        "index %" G_GINT64_FORMAT "): expected finite weights",
+                        cs_st_path(file), p->name, p->data[bad], bad);
+            return FALSE;
+        }
         copied++;
     }
     return copied > 0;
@@ -335,6 +358,7 @@ struct cs_trainer {
     cs_model *model;
     cs_adam *adam;
     cs_loss_options loss_opt;
+    GError *error;            /* why the last step gave no loss (out of memory), or NULL */
 };
 
 cs_trainer *cs_trainer_new(cs_model *model, double lr_backbone, double lr,
@@ -350,50 +374,78 @@ cs_trainer *cs_trainer_new(cs_model *model, double lr_backbone, double lr,
 void cs_trainer_free(cs_trainer *t) {
     if (!t) return;
     cs_adam_free(t->adam);
+    g_clear_error(&t->error);
     g_free(t);
 }
 
 cs_adam *cs_trainer_adam(cs_trainer *t) { return t->adam; }
 
-double cs_trainer_backward(cs_trainer *t, const float *x, const float *x_aug, const float *y1,
-                           const float *y2, int n, int size, float *outputs,
-                           cs_stage2_parts *parts) {
-    cs_model *m = t->model;
-    cs_ctx *ctx = m->ctx;
-    const size_t plane = (size_t)size * size, count = (size_t)n * plane;
-    cs_ctx_reset(ctx);
-    cs_ctx_set_training(ctx, TRUE);
-    cs_paramset_zero_grads(m->params);
-    /* The loss runs on the host: the outputs come over, their gradients go back. */
-    float *host = g_new(float, 8 * count), *grad = host + 4 * count;
+typedef struct {
+    cs_trainer *t;
+    const float *x, *x_aug, *y1, *y2;
+    int n, size;
+    float *outputs, *host;
+    cs_stage2_parts *parts;
+    double loss;
+} backward_run;
+
+/* Forward, loss and backward, run guarded: out of memory ends it with an error. */
+static void run_backward(cs_ctx *ctx, void *data) {
+    backward_run *r = data;
+    const cs_trainer *t = r->t;
+    const cs_model *m = t->model;
+    const int n = r->n, size = r->size;
+    const size_t count = (size_t)n * size * size;
+    float *host = r->host, *grad = host + 4 * count;
     cs_tensor *out[4] = {NULL, NULL, NULL, NULL};
     int n_out;
     double loss;
-    cs_tensor *input = cs_tensor_from(ctx, x, n, 3, size, size);
+    cs_tensor *input = cs_tensor_from(ctx, r->x, n, 3, size, size);
     if (m->arch == CS_ARCH_STAGE1) {
         /* Two passes in training mode, clean then perturbed (spec §6.2). */
         out[0] = cs_stage1_forward(ctx, m->cfg, input);
-        out[1] = cs_stage1_forward(ctx, m->cfg, cs_tensor_from(ctx, x_aug, n, 3, size, size));
+        out[1] = cs_stage1_forward(ctx, m->cfg, cs_tensor_from(ctx, r->x_aug, n, 3, size, size));
         n_out = 2;
         for (int i = 0; i < n_out; i++) cs_tensor_read(ctx, out[i], host + i * count);
-        loss = cs_loss_stage1(host, host + count, y1, count, &t->loss_opt, grad, grad + count);
+        loss = cs_loss_stage1(host, host + count, r->y1, count, &t->loss_opt, grad, grad + count);
     } else {
         cs_condseg_forward(ctx, m->cfg, input, CS_OUT_ALL, out, NULL, NULL);
         n_out = 4;
         for (int i = 0; i < n_out; i++) cs_tensor_read(ctx, out[i], host + i * count);
-        loss = cs_loss_stage2(host, host + count, host + 2 * count, host + 3 * count, y1, y2, n,
-                              size, size, &t->loss_opt, grad, grad + count, grad + 2 * count,
-                              grad + 3 * count, parts);
+        loss = cs_loss_stage2(host, host + count, host + 2 * count, host + 3 * count, r->y1,
+                              r->y2, n, size, size, &t->loss_opt, grad, grad + count,
+                              grad + 2 * count, grad + 3 * count, r->parts);
     }
-    if (outputs) memcpy(outputs, host, sizeof(float) * n_out * count);
+    if (r->outputs) memcpy(r->outputs, host, sizeof(float) * n_out * count);
     if (isfinite(loss)) {
         for (int i = 0; i < n_out; i++) cs_tensor_set_grad(ctx, out[i], grad + i * count);
         cs_backward(ctx);
     }
-    g_free(host);
+    r->loss = loss;
+}
+
+double cs_trainer_forward_backward(cs_trainer *t, const float *x, const float *x_aug,
+                                   const float *y1, const float *y2, int n, int size,
+                                   float *outputs, cs_stage2_parts *parts) {
+    cs_ctx *ctx = t->model->ctx;
+    const size_t count = (size_t)n * size * size;
+    cs_ctx_reset(ctx);
+    cs_ctx_set_training(ctx, TRUE);
+    cs_paramset_zero_grads(t->model->params);
+    g_clear_error(&t->error);
+    /* The loss runs on the host: the outputs come over, their gradients go back. */
+    backward_run r = {t, x, x_aug, y1, y2, n, size, outputs, g_new(float, 8 * count), parts, NAN};
+    if (!cs_ctx_run_guarded(ctx, run_backward, &r, &t->error)) r.loss = NAN;
+    g_free(r.host);
     cs_ctx_reset(ctx);
     cs_ctx_set_training(ctx, FALSE);
-    return loss;
+    return r.loss;
+}
+
+GError *cs_trainer_take_error(cs_trainer *t) {
+    GError *e = t->error;
+    t->error = NULL;
+    return e;
 }
 
 void cs_trainer_update(cs_trainer *t) {
@@ -425,9 +477,9 @@ static double train_step(step_buffers *sb, const cs_batch *batch, int epoch) {
             memcpy(sb->x_aug, batch->images, sizeof(float) * 3 * plane * batch->count);
         }
     }
-    const double loss = cs_trainer_backward(sb->trainer, batch->images, sb->x_aug, batch->y1,
-                                            batch->y2, batch->count, batch->size, sb->outputs,
-                                            NULL);
+    const double loss = cs_trainer_forward_backward(sb->trainer, batch->images, sb->x_aug,
+                                                    batch->y1, batch->y2, batch->count,
+                                                    batch->size, sb->outputs, NULL);
     /* A loss that is not finite returns before the weights change. */
     if (isfinite(loss)) cs_trainer_update(sb->trainer);
     return loss;
@@ -500,6 +552,114 @@ static void log_line(const run_state *st, const char *format, ...) {
     append_text(st->run_dir, LOG_FILE, line, NULL);
     g_free(line), g_free(stamp), g_free(text);
     g_date_time_unref(now);
+}
+
+/* ---- resuming ------------------------------------------------------------------------------ */
+
+static gboolean write_text_content(FILE *fp, const void *content, char **reason) {
+    (void)reason; /* errno tells */
+    return fputs(content, fp) >= 0;
+}
+
+/* train_log.csv replaced whole (temporary file + rename): its header alone at the start
+ * of a run, so that a run killed before its first checkpoint starts clean. */
+static gboolean write_csv(const char *run_dir, const char *text, GError **error) {
+    char *path = g_build_filename(run_dir, CSV_FILE, NULL);
+    const gboolean ok = cs_write_atomically(path, "training log", write_text_content, text, error);
+    g_free(path);
+    return ok;
+}
+
+/* On resume, train_log.csv keeps its header and the rows of the epochs the checkpoint
+ * has completed: a row appended before a kill (or a full disk) stopped the checkpoint
+ * that followed it is written again by the epoch's rerun, not duplicated. A row cut
+ * short (no newline) goes too. */
+static gboolean truncate_csv(const char *run_dir, int epochs_done, GError **error) {
+    char *path = g_build_filename(run_dir, CSV_FILE, NULL);
+    char *text = NULL;
+    gsize length = 0;
+    if (!g_file_get_contents(path, &text, &length, NULL)) text = g_strdup("");
+    g_free(path);
+    GString *kept = g_string_new(CSV_HEADER);
+    const char *line = text, *end;
+    while ((end = memchr(line, '\n', length - (gsize)(line - text)))) {
+        char *rest = NULL;
+        const gint64 epoch = g_ascii_strtoll(line, &rest, 10);
+        if (rest != line && *rest == ',' && epoch >= 1 && epoch <= epochs_done)
+            g_string_append_len(kept, line, end + 1 - line);
+        line = end + 1;
+    }
+    const gboolean same = kept->len == length && memcmp(kept->str, text, length) == 0;
+    const gboolean ok = same || write_csv(run_dir, kept->str, error);
+    g_string_free(kept, TRUE);
+    g_free(text);
+    return ok;
+}
+
+/* A temporary file of an atomic write ("state.safetensors.Ab3xYz") that a kill left
+ * behind: <name>.XXXXXX with six letters or digits, as g_mkstemp makes them. */
+static gboolean is_orphan_temporary(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot || strlen(dot + 1) != 6) return FALSE;
+    for (const char *c = dot + 1; *c; c++)
+        if (!g_ascii_isalnum(*c)) return FALSE;
+    const size_t stem = (size_t)(dot - name);
+    static const char *const targets[] = {STATE_FILE, LAST_FILE, BEST_FILE, CSV_FILE};
+    for (size_t i = 0; i < G_N_ELEMENTS(targets); i++)
+        if (stem == strlen(targets[i]) && strncmp(name, targets[i], stem) == 0) return TRUE;
+    return FALSE;
+}
+
+static int remove_orphan_temporaries(const char *run_dir) {
+    GDir *dir = g_dir_open(run_dir, 0, NULL);
+    if (!dir) return 0;
+    int removed = 0;
+    const char *name;
+    while ((name = g_dir_read_name(dir))) {
+        if (!is_orphan_temporary(name)) continue;
+        char *path = g_build_filename(run_dir, name, NULL);
+        if (g_unlink(path) == 0) removed++;
+        g_free(path);
+    }
+    g_dir_close(dir);
+    return removed;
+}
+
+/* The network to continue: from state.safetensors itself, or, from a checkpoint of an
+ * earlier condseg that kept the weights apart, from last.safetensors saved at the same
+ * step. last.safetensors is exported again when it lags behind the checkpoint. */
+static cs_model *resume_model(const cs_safetensors *state_file, const char *last_path,
+                              long step, GError **error) {
+    const char *state_path = cs_st_path(state_file);
+    const char *state_step = cs_st_metadata(state_file, "condseg.step");
+    cs_safetensors *last = cs_st_open(last_path, NULL);
+    const char *last_step = last ? cs_st_metadata(last, "condseg.step") : NULL;
+    const gboolean in_step = state_step && last_step && !strcmp(state_step, last_step);
+    cs_model *model = NULL;
+    if (cs_st_find(state_file, "output_block.c3.weight") ||
+        cs_st_find(state_file, "head.conv_fuse.weight")) {
+        model = cs_model_load_file(state_file, ADAM_PREFIX, error);
+        if (model && !in_step && !save_weights(model, last_path, step, error))
+            g_clear_pointer(&model, cs_model_free);
+    } else if (in_step) {
+        model = cs_model_load_file(last, NULL, error);
+    } else {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s and %s do not belong together (saved at different steps): the run "
+                    "cannot be resumed", state_path, last_path);
+    }
+    if (last) cs_st_close(last);
+    return model;
+}
+
+/* A checkpoint, its failure (a full disk, say) also told in train.log. */
+static gboolean checkpoint(const run_state *st, const cs_model *model, const cs_adam *adam,
+                           GError **error) {
+    GError *local = NULL;
+    if (save_state(st, model, adam, &local)) return TRUE;
+    log_line(st, "checkpoint at step %ld failed: %s", st->step, local->message);
+    g_propagate_error(error, local);
+    return FALSE;
 }
 
 /* ---- the run ----------------------------------------------------------------------------- */
@@ -582,18 +742,12 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
 
     const cs_arch arch = o->stage == 1 ? CS_ARCH_STAGE1 : CS_ARCH_CONDSEG;
     if (resume) {
-        model = cs_model_load(last_path, error);
+        model = resume_model(state_file, last_path, st.step, error);
         if (!model) goto done;
-        const char *saved_step = cs_st_metadata(state_file, "condseg.step");
-        cs_safetensors *last = cs_st_open(last_path, error);
-        if (!last) goto done;
-        const char *weights_step = cs_st_metadata(last, "condseg.step");
-        const gboolean same = saved_step && weights_step && !strcmp(saved_step, weights_step);
-        cs_st_close(last);
-        if (!same || model->arch != arch) {
+        if (model->arch != arch) {
             g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
-                        "%s and %s do not belong together (saved at different steps or for "
-                        "another stage): the run cannot be resumed", state_path, last_path);
+                        "%s holds a %s network but its training state is for stage %d: the "
+                        "run cannot be resumed", state_path, cs_arch_name(model->arch), o->stage);
             goto done;
         }
     } else {
@@ -615,7 +769,8 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                              o->single_sigmoid);
     adam = cs_trainer_adam(trainer);
     if (resume) {
-        const cs_st_tensor *m = cs_st_find(state_file, "adam.m"), *v = cs_st_find(state_file, "adam.v");
+        const cs_st_tensor *m = cs_st_find(state_file, ADAM_PREFIX "m"),
+                           *v = cs_st_find(state_file, ADAM_PREFIX "v");
         if (!m || !v || m->numel != adam->n || v->numel != adam->n) {
             g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
                         "%s: the optimiser moments do not fit the network", state_path);
@@ -651,7 +806,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                         .x_aug = g_new(float, (size_t)o->batch * 3 * plane)};
 
     if (!resume) {
-        if (!append_text(o->run_dir, CSV_FILE, CSV_HEADER, error)) goto done;
+        if (!write_csv(o->run_dir, CSV_HEADER, error)) goto done;
         cs_model_info info;
         cs_model_get_info(model, &info);
         log_line(&st, "condseg %s: stage %d training of %s (%s, %" G_GINT64_FORMAT
@@ -668,9 +823,13 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                  o->single_sigmoid ? ", single sigmoid" : "");
         if (init_log->len) log_line(&st, "%s", g_strchomp(init_log->str));
     } else {
+        if (!truncate_csv(o->run_dir, st.epoch, error)) goto done;
         log_line(&st, "resumed at epoch %d, batch %d (step %ld)", st.epoch + 1, st.next_batch,
                  st.step);
     }
+    const int orphans = remove_orphan_temporaries(o->run_dir);
+    if (orphans)
+        log_line(&st, "removed %d temporary file(s) left by an interrupted write", orphans);
 
     long saved_step = resume ? st.step : -1; /* the step of the state on disk */
     const int batches = cs_loader_batches(train_loader);
@@ -683,6 +842,18 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         GError *local = NULL;
         while ((batch = cs_loader_next(train_loader, &local))) {
             const double loss = train_step(&sb, batch, st.epoch);
+            GError *step_error = isfinite(loss) ? NULL : cs_trainer_take_error(trainer);
+            if (step_error) {
+                char *kept = kept_state(saved_step, o->run_dir);
+                g_set_error(error, CS_ERROR, step_error->code,
+                            "epoch %d, batch %d (step %ld): %s: training stopped; %s",
+                            st.epoch + 1, batch->batch_index + 1, st.step + 1,
+                            step_error->message, kept);
+                g_free(kept);
+                g_error_free(step_error);
+                log_line(&st, "%s", (*error)->message);
+                goto done;
+            }
             if (!isfinite(loss)) {
                 char *kept = kept_state(saved_step, o->run_dir);
                 g_set_error(error, CS_ERROR, CS_ERROR_ARG,
@@ -712,7 +883,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             if (report) report(&pr, user_data);
             const gboolean limit = o->max_steps > 0 && st.step >= o->max_steps;
             if ((stop && *stop) || limit) {
-                if (!save_state(&st, model, adam, error)) goto done;
+                if (!checkpoint(&st, model, adam, error)) goto done;
                 saved_step = st.step;
                 pr.message = limit ? "step limit reached: state saved" : "interrupted: state saved";
                 log_line(&st, "%s at epoch %d, batch %d (step %ld)", pr.message, st.epoch + 1,
@@ -751,7 +922,10 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                                     val.dice, val.recall, val.precision);
         gboolean written = append_text(o->run_dir, CSV_FILE, row, error);
         g_free(row);
-        if (!written) goto done;
+        if (!written) {
+            log_line(&st, "%s", (*error)->message);
+            goto done;
+        }
         const char *message = NULL;
         if (cs_plateau_step(&st.plateau, val_loss, adam)) {
             log_line(&st, "validation loss stalled for %d epochs: learning rates now %g (encoder %g)",
@@ -761,7 +935,10 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             char *best = g_build_filename(o->run_dir, BEST_FILE, NULL);
             const gboolean saved = save_weights(model, best, st.step, error);
             g_free(best);
-            if (!saved) goto done;
+            if (!saved) {
+                log_line(&st, "%s", (*error)->message);
+                goto done;
+            }
             log_line(&st, "validation mIoU improved from %.4f to %.4f: saved %s", st.best_miou,
                      val.jaccard, BEST_FILE);
             message = "best validation mIoU so far: saved best.safetensors";
@@ -788,7 +965,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         st.batches_done = 0;
         const gboolean early = st.stop_counter >= o->patience_stop;
         st.epoch++; /* the saved state points at the next epoch */
-        if (!save_state(&st, model, adam, error)) goto done;
+        if (!checkpoint(&st, model, adam, error)) goto done;
         saved_step = st.step;
         if (early) {
             log_line(&st, "early stopping: validation mIoU has not improved on %.4f for %d epochs",

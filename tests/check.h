@@ -47,6 +47,17 @@ static inline double check_max_abs(const float *a, size_t n) {
     return m;
 }
 
+/* An n x c x hw map transposed from NCHW to NHWC, by index (g_free it): the reference the
+ * NHWC code paths are checked against. */
+static inline float *check_nhwc_of(const float *x, int n, int c, int hw) {
+    float *y = g_new(float, (size_t)n * c * hw);
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++)
+                y[((size_t)b * hw + p) * c + ch] = x[((size_t)b * c + ch) * hw + p];
+    return y;
+}
+
 /* Removes a folder of files, links and folders (a test's scratch space). */
 static inline void check_remove_tree(const char *path) {
     GDir *dir = g_dir_open(path, 0, NULL);

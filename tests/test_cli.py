@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """test_cli.py — the `condseg` program end to end: help, info, predict on real Kvasir-SEG
-images (mask size and values, --prob against our PyTorch reference), several inputs, and
-every bad input a user can give (each: one clear message naming the culprit, a non-zero
-exit, no partial output).
+images (mask size and values, --prob against our PyTorch reference), several inputs, a
+folder as input (pipelined: its masks equal one-by-one predictions), a line per image, help
+texts in a non-UTF-8 locale, `eval` finding its data through CONDSEG_DATA, the note of
+`--device auto`, and every bad input a user can give (each: one clear message naming the
+culprit, a non-zero exit, no partial output).
 
 Usage: test_cli.py --condseg BUILD/condseg --golden DIR --data KVASIR_DIR
 Exits non-zero on the first failed check list (all checks run, failures are summed).
@@ -71,9 +73,11 @@ def main():
         h, w = cv2.imread(img).shape[:2]
         mask_path = os.path.join(tmp, "one.png")
         npy = os.path.join(tmp, "one.npy")
-        rc, _, err = run([exe, "predict", "-w", full_w, "-o", mask_path, "--prob", npy,
+        rc, out, err = run([exe, "predict", "-w", full_w, "-o", mask_path, "--prob", npy,
                           "--all-outputs", img])
         check(rc == 0, f"predict one image exits 0 ({err.strip()})")
+        check(out.startswith(f"{img} -> {mask_path} ({w}x{h}, ") and "foreground" in out,
+              f"predict prints a line for the image: {out.strip()!r}")
         mask = cv2.imread(mask_path, cv2.IMREAD_UNCHANGED)
         check(mask is not None and mask.shape == (h, w),
               f"mask has the image's size {w}x{h}: {None if mask is None else mask.shape}")
@@ -111,6 +115,99 @@ def main():
         expect = sorted(os.path.splitext(os.path.basename(p))[0] + ".png" for p in images)
         check(rc == 0 and os.path.isdir(outdir) and files_in(outdir) == expect,
               f"several images -> one mask each, named after the inputs ({err.strip()})")
+
+        # ---- a folder as input: its images only, sorted, pipelined (decode, network and
+        # writing overlap): the masks equal those of one image at a time, at 1 and 2 threads
+        folder = os.path.join(tmp, "folder")
+        os.mkdir(folder)
+        for p in images:
+            shutil.copy(p, folder)
+        open(os.path.join(folder, "notes.txt"), "w").write("not an image\n")
+        singles = os.path.join(tmp, "singles")
+        os.mkdir(singles)
+        for p in images:
+            stem = os.path.splitext(os.path.basename(p))[0]
+            run([exe, "predict", "-w", full_w, "-o", os.path.join(singles, stem + ".png"), p])
+        for threads in ("1", "2"):
+            fout = os.path.join(tmp, "folder-masks-" + threads)
+            rc, out, err = run([exe, "predict", "-w", full_w, "--threads", threads, "-o", fout,
+                                folder])
+            check(rc == 0 and os.path.isdir(fout) and files_in(fout) == expect,
+                  f"a folder as input, --threads {threads}: one mask per image, nothing for "
+                  f"notes.txt ({files_in(fout) if os.path.isdir(fout) else None}; {err.strip()})")
+            lines = out.strip().split("\n")
+            check(len(lines) == 4 and lines[0].startswith("[1/3] ") and lines[2].startswith("[3/3] ")
+                  and "3 of 3 images" in lines[3] and "images/s" in lines[3],
+                  f"a folder: a line per image in order, then the rate: {out.strip()!r}")
+            same = all(os.path.exists(os.path.join(fout, f)) and
+                       np.array_equal(cv2.imread(os.path.join(fout, f), cv2.IMREAD_UNCHANGED),
+                                      cv2.imread(os.path.join(singles, f), cv2.IMREAD_UNCHANGED))
+                       for f in expect)
+            check(same, f"a folder's masks (--threads {threads}) equal one-by-one predictions")
+
+        # ---- help texts: the same in a non-UTF-8 locale, plain ASCII, nothing turned to '?';
+        # sizes that hold for the default model too; no reference to documents users lack
+        for cmd in ("predict", "info", "train", "eval"):
+            texts = {}
+            for loc in ("C", "C.UTF-8"):
+                rc, out, _ = run([exe, cmd, "--help"], env=dict(os.environ, LC_ALL=loc))
+                texts[loc] = out
+            c = texts["C"]
+            check(rc == 0 and c == texts["C.UTF-8"] and c.isascii() and "?" not in c
+                  and "spec" not in c and "Usage:" in c,
+                  f"condseg {cmd} --help: plain ASCII, no '?' in the C locale, no 'spec'")
+        rc, out, _ = run([exe, "predict", "--help"])
+        check("256x256 output" not in out and "128 for the default model" in out,
+              "predict --help gives the output size of the default model too")
+        rc, out, _ = run([exe, "eval", "--help"])
+        check("128 for the default" in out and "CONDSEG_DATA" in out,
+              "eval --help: the default model's map size, CONDSEG_DATA")
+
+        # ---- --device auto: where no GPU is usable (cuda fails), it says why, in every build
+        rc_cuda, _, err_cuda = run([exe, "predict", "-w", stage1_w, "--device", "cuda", "-o",
+                                    os.path.join(tmp, "cuda.png"), img])
+        rc, _, err = run([exe, "predict", "-w", stage1_w, "--device", "auto", "-o",
+                          os.path.join(tmp, "auto.png"), img])
+        if rc_cuda != 0:
+            check(rc == 0 and "running on the CPU" in err and "no usable GPU" in err,
+                  f"--device auto without a GPU says why ({err.strip()!r}; cuda: "
+                  f"{err_cuda.strip()!r})")
+        rc, _, err = run([exe, "predict", "-w", stage1_w, "-o", os.path.join(tmp, "quiet.png"),
+                          img])
+        check(rc == 0 and "GPU" not in err, f"without --device nothing is said ({err.strip()!r})")
+
+        # ---- eval and train find --data in CONDSEG_DATA (the folder holding kvasir-seg/),
+        # eval defaulting to kvasir-seg; from a folder that holds neither
+        droot = os.path.join(tmp, "dataroot")
+        small = os.path.join(droot, "kvasir-seg")
+        for sub in ("images", "masks"):
+            os.makedirs(os.path.join(small, sub))
+            for i in ids[:2]:
+                os.symlink(os.path.join(a.data, sub, i + ".jpg"), os.path.join(small, sub, i + ".jpg"))
+        for split in ("train", "val"):
+            open(os.path.join(small, split + ".txt"), "w").write("".join(i + "\n" for i in ids[:2]))
+        elsewhere = os.path.join(tmp, "elsewhere")
+        os.mkdir(elsewhere)
+        denv = dict(os.environ, CONDSEG_DATA=droot)
+        rc, out, err = run([exe, "eval", "-w", stage1_w], env=denv, cwd=elsewhere)
+        check(rc == 0 and small in out and "2 images" in out,
+              f"eval without --data: kvasir-seg in CONDSEG_DATA ({out.strip()!r} {err.strip()!r})")
+        rc, out, err = run([exe, "eval", "-w", stage1_w, "--data", "kvasir-seg"], env=denv,
+                           cwd=elsewhere)
+        check(rc == 0 and "2 images" in out, f"eval --data kvasir-seg via CONDSEG_DATA ({err.strip()!r})")
+        rc, out, err = run([exe, "eval", "-w", stage1_w, "--data", "kvasir-seg"], cwd=droot,
+                           env={k: v for k, v in os.environ.items() if k != "CONDSEG_DATA"})
+        check(rc == 0 and "2 images" in out, f"eval --data kvasir-seg from its parent ({err.strip()!r})")
+        rc, out, err = run([exe, "eval", "-w", stage1_w], cwd=elsewhere,
+                           env={k: v for k, v in os.environ.items() if k != "CONDSEG_DATA"})
+        check(rc == 2 and "--data" in err and "CONDSEG_DATA" in err and "--weights" not in err,
+              f"eval without data anywhere: exit {rc}, says what is missing ({err.strip()!r})")
+        run_dir = os.path.join(tmp, "run-rel")
+        rc, out, err = run([exe, "train", "--stage", "1", "--data", "kvasir-seg", "--out", run_dir,
+                            "--image-size", "32", "--batch", "2", "--max-steps", "1"],
+                           env=denv, cwd=elsewhere)
+        check(rc == 0 and os.path.exists(os.path.join(run_dir, "last.safetensors")),
+              f"train --data kvasir-seg via CONDSEG_DATA ({err.strip()[-300:]!r})")
 
         # ---- bad inputs
         def bad(args, code, needles, what, outdir=None, allowed=()):
@@ -173,8 +270,13 @@ def main():
             ["--threshold", "2"], "threshold out of range", empty)
         bad(["predict", "-w", stage1_w, "-o", out_png, "--threshold", "abc", img], 2,
             ["--threshold", "abc"], "threshold not a number", empty)
-        bad(["predict", "-w", stage1_w, "--frobnicate", img], 2, ["--frobnicate"],
-            "unknown option", empty)
+        bad(["predict", "-w", stage1_w, "--frobnicate", img], 2,
+            ["--frobnicate", "Try 'condseg predict --help'"], "unknown option", empty)
+        bad(["eval", "--frobnicate"], 2, ["--frobnicate", "Try 'condseg eval --help'"],
+            "unknown option of eval")
+        bad(["predict", "-w", full_w, "-o", out_png, "--all-outputs", img], 2,
+            ["--all-outputs", "--prob", "Try 'condseg predict --help'"],
+            "--all-outputs without --prob", empty)
         # Without -w the default model is used; CONDSEG_WEIGHTS names it.
         os.environ["CONDSEG_WEIGHTS"] = missing
         bad(["predict", "-o", out_png, img], 1, [missing], "default weights missing", empty)
@@ -182,6 +284,10 @@ def main():
         bad(["predict", "-w", stage1_w, "-o", out_png, "--all-outputs", "--prob",
              os.path.join(empty, "p.npy"), img], 2, ["--all-outputs", "stage-1"],
             "--all-outputs with a stage-1 network", empty)
+        noimg = os.path.join(tmp, "no-images")
+        os.mkdir(noimg)
+        bad(["predict", "-w", stage1_w, "-o", os.path.join(tmp, "noimg-out"), noimg], 1,
+            [noimg, "no images"], "a folder without images")
         bad(["segment", img], 2, ["segment"], "unknown command", empty)
         bad(["info", missing], 1, [missing], "info on a missing file")
     finally:

@@ -501,8 +501,10 @@ static void test_network(const char *preset, int batch, int size) {
 
     /* one training step */
     cs_trainer *tr = cs_trainer_new(ref, 1e-4, 1e-4, FALSE), *tg = cs_trainer_new(gpu, 1e-4, 1e-4, FALSE);
-    const double loss_ref = cs_trainer_backward(tr, x, NULL, y1, y2, batch, size, out_ref, NULL);
-    const double loss_gpu = cs_trainer_backward(tg, x, NULL, y1, y2, batch, size, out_gpu, NULL);
+    const double loss_ref =
+        cs_trainer_forward_backward(tr, x, NULL, y1, y2, batch, size, out_ref, NULL);
+    const double loss_gpu =
+        cs_trainer_forward_backward(tg, x, NULL, y1, y2, batch, size, out_gpu, NULL);
     const double loss_err = fabs(loss_gpu - loss_ref) / fabs(loss_ref);
     CHECK_MSG(loss_err <= TOL_LOSS, "training loss %.8g vs %.8g", loss_gpu, loss_ref);
     printf("    training loss %.6f vs %.6f (relative %.1e)\n", loss_gpu, loss_ref, loss_err);

@@ -566,6 +566,39 @@ static void test_failed_saves(void) {
     g_free(dir);
 }
 
+/* Headers that json-glib would choke on (issue 10): 100,000 nested '[' overflowed its
+ * recursive parser's stack (SIGSEGV); 2 million values cost hundreds of MB of nodes. A
+ * nesting of 64 (the bound) still parses, and strings may hold any brackets. */
+static void test_hostile_headers(void) {
+    char *path = temp_path("hostile.safetensors");
+    GString *h = g_string_new(NULL);
+    for (int i = 0; i < 100000; i++) g_string_append_c(h, '[');
+    write_raw(path, h->len, h->str, NULL, 0);
+    expect_open_error("100,000 nested arrays", path, CS_ERROR_FORMAT, "nests more than 64 levels");
+
+    g_string_assign(h, "{\"__metadata__\":{\"k\":\"");
+    for (int i = 0; i < 1000; i++) g_string_append(h, "[{");   /* inside a string: no nesting */
+    g_string_append(h, "\"},\"x\":{\"a\":");
+    for (int i = 0; i < 62; i++) g_string_append_c(h, '[');
+    for (int i = 0; i < 62; i++) g_string_append_c(h, ']');
+    g_string_append(h, "}}");
+    write_raw(path, h->len, h->str, NULL, 0);
+    /* 64 levels parse: the error is the entry's, not the depth's */
+    expect_open_error("64 levels", path, CS_ERROR_FORMAT, "\"dtype\" is missing");
+    g_string_insert_c(h, h->len - 2 - 62, '[');
+    g_string_insert_c(h, h->len - 2, ']');
+    write_raw(path, h->len, h->str, NULL, 0);
+    expect_open_error("65 levels", path, CS_ERROR_FORMAT, "nests more than 64 levels");
+
+    g_string_assign(h, "[");
+    for (int i = 0; i < 1000000; i++) g_string_append(h, "0,");
+    g_string_append(h, "0]");
+    write_raw(path, h->len, h->str, NULL, 0);
+    expect_open_error("a million values", path, CS_ERROR_FORMAT, "more than 1000000 JSON values");
+    g_string_free(h, TRUE);
+    g_free(path);
+}
+
 int main(void) {
     temp_dir = g_dir_make_tmp("test_safetensors-XXXXXX", NULL);
     if (!temp_dir) return 1;
@@ -575,6 +608,7 @@ int main(void) {
     test_python_interop();
     test_f16_exhaustive();
     test_corrupt_files();
+    test_hostile_headers();
     test_failed_saves();
     check_remove_tree(temp_dir);
     g_free(temp_dir);

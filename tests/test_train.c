@@ -228,7 +228,8 @@ int main(int argc, char **argv) {
 
     gint64 t0 = g_get_monotonic_time();
     cs_stage2_parts parts;
-    const double loss = cs_trainer_backward(tr, x, x_aug, y1, y2, n, size, outputs, &parts);
+    const double loss =
+        cs_trainer_forward_backward(tr, x, x_aug, y1, y2, n, size, outputs, &parts);
     printf("  forward + backward: %.2f s\n", (g_get_monotonic_time() - t0) / 1e6);
     float *ref_loss = golden_floats(st, "loss", NULL);
     if (ref_loss) {

@@ -1,10 +1,18 @@
-/* main.c — the `condseg` program: ConDSeg segmentation from the command line.
+/* main.c — the `condseg` program: ConDSeg segmentation, training and evaluation from the
+ * command line, on libcondseg (model/condseg.h).
  *
- *   condseg predict -w WEIGHTS [-o OUT] [--threshold T] [--prob FILE.npy] [--all-outputs] IMAGE...
+ *   condseg predict [-w WEIGHTS] [-o OUT] [--threshold T] [--prob FILE.npy] [--all-outputs]
+ *                   IMAGE|DIR...
  *   condseg info WEIGHTS
+ *   condseg train --stage 1|2 --data DIR --out RUNDIR [...] | --resume RUNDIR
+ *   condseg eval [-w WEIGHTS] [--data DIR] [--split SPLIT] [--json FILE] [...]
  *
- * Exit status: 0 success, 1 a file could not be read or written (the other inputs are
- * still processed), 2 a bad command line.
+ * Each command reads its options into a struct (parse_*), does its work (run_*) and says
+ * what it did. Exit status: 0 success, 1 a file could not be read or written (the other
+ * inputs are still processed), 2 a bad command line, 130 training interrupted and saved.
+ *
+ * Help texts are plain ASCII: GLib prints them in the locale's character set, where a
+ * typographic character that set lacks becomes '?'.
  */
 #include <errno.h>
 #include <json-glib/json-glib.h>
@@ -17,10 +25,14 @@
 #include <string.h>
 
 #include "condseg.h"
+#include "pipeline.h"
 
 #define EXIT_USAGE 2
 
 static const char *program = "condseg";
+
+// ---------------------------------------------------------------------------------------
+// what every command shares: messages, option parsing, the device, the data folder
 
 /* Prints a command-line problem and where to find help; returns EXIT_USAGE. */
 static int usage_error(const char *format, ...) G_GNUC_PRINTF(1, 2);
@@ -34,15 +46,52 @@ static int usage_error(const char *format, ...) {
     return EXIT_USAGE;
 }
 
-/* Parses the options of one subcommand; on failure prints the reason and returns FALSE. */
-static gboolean parse_options(GOptionContext *ctx, int *argc, char ***argv) {
+/* Prints `error` (and frees it); returns 1, the status of a file that failed. */
+static int report_error(GError *error) {
+    fprintf(stderr, "%s: %s\n", program, error->message);
+    g_error_free(error);
+    return 1;
+}
+
+/* A context whose options' callbacks receive `data` (GLib passes a group's user data). */
+static GOptionContext *new_context(const char *parameters, const GOptionEntry *entries,
+                                   void *data, const char *description) {
+    GOptionContext *ctx = g_option_context_new(parameters);
+    GOptionGroup *group = g_option_group_new("main", "", "", data, NULL);
+    g_option_group_add_entries(group, entries);
+    g_option_context_set_main_group(ctx, group);
+    if (description) g_option_context_set_description(ctx, description);
+    return ctx;
+}
+
+/* --help, printed by us: GLib's own would convert its "[OPTION\u2026]" to the locale's
+ * character set, showing "[OPTION?]" in a non-UTF-8 one. Exits 0, as GLib's does. */
+static void print_help_and_exit(GOptionContext *ctx) {
+    char *help = g_option_context_get_help(ctx, TRUE, NULL);
+    char **parts = g_strsplit(help, "\u2026", -1);
+    char *ascii = g_strjoinv("...", parts);
+    fputs(ascii, stdout);
+    g_free(ascii), g_strfreev(parts), g_free(help);
+    g_option_context_free(ctx);
+    exit(0);
+}
+
+/* Parses and frees `ctx`; returns 0 or, having said why and where help is, EXIT_USAGE. */
+static int parse_and_free(GOptionContext *ctx, int *argc, char ***argv) {
+    gboolean help = FALSE;
+    const GOptionEntry help_entry[] = {
+        {"help", 'h', 0, G_OPTION_ARG_NONE, &help, "Show this help", NULL},
+        {NULL, 0, 0, 0, NULL, NULL, NULL}};
+    g_option_context_set_help_enabled(ctx, FALSE);
+    g_option_group_add_entries(g_option_context_get_main_group(ctx), help_entry);
     GError *error = NULL;
-    if (!g_option_context_parse(ctx, argc, argv, &error)) {
-        fprintf(stderr, "%s: %s\n", program, error->message);
-        g_error_free(error);
-        return FALSE;
-    }
-    return TRUE;
+    const gboolean ok = g_option_context_parse(ctx, argc, argv, &error);
+    if (ok && help) print_help_and_exit(ctx);
+    g_option_context_free(ctx);
+    if (ok) return 0;
+    const int status = usage_error("%s", error->message);
+    g_error_free(error);
+    return status;
 }
 
 /* "dir/name.ext" -> "name" */
@@ -55,11 +104,15 @@ static char *file_stem(const char *path) {
 
 #define DEVICE_HELP "Where to run: cpu, cuda (an NVIDIA GPU) or auto (default: a GPU when one is usable)"
 
-/* --device: moves the model there; an explicit "auto" says why it stayed on the CPU. */
-static int apply_device(cs_model *model, const char *device) {
+/* --device, for every command: moves `model` there or, model NULL (training makes its
+ * own), stores the resolved name in *resolved. An explicit "auto" says why it stayed on
+ * the CPU. Returns 0 or the exit status. */
+static int select_device(const char *device, cs_model *model, const char **resolved) {
     GError *error = NULL;
     char *note = NULL;
-    if (!cs_model_set_device(model, device, &note, &error)) {
+    const gboolean ok = model ? cs_model_set_device(model, device, &note, &error)
+                              : (*resolved = cs_device_resolve(device, &note, &error)) != NULL;
+    if (!ok) {
         const int status = error->code == CS_ERROR_ARG ? EXIT_USAGE : 1;
         fprintf(stderr, "%s: --device: %s\n", program, error->message);
         g_error_free(error);
@@ -88,33 +141,175 @@ static int apply_precision(cs_model *model, const char *precision) {
     return 0;
 }
 
-/* ---- predict ----------------------------------------------------------------------- */
+/* Loads `weights`, moves the network to `device` and sets its `precision`; NULL (having
+ * said why, *status the exit status) on failure. */
+static cs_model *load_model(const char *weights, const char *device, const char *precision,
+                            int *status) {
+    GError *error = NULL;
+    cs_model *model = cs_model_load(weights, &error);
+    if (!model) {
+        *status = report_error(error);
+        return NULL;
+    }
+    if ((*status = select_device(device, model, NULL)) ||
+        (*status = apply_precision(model, precision))) {
+        cs_model_free(model);
+        return NULL;
+    }
+    return model;
+}
+
+/* --data DIR: DIR itself when it exists, else DIR inside $CONDSEG_DATA (the folder that
+ * holds kvasir-seg/, as for the tests), so that "--data kvasir-seg" works from anywhere.
+ * NULL when it is in neither place. */
+static char *find_data_dir(const char *dir) {
+    if (g_file_test(dir, G_FILE_TEST_IS_DIR)) return g_strdup(dir);
+    const char *root = g_getenv("CONDSEG_DATA");
+    if (!root || !*root || g_path_is_absolute(dir)) return NULL;
+    char *path = g_build_filename(root, dir, NULL);
+    if (g_file_test(path, G_FILE_TEST_IS_DIR)) return path;
+    g_free(path);
+    return NULL;
+}
+
+static gboolean parse_unit_interval(const char *option, const char *value, double *out,
+                                    GError **error) {
+    char *end = NULL;
+    errno = 0;
+    const double t = g_ascii_strtod(value, &end);
+    if (errno || end == value || *end || !(t >= 0.0 && t <= 1.0)) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "%s: expected a number between 0 and 1, got '%s'", option, value);
+        return FALSE;
+    }
+    *out = t;
+    return TRUE;
+}
+
+static gboolean parse_positive_double(const char *option, const char *value, double *out,
+                                      GError **error) {
+    char *end = NULL;
+    errno = 0;
+    const double v = g_ascii_strtod(value, &end);
+    if (errno || end == value || *end || !(v > 0) || !isfinite(v)) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "%s: expected a positive number, got '%s'", option, value);
+        return FALSE;
+    }
+    *out = v;
+    return TRUE;
+}
+
+// ---------------------------------------------------------------------------------------
+// predict
 
 typedef struct {
-    char *weights;
-    char *output;
-    char *prob;
+    char *weights, *output, *prob, *device, *precision;
     double threshold;
     gboolean all_outputs;
     int threads;
-    char *device;
-    char *precision;
+    GPtrArray *inputs;     /* the images, folders expanded */
+    gboolean several;      /* OUT and --prob name folders */
 } predict_options;
 
-static gboolean parse_threshold(const char *name, const char *value, gpointer data,
-                                GError **error) {
-    (void)name;
+static gboolean on_threshold(const char *name, const char *value, gpointer data,
+                             GError **error) {
     predict_options *o = data;
-    char *end = NULL;
-    errno = 0;
-    double t = g_ascii_strtod(value, &end);
-    if (errno || end == value || *end || !(t >= 0.0 && t <= 1.0)) {
-        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "--threshold: expected a number between 0 and 1, got '%s'", value);
+    return parse_unit_interval(name, value, &o->threshold, error);
+}
+
+static GOptionContext *predict_context(predict_options *o) {
+    const GOptionEntry entries[] = {
+        {"weights", 'w', 0, G_OPTION_ARG_FILENAME, &o->weights,
+         "Network weights (.safetensors): a ConDSeg or stage-1 network (default: the "
+         "installed default model)", "FILE"},
+        {"output", 'o', 0, G_OPTION_ARG_FILENAME, &o->output,
+         "Mask file (one image) or directory (several images or a folder; masks keep the "
+         "input names)", "OUT"},
+        {"threshold", 't', 0, G_OPTION_ARG_CALLBACK, (gpointer)on_threshold,
+         "Probability above which a pixel is foreground (default 0.5)", "T"},
+        {"prob", 0, 0, G_OPTION_ARG_FILENAME, &o->prob,
+         "Also write the raw probabilities at the network's input size S (the size the "
+         "weights were trained at: 256 for the paper's, 128 for the default model) as a "
+         "float32 NumPy array (K,S,S); a directory when there are several images",
+         "FILE.npy"},
+        {"all-outputs", 0, 0, G_OPTION_ARG_NONE, &o->all_outputs,
+         "With --prob: all four outputs (mask, fg, bg, uncertainty), K = 4", NULL},
+        {"threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "CPU threads (default: all cores)", "N"},
+        {"device", 0, 0, G_OPTION_ARG_STRING, &o->device, DEVICE_HELP, "DEVICE"},
+        {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision, PRECISION_HELP, "P"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL}};
+    return new_context(
+        "IMAGE|DIR... - segment images with ConDSeg", entries, o,
+        "Writes, for each image, the binary mask (PNG, 0/255) at the image's own size: the\n"
+        "network's output (SxS, S the size the weights were trained at: 256 for the paper's,\n"
+        "128 for the default model) resized back and thresholded, and prints a line per image.\n"
+        "A folder stands for the images in it (JPEG, PNG, BMP, TIFF, by name). Reads JPEG,\n"
+        "PNG, BMP and TIFF.\n\n"
+        "Examples:\n"
+        "  condseg predict -o mask.png polyp.jpg\n"
+        "  condseg predict -o masks/ images/\n");
+}
+
+static gboolean is_image_name(const char *name) {
+    static const char *const extensions[] = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"};
+    char *lower = g_ascii_strdown(name, -1);
+    gboolean yes = FALSE;
+    for (size_t i = 0; i < G_N_ELEMENTS(extensions) && !yes; i++)
+        yes = g_str_has_suffix(lower, extensions[i]) && lower[0] != '.';
+    g_free(lower);
+    return yes;
+}
+
+static int compare_paths(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Adds the images of folder `dir` to `inputs`, sorted by name; FALSE when it has none. */
+static gboolean add_folder_images(const char *dir, GPtrArray *inputs, GError **error) {
+    GDir *d = g_dir_open(dir, 0, error);
+    if (!d) return FALSE;
+    const guint before = inputs->len;
+    for (const char *name; (name = g_dir_read_name(d));)
+        if (is_image_name(name)) g_ptr_array_add(inputs, g_build_filename(dir, name, NULL));
+    g_dir_close(d);
+    if (inputs->len == before) {
+        g_set_error(error, CS_ERROR, CS_ERROR_IO, "%s: no images in this folder (JPEG, PNG, "
+                    "BMP or TIFF, by their names' endings)", dir);
         return FALSE;
     }
-    o->threshold = t;
+    qsort(inputs->pdata + before, inputs->len - before, sizeof(char *), compare_paths);
     return TRUE;
+}
+
+/* The inputs, each folder replaced by its images; several inputs, or a folder, make OUT
+ * and --prob folders. Returns 0 or 1 (a folder could not be read or has no images). */
+static int expand_inputs(int n, char **args, predict_options *o) {
+    o->inputs = g_ptr_array_new_with_free_func(g_free);
+    for (int i = 0; i < n; i++) {
+        GError *error = NULL;
+        if (!g_file_test(args[i], G_FILE_TEST_IS_DIR)) g_ptr_array_add(o->inputs, g_strdup(args[i]));
+        else if (!add_folder_images(args[i], o->inputs, &error)) return report_error(error);
+        else o->several = TRUE;
+    }
+    o->several = o->several || o->inputs->len > 1;
+    return 0;
+}
+
+static int parse_predict(int argc, char **argv, predict_options *o) {
+    const int status = parse_and_free(predict_context(o), &argc, &argv);
+    if (status) return status;
+    if (argc < 2) return usage_error("predict: no input image given");
+    if (o->threads < 0)
+        return usage_error("--threads: expected a positive number, got %d", o->threads);
+    if (o->all_outputs && !o->prob)
+        return usage_error("--all-outputs: only with --prob FILE.npy (the mask itself is made "
+                           "from one output)");
+    if (!o->weights) o->weights = cs_default_weights_path();
+    if (!o->weights)
+        return usage_error("predict: no --weights FILE given, and no default model is "
+                           "installed (set CONDSEG_WEIGHTS or run ./install.sh)");
+    return expand_inputs(argc - 1, argv + 1, o);
 }
 
 /* Where the mask (or .npy) of `input` goes: OUT itself for one input unless OUT is a
@@ -133,11 +328,76 @@ static char *output_path(const char *out, gboolean out_is_dir, const char *input
     return path;
 }
 
+/* A path as the file system resolves it, for comparing paths that may not exist yet:
+ * the canonical folder (symbolic links resolved) joined with the file name. */
+static char *resolved_path(const char *path) {
+    char *dir = g_path_get_dirname(path), *base = g_path_get_basename(path);
+    char *real_dir = realpath(dir, NULL);
+    char *resolved = real_dir ? g_build_filename(real_dir, base, NULL) : g_strdup(path);
+    char *real = realpath(resolved, NULL);   /* an existing file: its links resolved too */
+    if (real) {
+        g_free(resolved);
+        resolved = g_strdup(real);
+        free(real);
+    }
+    free(real_dir);
+    g_free(dir);
+    g_free(base);
+    return resolved;
+}
+
+/* Adds what `input` would write (its mask, its .npy) to `outputs` (resolved path -> the
+ * input it belongs to); FALSE, with the reason printed, when one is already there. */
+static gboolean claim_outputs(const predict_options *o, gboolean out_is_dir, gboolean prob_is_dir,
+                              const char *input, GHashTable *outputs) {
+    char *paths[2] = {output_path(o->output, out_is_dir, input, "png", ".mask"),
+                      o->prob ? output_path(o->prob, prob_is_dir, input, "npy", ".prob") : NULL};
+    gboolean ok = TRUE;
+    for (int k = 0; k < 2 && ok && paths[k]; k++) {
+        char *key = resolved_path(paths[k]);
+        const char *owner = g_hash_table_lookup(outputs, key);
+        if (owner) {
+            fprintf(stderr, "%s: %s '%s' for '%s' would overwrite %s '%s': nothing was written "
+                            "(give the images different names, or another -o / --prob)\n",
+                    program, k ? "--prob" : "the mask", paths[k], input,
+                    g_str_has_prefix(owner, "input:") ? "the input image" : "the output of",
+                    strchr(owner, ':') + 1);
+            ok = FALSE;
+            g_free(key);
+        } else {
+            g_hash_table_insert(outputs, key, g_strconcat("output:", input, NULL));
+        }
+    }
+    g_free(paths[0]);
+    g_free(paths[1]);
+    return ok;
+}
+
+/* Refuses, before anything is written, an output that would replace an input image
+ * (`-o x.jpg x.jpg`) or another image's output (`d1/x.jpg d2/x.jpg -o out`): silent
+ * data loss otherwise. Returns EXIT_USAGE after printing why, or 0. */
+static int refuse_colliding_outputs(const predict_options *o) {
+    /* the folder decision prepare_output_dir makes, without creating anything yet */
+    const gboolean out_is_dir = o->output && (o->several || g_file_test(o->output, G_FILE_TEST_IS_DIR));
+    const gboolean prob_is_dir = o->prob && (o->several || g_file_test(o->prob, G_FILE_TEST_IS_DIR));
+    const int n_inputs = (int)o->inputs->len;
+    char **inputs = (char **)o->inputs->pdata;
+    GHashTable *outputs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    for (int i = 0; i < n_inputs; i++)
+        g_hash_table_insert(outputs, resolved_path(inputs[i]), g_strconcat("input:", inputs[i], NULL));
+    gboolean ok = TRUE;
+    for (int i = 0; i < n_inputs && ok; i++)
+        ok = claim_outputs(o, out_is_dir, prob_is_dir, inputs[i], outputs);
+    g_hash_table_destroy(outputs);
+    return ok ? 0 : EXIT_USAGE;
+}
+
 /* An output that names a directory: several inputs, or an existing directory. */
-static gboolean prepare_output_dir(const char *out, int n_inputs, gboolean *is_dir, const char *option) {
+static gboolean prepare_output_dir(const char *out, gboolean several, gboolean *is_dir,
+                                   const char *option) {
     *is_dir = FALSE;
     if (!out) return TRUE;
-    if (n_inputs > 1 || g_file_test(out, G_FILE_TEST_IS_DIR)) {
+    if (several || g_file_test(out, G_FILE_TEST_IS_DIR)) {
         *is_dir = TRUE;
         if (g_mkdir_with_parents(out, 0755) != 0) {
             fprintf(stderr, "%s: %s '%s': cannot create the directory: %s\n", program, option,
@@ -148,166 +408,174 @@ static gboolean prepare_output_dir(const char *out, int n_inputs, gboolean *is_d
     return TRUE;
 }
 
+/* One image on its way through the pipeline. */
+typedef struct {
+    const char *input;
+    cs_image *image;      /* decoded (reader) */
+    float *prob;          /* K x S x S (network) */
+    GError *error;        /* the first failure, reported by the writer, in order */
+} predict_item;
+
+/* What the stages share. */
+typedef struct {
+    const predict_options *o;
+    cs_model *model;
+    gboolean out_is_dir, prob_is_dir;
+    unsigned outputs;
+    int k, size;          /* K outputs of S x S */
+    int stored, failed;   /* items through the writer, of which failed */
+} predict_run;
+
+static void predict_load(void *item, void *data) {
+    (void)data;
+    predict_item *it = item;
+    it->image = cs_image_load_bgr(it->input, &it->error);
+}
+
+static void predict_compute(void *item, void *data) {
+    predict_run *r = data;
+    predict_item *it = item;
+    if (!it->image) return;
+    it->prob = g_new(float, (size_t)r->k * r->size * r->size);
+    if (!cs_model_predict_image(r->model, it->image, r->outputs, it->prob, &it->error))
+        g_clear_pointer(&it->prob, g_free);
+}
+
+/* The mask at the image's size and --prob's array; the fraction of foreground pixels. */
+static gboolean write_outputs(const predict_run *r, const predict_item *it,
+                              const char *mask_path, double *foreground, GError **error) {
+    cs_image *mask = cs_image_new(it->image->width, it->image->height, 1);
+    cs_prob_to_mask(it->prob, r->size, r->size, (float)r->o->threshold, mask);
+    const size_t n = (size_t)mask->width * mask->height;
+    size_t on = 0;
+    for (size_t i = 0; i < n; i++) on += mask->data[i] != 0;
+    *foreground = n ? (double)on / (double)n : 0;
+    gboolean ok = cs_image_save_png(mask, mask_path, error);
+    cs_image_free(mask);
+    if (ok && r->o->prob) {
+        char *npy_path = output_path(r->o->prob, r->prob_is_dir, it->input, "npy", ".prob");
+        const int64_t shape[3] = {r->k, r->size, r->size};
+        ok = cs_write_npy_f32(npy_path, it->prob, 3, shape, error);
+        g_free(npy_path);
+    }
+    return ok;
+}
+
+/* The writer: the outputs and a line per image ("[i/n] IMAGE -> MASK ..." for several). */
+static void predict_store(void *item, void *data) {
+    predict_run *r = data;
+    predict_item *it = item;
+    const int n = (int)r->o->inputs->len;
+    r->stored++;
+    char *mask_path = output_path(r->o->output, r->out_is_dir, it->input, "png", ".mask");
+    double foreground = 0;
+    if (!it->error) write_outputs(r, it, mask_path, &foreground, &it->error);
+    if (it->error) {
+        r->failed++;
+        fprintf(stderr, "%s: %s\n", program, it->error->message);
+        g_clear_error(&it->error);
+    } else {
+        if (n > 1) printf("[%d/%d] ", r->stored, n);
+        printf("%s -> %s (%dx%d, %.1f%% foreground)\n", it->input, mask_path, it->image->width,
+               it->image->height, 100 * foreground);
+        fflush(stdout);
+    }
+    g_free(mask_path);
+    g_clear_pointer(&it->prob, g_free);
+    g_clear_pointer(&it->image, cs_image_free);
+}
+
+/* Every input through the pipeline; for several, a closing line with the rate. */
+static int predict_all(predict_run *r) {
+    const int n = (int)r->o->inputs->len;
+    predict_item *items = g_new0(predict_item, n);
+    void **pointers = g_new(void *, n);
+    for (int i = 0; i < n; i++) {
+        items[i].input = g_ptr_array_index(r->o->inputs, i);
+        pointers[i] = &items[i];
+    }
+    cli_pipeline stages = {predict_load, predict_compute, predict_store, r, {0}};
+    const gint64 start = g_get_monotonic_time();
+    cli_pipeline_run(&stages, pointers, n, 4);
+    const double seconds = (double)(g_get_monotonic_time() - start) * 1e-6;
+    if (n > 1)
+        printf("%d of %d images segmented in %.1f s (%.1f images/s; reading %.1f s, network "
+               "%.1f s, writing %.1f s, side by side)%s\n", n - r->failed, n, seconds,
+               n / seconds, stages.busy[0], stages.busy[1], stages.busy[2],
+               r->failed ? "; the others failed, see above" : "");
+    g_free(pointers);
+    g_free(items);
+    return r->failed ? 1 : 0;
+}
+
+static int run_predict(const predict_options *o) {
+    predict_run r = {.o = o};
+    const int refused = refuse_colliding_outputs(o);
+    if (refused) return refused;
+    if (!prepare_output_dir(o->output, o->several, &r.out_is_dir, "--output") ||
+        !prepare_output_dir(o->prob, o->several, &r.prob_is_dir, "--prob"))
+        return 1;
+    cs_set_num_threads(o->threads);
+    int status;
+    if (!(r.model = load_model(o->weights, o->device, o->precision, &status))) return status;
+    cs_model_info info;
+    cs_model_get_info(r.model, &info);
+    if (o->all_outputs && info.arch == CS_ARCH_STAGE1) {
+        status = usage_error("--all-outputs: '%s' is a stage-1 network, which has one output",
+                             o->weights);
+    } else {
+        r.outputs = o->all_outputs ? CS_OUT_ALL : CS_OUT_MASK;
+        r.k = o->all_outputs ? 4 : 1;
+        r.size = cs_model_input_size(r.model);
+        status = predict_all(&r);
+    }
+    cs_model_free(r.model);
+    return status;
+}
+
 static int cmd_predict(int argc, char **argv) {
     predict_options o = {.threshold = 0.5};
-    GOptionEntry entries[] = {
-        {"weights", 'w', 0, G_OPTION_ARG_FILENAME, &o.weights,
-         "Network weights (.safetensors): a ConDSeg or stage-1 network (default: the "
-         "installed default model)", "FILE"},
-        {"output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
-         "Mask file (one image) or directory (several images; masks keep the input names)",
-         "OUT"},
-        {"threshold", 't', 0, G_OPTION_ARG_CALLBACK, (gpointer)parse_threshold,
-         "Probability above which a pixel is foreground (default 0.5)", "T"},
-        {"prob", 0, 0, G_OPTION_ARG_FILENAME, &o.prob,
-         "Also write the raw probabilities at the network's input size (256 for the paper's "
-         "settings) as a float32 NumPy array (K,S,S); a directory when there are several images",
-         "FILE.npy"},
-        {"all-outputs", 0, 0, G_OPTION_ARG_NONE, &o.all_outputs,
-         "With --prob: all four outputs (mask, fg, bg, uncertainty), K = 4", NULL},
-        {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "CPU threads (default: all cores)", "N"},
-        {"device", 0, 0, G_OPTION_ARG_STRING, &o.device, DEVICE_HELP, "DEVICE"},
-        {"precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, PRECISION_HELP, "P"},
-        {NULL, 0, 0, 0, NULL, NULL, NULL}};
-    GOptionContext *ctx = g_option_context_new("IMAGE... - segment images with ConDSeg");
-    GOptionGroup *group = g_option_group_new("predict", "predict", "predict", &o, NULL);
-    g_option_group_add_entries(group, entries);
-    g_option_context_set_main_group(ctx, group);
-    g_option_context_set_description(
-        ctx, "Writes, for each image, the binary mask (PNG, 0/255) at the image's own size:\n"
-             "the network's 256x256 output resized back and thresholded.\n"
-             "Reads JPEG, PNG, BMP and TIFF.\n");
-    int status = 0;
-    cs_model *model = NULL;
-    if (!parse_options(ctx, &argc, &argv)) {
-        status = EXIT_USAGE;
-        goto done;
-    }
-    if (!o.weights) o.weights = cs_default_weights_path();
-    if (!o.weights) {
-        status = usage_error("predict: no --weights FILE given, and no default model is "
-                             "installed (set CONDSEG_WEIGHTS or run ./install.sh)");
-        goto done;
-    }
-    if (argc < 2) {
-        status = usage_error("predict: no input image given");
-        goto done;
-    }
-    if (o.threads < 0) {
-        status = usage_error("--threads: expected a positive number, got %d", o.threads);
-        goto done;
-    }
-    const int n_inputs = argc - 1;
-    gboolean out_is_dir, prob_is_dir;
-    if (!prepare_output_dir(o.output, n_inputs, &out_is_dir, "--output") ||
-        !prepare_output_dir(o.prob, n_inputs, &prob_is_dir, "--prob")) {
-        status = 1;
-        goto done;
-    }
-    cs_set_num_threads(o.threads);
-
-    GError *error = NULL;
-    model = cs_model_load(o.weights, &error);
-    if (!model) {
-        fprintf(stderr, "%s: %s\n", program, error->message);
-        g_error_free(error);
-        status = 1;
-        goto done;
-    }
-    if ((status = apply_device(model, o.device))) goto done;
-    if ((status = apply_precision(model, o.precision))) goto done;
-    cs_model_info info;
-    cs_model_get_info(model, &info);
-    if (o.all_outputs && info.arch == CS_ARCH_STAGE1) {
-        status = usage_error("--all-outputs: '%s' is a stage-1 network, which has one "
-                                   "output", o.weights);
-        goto done;
-    }
-    const unsigned outputs = o.all_outputs ? CS_OUT_ALL : CS_OUT_MASK;
-    const int k = o.all_outputs ? 4 : 1, size = cs_model_input_size(model);
-    float *prob = g_new(float, (size_t)k * size * size);
-    for (int i = 1; i < argc; i++) {
-        const char *input = argv[i];
-        cs_image *image = cs_image_load_bgr(input, &error);
-        if (!image || !cs_model_predict_image(model, image, outputs, prob, &error)) {
-            fprintf(stderr, "%s: %s\n", program, error->message);
-            g_clear_error(&error);
-            cs_image_free(image);
-            status = 1;
-            continue;
-        }
-        cs_image *mask = cs_image_new(image->width, image->height, 1);
-        cs_prob_to_mask(prob, size, size, (float)o.threshold, mask);
-        char *mask_path = output_path(o.output, out_is_dir, input, "png", ".mask");
-        if (!cs_image_save_png(mask, mask_path, &error)) {
-            fprintf(stderr, "%s: %s\n", program, error->message);
-            g_clear_error(&error);
-            status = 1;
-        } else if (o.prob) {
-            char *npy_path = output_path(o.prob, prob_is_dir, input, "npy", ".prob");
-            const int64_t shape[3] = {k, size, size};
-            if (!cs_write_npy_f32(npy_path, prob, 3, shape, &error)) {
-                fprintf(stderr, "%s: %s\n", program, error->message);
-                g_clear_error(&error);
-                status = 1;
-            }
-            g_free(npy_path);
-        }
-        g_free(mask_path);
-        cs_image_free(mask);
-        cs_image_free(image);
-    }
-    g_free(prob);
-done:
-    cs_model_free(model);
-    g_option_context_free(ctx);
-    g_free(o.weights);
-    g_free(o.output);
-    g_free(o.prob);
-    g_free(o.device);
-    g_free(o.precision);
+    int status = parse_predict(argc, argv, &o);
+    if (!status) status = run_predict(&o);
+    g_free(o.weights), g_free(o.output), g_free(o.prob), g_free(o.device), g_free(o.precision);
+    if (o.inputs) g_ptr_array_free(o.inputs, TRUE);
     return status;
 }
 
-/* ---- info -------------------------------------------------------------------------- */
+// ---------------------------------------------------------------------------------------
+// info
+
+static void print_info(const char *path, const cs_model_info *info) {
+    printf("file:        %s\n", path);
+    printf("network:     %s\n", info->arch == CS_ARCH_STAGE1
+                                    ? "stage 1 (consistency reinforcement encoder + head)"
+                                    : "full ConDSeg");
+    printf("preset:      %s\n", info->preset);
+    printf("tensors:     %d\n", info->n_tensors);
+    printf("parameters:  %" G_GINT64_FORMAT "\n", info->n_parameters);
+    printf("buffers:     %" G_GINT64_FORMAT " values (BatchNorm statistics)\n",
+           info->n_buffer_values);
+    printf("input size:  %dx%d\n", info->input_size, info->input_size);
+}
 
 static int cmd_info(int argc, char **argv) {
-    GOptionContext *ctx = g_option_context_new("WEIGHTS - describe a weights file");
-    GOptionEntry entries[] = {{NULL, 0, 0, 0, NULL, NULL, NULL}};
-    g_option_context_add_main_entries(ctx, entries, NULL);
-    int status = 0;
-    if (!parse_options(ctx, &argc, &argv)) {
-        status = EXIT_USAGE;
-    } else if (argc != 2) {
-        status = usage_error("info: expected one weights file, got %d arguments", argc - 1);
-    } else {
-        GError *error = NULL;
-        cs_model *model = cs_model_load(argv[1], &error);
-        if (!model) {
-            fprintf(stderr, "%s: %s\n", program, error->message);
-            g_error_free(error);
-            status = 1;
-        } else {
-            cs_model_info info;
-            cs_model_get_info(model, &info);
-            printf("file:        %s\n", argv[1]);
-            printf("network:     %s\n", info.arch == CS_ARCH_STAGE1
-                                            ? "stage 1 (consistency reinforcement encoder + head)"
-                                            : "full ConDSeg");
-            printf("preset:      %s\n", info.preset);
-            printf("tensors:     %d\n", info.n_tensors);
-            printf("parameters:  %" G_GINT64_FORMAT "\n", info.n_parameters);
-            printf("buffers:     %" G_GINT64_FORMAT " values (BatchNorm statistics)\n",
-                   info.n_buffer_values);
-            printf("input size:  %dx%d\n", info.input_size, info.input_size);
-            cs_model_free(model);
-        }
-    }
-    g_option_context_free(ctx);
-    return status;
+    const GOptionEntry entries[] = {{NULL, 0, 0, 0, NULL, NULL, NULL}};
+    int status = parse_and_free(new_context("WEIGHTS - describe a weights file", entries,
+                                            NULL, NULL), &argc, &argv);
+    if (status) return status;
+    if (argc != 2) return usage_error("info: expected one weights file, got %d arguments", argc - 1);
+    GError *error = NULL;
+    cs_model *model = cs_model_load(argv[1], &error);
+    if (!model) return report_error(error);
+    cs_model_info info;
+    cs_model_get_info(model, &info);
+    print_info(argv[1], &info);
+    cs_model_free(model);
+    return 0;
 }
 
-/* ---- train ------------------------------------------------------------------------- */
+// ---------------------------------------------------------------------------------------
+// train
 
 static volatile int stop_requested = 0;
 
@@ -328,23 +596,7 @@ typedef struct {
     int last_plain_batch;
 } train_display;
 
-static void on_train_progress(const cs_train_progress *p, void *user_data) {
-    train_display *d = user_data;
-    char eta[32];
-    format_duration(p->eta_seconds, eta, sizeof eta);
-    if (p->epoch_done) {
-        if (d->tty) fputc('\n', stderr);
-        fprintf(stderr,
-                "epoch %d/%d: train loss %.4f mIoU %.4f | val loss %.4f mIoU %.4f mDSC %.4f | lr %.3g\n",
-                p->epoch, p->epochs, p->loss, p->miou, p->val_loss, p->val_miou, p->val_dice, p->lr);
-        if (p->message) fprintf(stderr, "  %s\n", p->message);
-        return;
-    }
-    if (p->message) {
-        if (d->tty) fputc('\n', stderr);
-        fprintf(stderr, "%s (step %ld)\n", p->message, p->step);
-        return;
-    }
+static void show_batch(const cs_train_progress *p, train_display *d, const char *eta) {
     if (d->tty) {
         const int width = 24, done = p->batches ? p->batch_index * width / p->batches : 0;
         char bar[32];
@@ -362,190 +614,195 @@ static void on_train_progress(const cs_train_progress *p, void *user_data) {
     }
 }
 
-static gboolean parse_positive_double(const char *option, const char *value, double *out,
-                                      GError **error) {
-    char *end = NULL;
-    errno = 0;
-    const double v = g_ascii_strtod(value, &end);
-    if (errno || end == value || *end || !(v > 0) || !isfinite(v)) {
-        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "%s: expected a positive number, got '%s'", option, value);
-        return FALSE;
+static void on_train_progress(const cs_train_progress *p, void *user_data) {
+    train_display *d = user_data;
+    char eta[32];
+    format_duration(p->eta_seconds, eta, sizeof eta);
+    if (p->epoch_done) {
+        if (d->tty) fputc('\n', stderr);
+        fprintf(stderr,
+                "epoch %d/%d: train loss %.4f mIoU %.4f | val loss %.4f mIoU %.4f mDSC %.4f | lr %.3g\n",
+                p->epoch, p->epochs, p->loss, p->miou, p->val_loss, p->val_miou, p->val_dice, p->lr);
+        if (p->message) fprintf(stderr, "  %s\n", p->message);
+    } else if (p->message) {
+        if (d->tty) fputc('\n', stderr);
+        fprintf(stderr, "%s (step %ld)\n", p->message, p->step);
+    } else {
+        show_batch(p, d, eta);
     }
-    *out = v;
-    return TRUE;
 }
 
-static cs_train_options *train_target; /* where the option callbacks write */
+/* The command line of `train`, as given (0 and NULL: not given). */
+typedef struct {
+    int stage, epochs, batch, image_size, workers, threads;
+    int patience_lr, patience_stop;   /* -1: not given */
+    char *data, *out, *init, *resume, *seed_text, *preset, *device, *precision;
+    gint64 max_steps;
+    gboolean no_augment, fix_background, single_sigmoid;
+    double lr, lr_backbone;
+} train_args;
 
-static gboolean parse_lr(const char *name, const char *value, gpointer data, GError **error) {
-    (void)data;
-    return parse_positive_double(name, value,
-                                 strcmp(name, "--lr") == 0 ? &train_target->lr
-                                                           : &train_target->lr_backbone,
+static gboolean on_lr(const char *name, const char *value, gpointer data, GError **error) {
+    train_args *a = data;
+    return parse_positive_double(name, value, strcmp(name, "--lr") == 0 ? &a->lr : &a->lr_backbone,
                                  error);
 }
 
-static int cmd_train(int argc, char **argv) {
-    int stage = 0, epochs = 0, batch = 0, image_size = 0, workers = 0, threads = 0;
-    int patience_lr = -1, patience_stop = -1;
-    char *data = NULL, *out = NULL, *init = NULL, *resume = NULL, *seed_text = NULL;
-    char *preset = NULL, *device = NULL, *precision = NULL;
-    gint64 max_steps = 0;
-    gboolean no_augment = FALSE, fix_background = FALSE, single_sigmoid = FALSE;
-    cs_train_options opt;
-    cs_train_options_defaults(&opt, 2);
-    cs_train_options lrs = opt; /* --lr / --lr-backbone land here first */
-    lrs.lr = lrs.lr_backbone = 0;
-    train_target = &lrs;
-    GOptionEntry entries[] = {
-        {"stage", 0, 0, G_OPTION_ARG_INT, &stage,
+static GOptionContext *train_context(train_args *a) {
+    const GOptionEntry entries[] = {
+        {"stage", 0, 0, G_OPTION_ARG_INT, &a->stage,
          "1: consistency reinforcement of the encoder; 2: the full ConDSeg network", "1|2"},
-        {"data", 'd', 0, G_OPTION_ARG_FILENAME, &data,
-         "Dataset folder: images/, masks/, train.txt, val.txt", "DIR"},
-        {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Run folder (created)", "RUNDIR"},
-        {"init", 0, 0, G_OPTION_ARG_FILENAME, &init,
+        {"data", 'd', 0, G_OPTION_ARG_FILENAME, &a->data,
+         "Dataset folder: images/, masks/, train.txt, val.txt (here, or in $CONDSEG_DATA)", "DIR"},
+        {"out", 'o', 0, G_OPTION_ARG_FILENAME, &a->out, "Run folder (created)", "RUNDIR"},
+        {"init", 0, 0, G_OPTION_ARG_FILENAME, &a->init,
          "Initial weights: a network of this stage (all of it), stage-1 weights (their "
          "encoder, for stage 2) or an ImageNet ResNet-50 trunk converted with "
          "tools/pth2safetensors.py --torchvision-resnet50", "WEIGHTS"},
-        {"preset", 0, 0, G_OPTION_ARG_STRING, &preset,
+        {"preset", 0, 0, G_OPTION_ARG_STRING, &a->preset,
          "Network size: condseg-r50 (the paper's, default) or condseg-compact (the same "
          "design, about 1/15 of the arithmetic)", "NAME"},
-        {"epochs", 0, 0, G_OPTION_ARG_INT, &epochs, "Epochs (default 300)", "N"},
-        {"batch", 'b', 0, G_OPTION_ARG_INT, &batch,
+        {"epochs", 0, 0, G_OPTION_ARG_INT, &a->epochs, "Epochs (default 300)", "N"},
+        {"batch", 'b', 0, G_OPTION_ARG_INT, &a->batch,
          "Batch size (default 8 in stage 1, 12 in stage 2, as the original)", "N"},
-        {"lr", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)parse_lr, "Learning rate (default 1e-4)", "LR"},
-        {"lr-backbone", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)parse_lr,
+        {"lr", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_lr, "Learning rate (default 1e-4)", "LR"},
+        {"lr-backbone", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_lr,
          "Learning rate of the encoder in stage 2 (default 1e-4)", "LR"},
-        {"seed", 0, 0, G_OPTION_ARG_STRING, &seed_text, "Random seed (default 0)", "N"},
-        {"no-augment", 0, 0, G_OPTION_ARG_NONE, &no_augment,
+        {"seed", 0, 0, G_OPTION_ARG_STRING, &a->seed_text, "Random seed (default 0)", "N"},
+        {"no-augment", 0, 0, G_OPTION_ARG_NONE, &a->no_augment,
          "No spatial or photometric augmentation", NULL},
-        {"max-steps", 0, 0, G_OPTION_ARG_INT64, &max_steps,
+        {"max-steps", 0, 0, G_OPTION_ARG_INT64, &a->max_steps,
          "Stop after N optimiser steps (in total, a resumed run included) and save", "N"},
-        {"resume", 0, 0, G_OPTION_ARG_FILENAME, &resume,
+        {"resume", 0, 0, G_OPTION_ARG_FILENAME, &a->resume,
          "Continue the run in RUNDIR exactly where it stopped (its options are kept; "
          "--epochs and --max-steps may be given)", "RUNDIR"},
-        {"patience-lr", 0, 0, G_OPTION_ARG_INT, &patience_lr,
+        {"patience-lr", 0, 0, G_OPTION_ARG_INT, &a->patience_lr,
          "Epochs without a better validation loss before the learning rate drops 10x "
          "(default 30)", "N"},
-        {"patience-stop", 0, 0, G_OPTION_ARG_INT, &patience_stop,
+        {"patience-stop", 0, 0, G_OPTION_ARG_INT, &a->patience_stop,
          "Epochs with a worse validation mIoU than the best before training stops "
          "(default 100)", "N"},
-        {"image-size", 0, 0, G_OPTION_ARG_INT, &image_size,
+        {"image-size", 0, 0, G_OPTION_ARG_INT, &a->image_size,
          "Network input side, a multiple of 16 (default 256; smaller trains faster)", "N"},
-        {"fix-background", 0, 0, G_OPTION_ARG_NONE, &fix_background,
+        {"fix-background", 0, 0, G_OPTION_ARG_NONE, &a->fix_background,
          "Use 1 - mask after augmentation as the background target (the original uses the "
-         "un-augmented mask: spec §9 item 4)", NULL},
-        {"single-sigmoid", 0, 0, G_OPTION_ARG_NONE, &single_sigmoid,
-         "DiceBCE on the probabilities (the original applies a second sigmoid: §9 item 1)", NULL},
-        {"workers", 0, 0, G_OPTION_ARG_INT, &workers, "Data loading threads", "N"},
-        {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N"},
-        {"device", 0, 0, G_OPTION_ARG_STRING, &device, DEVICE_HELP, "DEVICE"},
-        {"precision", 0, 0, G_OPTION_ARG_STRING, &precision,
+         "un-augmented mask)", NULL},
+        {"single-sigmoid", 0, 0, G_OPTION_ARG_NONE, &a->single_sigmoid,
+         "DiceBCE on the probabilities (the original applies a second sigmoid)", NULL},
+        {"workers", 0, 0, G_OPTION_ARG_INT, &a->workers, "Data loading threads", "N"},
+        {"threads", 0, 0, G_OPTION_ARG_INT, &a->threads, "CPU threads (default: all cores)", "N"},
+        {"device", 0, 0, G_OPTION_ARG_STRING, &a->device, DEVICE_HELP, "DEVICE"},
+        {"precision", 0, 0, G_OPTION_ARG_STRING, &a->precision,
          "Convolution arithmetic: fp32 (default) or bf16 (bfloat16 inputs and float32 sums; "
          "BatchNorm, losses and Adam's float32 master weights unchanged); a resume keeps the "
          "run's unless given", "P"},
         {NULL, 0, 0, 0, NULL, NULL, NULL}};
-    GOptionContext *ctx = g_option_context_new("- train ConDSeg (stage 1 or 2)");
-    g_option_context_add_main_entries(ctx, entries, NULL);
-    g_option_context_set_description(
-        ctx,
+    return new_context(
+        "- train ConDSeg (stage 1 or 2)", entries, a,
         "Examples:\n"
         "  condseg train --stage 1 --data kvasir-seg --out runs/s1 --epochs 50\n"
         "  condseg train --stage 2 --data kvasir-seg --out runs/s2 --init runs/s1/best.safetensors\n"
         "  condseg train --resume runs/s2\n\n"
         "The run folder receives train_log.csv, train.log, best.safetensors (best validation\n"
         "mIoU), last.safetensors and state.safetensors. Ctrl-C saves and stops; a second\n"
-        "Ctrl-C aborts at once.\n");
-    int status = 0;
-    GError *error = NULL;
-    if (!parse_options(ctx, &argc, &argv)) {
-        status = EXIT_USAGE;
-        goto done;
+        "Ctrl-C aborts at once. --data is looked for in the current folder, then in\n"
+        "$CONDSEG_DATA.\n");
+}
+
+static int parse_train(int argc, char **argv, train_args *a) {
+    const int status = parse_and_free(train_context(a), &argc, &argv);
+    if (status) return status;
+    if (argc > 1) return usage_error("train: unexpected argument '%s'", argv[1]);
+    if (a->max_steps < 0 || a->workers < 0 || a->threads < 0)
+        return usage_error("--max-steps, --workers, --threads: expected positive numbers");
+    return 0;
+}
+
+/* The options of a new run: the stage's defaults, then what was given. */
+static int new_run_options(train_args *a, cs_train_options *opt) {
+    if (a->stage != 1 && a->stage != 2)
+        return usage_error("--stage: expected 1 or 2%s", a->stage ? "" : " (required)");
+    if (!a->data || !a->out) return usage_error("train: --data DIR and --out RUNDIR are required");
+    if (a->epochs < 0 || a->batch < 0 || a->image_size < 0 || (a->image_size && a->image_size % 16))
+        return usage_error("--epochs, --batch: positive numbers; --image-size: a multiple of 16");
+    cs_train_options_defaults(opt, a->stage);
+    if (a->seed_text) {
+        char *end = NULL;
+        opt->seed = g_ascii_strtoull(a->seed_text, &end, 10);
+        if (!*a->seed_text || *end)
+            return usage_error("--seed: expected a non-negative integer, got '%s'", a->seed_text);
     }
-    if (argc > 1) {
-        status = usage_error("train: unexpected argument '%s'", argv[1]);
-        goto done;
-    }
-    if (resume) {
-        opt.run_dir = resume;
-        opt.epochs = epochs; /* 0: keep the run's */
+    char *found = find_data_dir(a->data);
+    if (found) g_free(a->data), a->data = found;
+    opt->data_dir = a->data;
+    opt->run_dir = a->out;
+    opt->init_weights = a->init;
+    opt->preset = a->preset;
+    if (a->epochs) opt->epochs = a->epochs;
+    if (a->batch) opt->batch = a->batch;
+    if (a->lr > 0) opt->lr = a->lr;
+    if (a->lr_backbone > 0) opt->lr_backbone = a->lr_backbone;
+    if (a->image_size) opt->image_size = a->image_size;
+    if (a->patience_lr >= 0) opt->patience_lr = a->patience_lr;
+    if (a->patience_stop >= 0) opt->patience_stop = a->patience_stop;
+    opt->augment = !a->no_augment;
+    opt->fix_background = a->fix_background;
+    opt->single_sigmoid = a->single_sigmoid;
+    return 0;
+}
+
+/* cs_train's options: a resumed run keeps its own, but for --epochs and --max-steps. */
+static int train_options(train_args *a, cs_train_options *opt) {
+    cs_train_options_defaults(opt, 2);
+    if (a->resume) {
+        opt->run_dir = a->resume;
+        opt->epochs = a->epochs; /* 0: keep the run's */
     } else {
-        if (stage != 1 && stage != 2) {
-            status = usage_error("--stage: expected 1 or 2%s", stage ? "" : " (required)");
-            goto done;
-        }
-        if (!data || !out) {
-            status = usage_error("train: --data DIR and --out RUNDIR are required");
-            goto done;
-        }
-        cs_train_options_defaults(&opt, stage);
-        opt.data_dir = data;
-        opt.run_dir = out;
-        opt.init_weights = init;
-        opt.preset = preset;
-        if (epochs) opt.epochs = epochs;
-        if (batch) opt.batch = batch;
-        if (lrs.lr > 0) opt.lr = lrs.lr;
-        if (lrs.lr_backbone > 0) opt.lr_backbone = lrs.lr_backbone;
-        if (image_size) opt.image_size = image_size;
-        if (patience_lr >= 0) opt.patience_lr = patience_lr;
-        if (patience_stop >= 0) opt.patience_stop = patience_stop;
-        opt.augment = !no_augment;
-        opt.fix_background = fix_background;
-        opt.single_sigmoid = single_sigmoid;
-        if (seed_text) {
-            char *end = NULL;
-            opt.seed = g_ascii_strtoull(seed_text, &end, 10);
-            if (!*seed_text || *end) {
-                status = usage_error("--seed: expected a non-negative integer, got '%s'", seed_text);
-                goto done;
-            }
-        }
-        if (epochs < 0 || batch < 0 || image_size < 0 ||
-            (image_size && image_size % 16)) {
-            status = usage_error("--epochs, --batch: positive numbers; --image-size: a multiple of 16");
-            goto done;
-        }
+        const int status = new_run_options(a, opt);
+        if (status) return status;
     }
-    if (max_steps < 0 || workers < 0 || threads < 0) {
-        status = usage_error("--max-steps, --workers, --threads: expected positive numbers");
-        goto done;
-    }
-    opt.max_steps = (long)max_steps;
-    opt.workers = workers;
-    char *note = NULL;
-    if (!(opt.device = cs_device_resolve(device, &note, &error))) {
-        status = error->code == CS_ERROR_ARG ? EXIT_USAGE : 1;
-        fprintf(stderr, "%s: --device: %s\n", program, error->message);
-        g_clear_error(&error);
-        goto done;
-    }
-    if (note && device) fprintf(stderr, "%s: %s\n", program, note);
-    g_free(note);
-    opt.precision = precision;
+    opt->max_steps = (long)a->max_steps;
+    opt->workers = a->workers;
+    opt->precision = a->precision; /* NULL: fp32, or a resumed run's own */
+    return 0;
+}
+
+/* Trains until the end, early stopping, --max-steps or Ctrl-C (status 130). */
+static int run_train(const cs_train_options *opt, gboolean resume, int threads) {
     cs_set_num_threads(threads);
     signal(SIGINT, on_interrupt);
     signal(SIGTERM, on_interrupt);
     train_display display = {.tty = isatty(fileno(stderr))};
-    if (!cs_train(&opt, resume != NULL, on_train_progress, &display, &stop_requested, &error)) {
+    GError *error = NULL;
+    if (!cs_train(opt, resume, on_train_progress, &display, &stop_requested, &error)) {
         if (display.tty) fputc('\n', stderr);
-        fprintf(stderr, "%s: %s\n", program, error->message);
-        g_error_free(error);
-        status = 1;
-    } else {
-        fprintf(stderr, "training %s; run folder: %s\n",
-                stop_requested ? "interrupted, state saved" : "finished", opt.run_dir);
-        if (stop_requested) status = 130;
+        return report_error(error);
     }
-done:
-    g_option_context_free(ctx);
-    g_free(data), g_free(out), g_free(init), g_free(resume), g_free(seed_text), g_free(preset);
-    g_free(device), g_free(precision);
+    fprintf(stderr, "training %s; run folder: %s\n",
+            stop_requested ? "interrupted, state saved" : "finished", opt->run_dir);
+    return stop_requested ? 130 : 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    train_args a = {.patience_lr = -1, .patience_stop = -1};
+    cs_train_options opt;
+    int status = parse_train(argc, argv, &a);
+    if (!status) status = train_options(&a, &opt);
+    if (!status) status = select_device(a.device, NULL, &opt.device);
+    if (!status) status = run_train(&opt, a.resume != NULL, a.threads);
+    g_free(a.data), g_free(a.out), g_free(a.init), g_free(a.resume), g_free(a.seed_text);
+    g_free(a.preset), g_free(a.device), g_free(a.precision);
     return status;
 }
 
-/* ---- eval --------------------------------------------------------------------------- */
+// ---------------------------------------------------------------------------------------
+// eval
+
+typedef struct {
+    char *weights, *data, *split, *masks, *json_path, *prob_dir, *device, *precision;
+    gboolean verbose;
+    int threads;
+} eval_options;
 
 typedef struct {
     JsonBuilder *json;        /* per-image array, or NULL */
@@ -554,6 +811,54 @@ typedef struct {
     int size;                 /* the probability maps' side */
     gboolean failed;
 } eval_display;
+
+static GOptionContext *eval_context(eval_options *o) {
+    const GOptionEntry entries[] = {
+        {"weights", 'w', 0, G_OPTION_ARG_FILENAME, &o->weights,
+         "Network weights (.safetensors; default: the installed default model)", "FILE"},
+        {"data", 'd', 0, G_OPTION_ARG_FILENAME, &o->data,
+         "Dataset folder (images/, masks/, SPLIT.txt), here or in $CONDSEG_DATA (default "
+         "kvasir-seg)", "DIR"},
+        {"split", 0, 0, G_OPTION_ARG_STRING, &o->split, "Which list: SPLIT.txt (default val)", "SPLIT"},
+        {"save-masks", 0, 0, G_OPTION_ARG_FILENAME, &o->masks,
+         "Write each prediction as a PNG mask at the image's size", "DIR"},
+        {"save-prob", 0, 0, G_OPTION_ARG_FILENAME, &o->prob_dir,
+         "Write each probability map (at the network's input size) as a float32 NumPy array "
+         "<id>.npy", "DIR"},
+        {"json", 0, 0, G_OPTION_ARG_FILENAME, &o->json_path,
+         "Write the metrics (mean and per image) as JSON", "FILE"},
+        {"verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose, "Print each image's IoU and Dice", NULL},
+        {"threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "CPU threads (default: all cores)", "N"},
+        {"device", 0, 0, G_OPTION_ARG_STRING, &o->device, DEVICE_HELP, "DEVICE"},
+        {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision, PRECISION_HELP, "P"},
+        {NULL, 0, 0, 0, NULL, NULL, NULL}};
+    return new_context(
+        "- evaluate weights on a dataset split", entries, o,
+        "Metrics as the original ConDSeg code's test.py: per image on the network's SxS maps\n"
+        "(S the size the weights were trained at: 256 for the paper's, 128 for the default\n"
+        "model), a pixel counts as foreground above 0.5; mIoU, mDSC, recall, precision,\n"
+        "accuracy and F2 are means over the images.\n\n"
+        "Example (Kvasir-SEG's validation split, $CONDSEG_DATA holding kvasir-seg/):\n"
+        "  condseg eval -w models/condseg-default.safetensors\n");
+}
+
+static int parse_eval(int argc, char **argv, eval_options *o) {
+    const int status = parse_and_free(eval_context(o), &argc, &argv);
+    if (status) return status;
+    if (argc > 1) return usage_error("eval: unexpected argument '%s'", argv[1]);
+    if (!o->weights) o->weights = cs_default_weights_path();
+    if (!o->weights)
+        return usage_error("eval: no --weights FILE given, and no default model is installed "
+                           "(set CONDSEG_WEIGHTS or run ./install.sh)");
+    if (!o->split) o->split = g_strdup("val");
+    char *found = find_data_dir(o->data ? o->data : "kvasir-seg");
+    if (!found && !o->data)
+        return usage_error("eval: no --data DIR given, and no kvasir-seg/ in the current "
+                           "folder or in $CONDSEG_DATA (%s)",
+                           g_getenv("CONDSEG_DATA") ? g_getenv("CONDSEG_DATA") : "not set");
+    if (found) g_free(o->data), o->data = found; /* else cs_evaluate names what is missing */
+    return 0;
+}
 
 static void add_metrics(JsonBuilder *b, const cs_metrics *m) {
     const struct { const char *name; double value; } fields[] = {
@@ -574,11 +879,7 @@ static void on_eval_image(const char *id, const cs_metrics *m, const float *prob
         char *path = g_build_filename(d->prob_dir, name, NULL);
         const int64_t shape[2] = {d->size, d->size};
         GError *error = NULL;
-        if (!cs_write_npy_f32(path, prob, 2, shape, &error)) {
-            fprintf(stderr, "%s: %s\n", program, error->message);
-            g_error_free(error);
-            d->failed = TRUE;
-        }
+        if (!cs_write_npy_f32(path, prob, 2, shape, &error)) d->failed = report_error(error);
         g_free(path), g_free(name);
     }
     if (!d->json) return;
@@ -589,129 +890,96 @@ static void on_eval_image(const char *id, const cs_metrics *m, const float *prob
     json_builder_end_object(d->json);
 }
 
-static int cmd_eval(int argc, char **argv) {
-    char *weights = NULL, *data = NULL, *split = NULL, *masks = NULL, *json_path = NULL;
-    char *prob_dir = NULL;
-    char *device = NULL, *precision = NULL;
-    gboolean verbose = FALSE;
-    int threads = 0;
-    GOptionEntry entries[] = {
-        {"weights", 'w', 0, G_OPTION_ARG_FILENAME, &weights,
-         "Network weights (.safetensors; default: the installed default model)", "FILE"},
-        {"data", 'd', 0, G_OPTION_ARG_FILENAME, &data, "Dataset folder (images/, masks/, SPLIT.txt)", "DIR"},
-        {"split", 0, 0, G_OPTION_ARG_STRING, &split, "Which list: SPLIT.txt (default val)", "SPLIT"},
-        {"save-masks", 0, 0, G_OPTION_ARG_FILENAME, &masks,
-         "Write each prediction as a PNG mask at the image's size", "DIR"},
-        {"save-prob", 0, 0, G_OPTION_ARG_FILENAME, &prob_dir,
-         "Write each probability map (at the network's input size) as a float32 NumPy array "
-         "<id>.npy", "DIR"},
-        {"json", 0, 0, G_OPTION_ARG_FILENAME, &json_path,
-         "Write the metrics (mean and per image) as JSON", "FILE"},
-        {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Print each image's IoU and Dice", NULL},
-        {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "CPU threads (default: all cores)", "N"},
-        {"device", 0, 0, G_OPTION_ARG_STRING, &device, DEVICE_HELP, "DEVICE"},
-        {"precision", 0, 0, G_OPTION_ARG_STRING, &precision, PRECISION_HELP, "P"},
-        {NULL, 0, 0, 0, NULL, NULL, NULL}};
-    GOptionContext *ctx = g_option_context_new("- evaluate weights on a dataset split");
-    g_option_context_add_main_entries(ctx, entries, NULL);
-    g_option_context_set_description(
-        ctx, "Metrics as the original's test.py (spec §7): per image on the 256x256 maps, a pixel\n"
-             "counts as foreground above 0.5; mIoU, mDSC, recall, precision, accuracy and F2\n"
-             "are means over the images.\n");
-    int status = 0;
-    cs_model *model = NULL;
-    eval_display display = {0};
+/* Closes the JSON document begun by run_eval and writes it atomically. */
+static int write_eval_json(const eval_options *o, JsonBuilder *b, const cs_metrics *mean, int n) {
+    json_builder_end_array(b);
+    const char *const names[] = {"weights", "data", "split"};
+    const char *const values[] = {o->weights, o->data, o->split};
+    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+        json_builder_set_member_name(b, names[i]);
+        json_builder_add_string_value(b, values[i]);
+    }
+    json_builder_set_member_name(b, "count");
+    json_builder_add_int_value(b, n);
+    json_builder_set_member_name(b, "mean");
+    json_builder_begin_object(b);
+    add_metrics(b, mean);
+    json_builder_end_object(b);
+    json_builder_end_object(b);
+    JsonGenerator *gen = json_generator_new();
+    JsonNode *root = json_builder_get_root(b);
+    json_generator_set_root(gen, root);
+    json_generator_set_pretty(gen, TRUE);
+    gsize len;
+    char *text = json_generator_to_data(gen, &len);
     GError *error = NULL;
-    if (!parse_options(ctx, &argc, &argv)) {
-        status = EXIT_USAGE;
-        goto done;
-    }
-    if (!weights) weights = cs_default_weights_path();
-    if (!weights || !data || argc > 1) {
-        status = usage_error("eval: --data DIR is required, --weights FILE too when no default "
-                             "model is installed%s", argc > 1 ? ", and nothing else" : "");
-        goto done;
-    }
-    cs_set_num_threads(threads);
-    model = cs_model_load(weights, &error);
-    if (!model) {
-        fprintf(stderr, "%s: %s\n", program, error->message);
+    int status = 0;
+    /* g_file_set_contents writes a temporary file and renames it. */
+    if (!g_file_set_contents(o->json_path, text, (gssize)len, &error)) {
+        fprintf(stderr, "%s: --json: %s\n", program, error->message);
         g_error_free(error);
         status = 1;
-        goto done;
     }
-    if ((status = apply_device(model, device))) goto done;
-    if ((status = apply_precision(model, precision))) goto done;
-    display.verbose = verbose;
-    display.prob_dir = prob_dir;
-    display.size = cs_model_input_size(model);
-    if (prob_dir && g_mkdir_with_parents(prob_dir, 0755) != 0) {
-        fprintf(stderr, "%s: --save-prob '%s': cannot create the folder: %s\n", program, prob_dir,
-                g_strerror(errno));
-        status = 1;
-        goto done;
-    }
-    if (json_path) {
-        display.json = json_builder_new();
-        json_builder_begin_object(display.json);
-        json_builder_set_member_name(display.json, "images");
-        json_builder_begin_array(display.json);
-    }
-    cs_metrics mean;
-    int n = 0;
-    if (!cs_evaluate(model, data, split ? split : "val", masks, on_eval_image, &display, &mean, &n,
-                     &error)) {
-        fprintf(stderr, "%s: %s\n", program, error->message);
-        g_error_free(error);
-        status = 1;
-        goto done;
-    }
-    if (display.failed) status = 1;
-    printf("%s on %s (%s, %d images)\n", weights, data, split ? split : "val", n);
-    printf("  mIoU %.4f  mDSC %.4f  recall %.4f  precision %.4f  accuracy %.4f  F2 %.4f\n",
-           mean.jaccard, mean.dice, mean.recall, mean.precision, mean.accuracy, mean.f2);
-    if (display.json) {
-        JsonBuilder *b = display.json;
-        json_builder_end_array(b);
-        json_builder_set_member_name(b, "weights");
-        json_builder_add_string_value(b, weights);
-        json_builder_set_member_name(b, "data");
-        json_builder_add_string_value(b, data);
-        json_builder_set_member_name(b, "split");
-        json_builder_add_string_value(b, split ? split : "val");
-        json_builder_set_member_name(b, "count");
-        json_builder_add_int_value(b, n);
-        json_builder_set_member_name(b, "mean");
-        json_builder_begin_object(b);
-        add_metrics(b, &mean);
-        json_builder_end_object(b);
-        json_builder_end_object(b);
-        JsonGenerator *gen = json_generator_new();
-        JsonNode *root = json_builder_get_root(b);
-        json_generator_set_root(gen, root);
-        json_generator_set_pretty(gen, TRUE);
-        gsize len;
-        char *text = json_generator_to_data(gen, &len);
-        /* g_file_set_contents writes a temporary file and renames it. */
-        if (!g_file_set_contents(json_path, text, (gssize)len, &error)) {
-            fprintf(stderr, "%s: --json: %s\n", program, error->message);
-            g_error_free(error);
-            status = 1;
-        }
-        g_free(text);
-        json_node_unref(root);
-        g_object_unref(gen);
-    }
-done:
-    if (display.json) g_object_unref(display.json);
-    cs_model_free(model);
-    g_option_context_free(ctx);
-    g_free(weights), g_free(data), g_free(split), g_free(masks), g_free(json_path);
-    g_free(prob_dir), g_free(device), g_free(precision);
+    g_free(text);
+    json_node_unref(root);
+    g_object_unref(gen);
     return status;
 }
 
-/* ---- main -------------------------------------------------------------------------- */
+/* Evaluates, with the per-image work of on_eval_image; fills *mean and *n. */
+static int evaluate(const eval_options *o, cs_model *model, eval_display *display,
+                    cs_metrics *mean, int *n) {
+    display->verbose = o->verbose;
+    display->prob_dir = o->prob_dir;
+    display->size = cs_model_input_size(model);
+    if (o->prob_dir && g_mkdir_with_parents(o->prob_dir, 0755) != 0) {
+        fprintf(stderr, "%s: --save-prob '%s': cannot create the folder: %s\n", program,
+                o->prob_dir, g_strerror(errno));
+        return 1;
+    }
+    if (o->json_path) {
+        display->json = json_builder_new();
+        json_builder_begin_object(display->json);
+        json_builder_set_member_name(display->json, "images");
+        json_builder_begin_array(display->json);
+    }
+    GError *error = NULL;
+    if (!cs_evaluate(model, o->data, o->split, o->masks, on_eval_image, display, mean, n, &error))
+        return report_error(error);
+    return display->failed ? 1 : 0;
+}
+
+static int run_eval(const eval_options *o) {
+    cs_set_num_threads(o->threads);
+    int status;
+    cs_model *model = load_model(o->weights, o->device, o->precision, &status);
+    if (!model) return status;
+    eval_display display = {0};
+    cs_metrics mean;
+    int n = 0;
+    status = evaluate(o, model, &display, &mean, &n);
+    if (status == 0 || display.failed) {
+        printf("%s on %s (%s, %d images)\n", o->weights, o->data, o->split, n);
+        printf("  mIoU %.4f  mDSC %.4f  recall %.4f  precision %.4f  accuracy %.4f  F2 %.4f\n",
+               mean.jaccard, mean.dice, mean.recall, mean.precision, mean.accuracy, mean.f2);
+        if (display.json && write_eval_json(o, display.json, &mean, n)) status = 1;
+    }
+    if (display.json) g_object_unref(display.json);
+    cs_model_free(model);
+    return status;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    eval_options o = {0};
+    int status = parse_eval(argc, argv, &o);
+    if (!status) status = run_eval(&o);
+    g_free(o.weights), g_free(o.data), g_free(o.split), g_free(o.masks), g_free(o.json_path);
+    g_free(o.prob_dir), g_free(o.device), g_free(o.precision);
+    return status;
+}
+
+// ---------------------------------------------------------------------------------------
+// main
 
 static const struct {
     const char *name;

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # gimp3_chroot.sh — the GIMP 3 tests of the ConDSeg plug-in (ctest gimp3_plugin). Debian 12
 # has no GIMP 3, so this runs them in a Debian trixie chroot (GIMP 3.0.x):
-#   1. debootstraps trixie into a cache folder and installs GIMP, libgimp-3.0-dev and
-#      condseg's build dependencies there (first run only: ~3 min, ~2 GB; reused after);
-#   2. copies the source tree in and builds libcondseg, `condseg` and the GIMP 3 front end;
+#   1. debootstraps trixie into a cache folder and installs GIMP there (first run only:
+#      ~3 min, ~2 GB; reused after);
+#   2. copies the source tree in and runs its ./install.sh there, as a user of Debian 13
+#      would: it installs the build dependencies (libgimp-3.0-dev among them), builds
+#      libcondseg, `condseg` and the GIMP 3 front end and installs them;
 #   3. runs the cases of gimp_plugin_tests.py (those of the GIMP 2.10 test) with
 #      gimp-console-3.0 and a throwaway profile, `condseg predict` of the chroot's build as
 #      the reference, and checks the outputs on the host;
@@ -13,7 +15,9 @@
 #
 # DEFAULT_MODEL and EMPTY_IMAGE (a polyp-free frame where that model finds nothing) give
 # the "No lesion found" cases (see run_gimp2_tests.sh).
-# Needs root (or password-less sudo) and, the first time, deb.debian.org. Environment:
+# Needs root (or password-less sudo) and, the first time, deb.debian.org; without root, and
+# inside a chroot (no nested one is made), it says why and exits 77 (ctest: skipped).
+# Environment:
 # CONDSEG_GIMP3_ROOT the chroot (default /var/cache/condseg/trixie-gimp3);
 # CONDSEG_KEEP_TEST_FILES=1 keeps the work folder (kept anyway when a check fails);
 # CONDSEG_GIMP3_SCREENSHOTS=DIR also runs plugin/dialog-screenshot.sh --gimp3 with the
@@ -29,12 +33,16 @@ mirror=${CONDSEG_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 say() { echo "gimp3_chroot: $*"; }
 fail() { echo "gimp3_chroot: FAIL: $*" >&2; exit 1; }
+skip() { echo "SKIPPED: $*"; exit 77; }
 
 if [ "$(id -u)" != 0 ]; then
-  sudo -n true 2> /dev/null || fail "needs root (debootstrap, chroot, mount); run as root or with sudo"
+  sudo -n true 2> /dev/null ||
+    skip "needs root (debootstrap, chroot, mount): run as root or with password-less sudo"
   exec sudo -n --preserve-env=CONDSEG_GIMP3_ROOT,CONDSEG_KEEP_TEST_FILES,CONDSEG_DEBIAN_MIRROR,CONDSEG_GIMP3_SCREENSHOTS,CONDSEG_GIMP3_DIALOG_IMAGE \
     "$0" "$@"
 fi
+! ischroot 2> /dev/null ||
+  skip "running inside a chroot: the trixie chroot of the GIMP 3 tests is not nested in it"
 command -v debootstrap > /dev/null ||
   fail "debootstrap not found (./install.sh --deps-only --test-deps installs it)"
 for f in "$full" "$stage1" "$default_model" "$empty_image"; do [ -f "$f" ] || fail "$f missing"; done
@@ -47,17 +55,8 @@ mkdir -p "$(dirname "$root")"
 exec 9> "$root.lock"
 flock -n 9 || { say "waiting for another run of the GIMP 3 tests in $root"; flock 9; }
 
-# What the chroot needs: GIMP 3 and its development files, and condseg's build
-# dependencies (those of install.sh, under trixie's names).
-packages="gimp libgimp-3.0-dev build-essential cmake pkgconf libopenblas-openmp-dev
-  libopenblas-dev libglib2.0-dev libjson-glib-dev libgdk-pixbuf-2.0-dev libpng-dev libjpeg-dev
-  libtiff-dev libgdk-pixbuf2.0-bin"
-packages=$(echo $packages)
-# oneDNN: kernels/conv_dnnl.c is written against the oneDNN 2.x C API (Debian 12's 2.6),
-# which trixie's 3.7 no longer has (dnnl_memory_desc_init_by_tag, the *_desc_init
-# functions); bookworm's libdnnl-dev 2.6.3 installs in trixie (its libraries are older than
-# trixie's), pinned low so that nothing else comes from bookworm.
-dnnl_from_bookworm="libdnnl-dev/bookworm"
+# What the chroot needs before install.sh: GIMP 3 itself (install.sh installs the rest).
+packages="gimp"
 
 # ---- mounts, always undone --------------------------------------------------------------
 mounted=()
@@ -103,7 +102,7 @@ mount_system() {   # /proc, /sys (read-only), /dev and a private /dev/pts, /dev/
 }
 
 # ---- 1. the chroot ------------------------------------------------------------------------
-if [ "$(cat "$root/.condseg-packages" 2> /dev/null)" != "$packages $dnnl_from_bookworm" ]; then
+if [ "$(cat "$root/.condseg-packages" 2> /dev/null)" != "$packages" ]; then
   if [ ! -x "$root/usr/bin/apt-get" ]; then
     say "debootstrap trixie into $root ($mirror)"
     rm -rf "$root.partial"
@@ -112,38 +111,32 @@ if [ "$(cat "$root/.condseg-packages" 2> /dev/null)" != "$packages $dnnl_from_bo
       { tail -20 "$root.debootstrap.log"; fail "debootstrap failed (log: $root.debootstrap.log)"; }
     mv "$root.partial" "$root"
   fi
-  say "installing GIMP 3 and the build dependencies in the chroot ($(elapsed))"
+  say "installing GIMP 3 in the chroot ($(elapsed))"
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   mount_system "$root"
   chroot "$root" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends $packages" > "$root.apt.log" 2>&1 ||
     { tail -20 "$root.apt.log"; fail "apt-get in the chroot failed (log: $root.apt.log)"; }
-  echo "deb $mirror bookworm main" > "$root/etc/apt/sources.list.d/bookworm.list"
-  printf 'Package: *\nPin: release n=bookworm\nPin-Priority: 100\n' > "$root/etc/apt/preferences.d/bookworm"
-  chroot "$root" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --allow-downgrades --no-install-recommends $dnnl_from_bookworm" \
-    >> "$root.apt.log" 2>&1 ||
-    { tail -20 "$root.apt.log"; fail "oneDNN 2.x from bookworm failed (log: $root.apt.log)"; }
   chroot "$root" apt-get clean
   unmount_all
-  echo "$packages $dnnl_from_bookworm" > "$root/.condseg-packages"
+  echo "$packages" > "$root/.condseg-packages"
 fi
 say "chroot ready: $root, $(chroot "$root" gimp-console-3.0 --version) ($(elapsed))"
 
-# ---- 2. build inside ------------------------------------------------------------------------
-# A fresh copy of the source tree (tar keeps the mtimes, so the build stays incremental);
-# build folders and .git stay out.
-rm -rf "$root/opt/condseg-src"
+# ---- 2. install.sh inside ----------------------------------------------------------------
+# A fresh copy of the source tree beside the build/ folder of the last run (tar keeps the
+# mtimes, so the build stays incremental); the checkout's build folders and .git stay out.
 mkdir -p "$root/opt/condseg-src"
+find "$root/opt/condseg-src" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 tar -C "$src" --exclude=./.git --exclude='./build*' -cf - . | tar -C "$root/opt/condseg-src" -xf -
 mount_system "$root"
-say "building libcondseg, condseg and the GIMP 3 plug-in in the chroot ($(elapsed))"
-chroot "$root" sh -c "cmake -S /opt/condseg-src -B /opt/condseg-build -DCMAKE_BUILD_TYPE=Release \
-    -DCONDSEG_TESTS=OFF -DCONDSEG_GIMP=ON > /opt/condseg-build.log 2>&1 &&
-  cmake --build /opt/condseg-build -j$(nproc) >> /opt/condseg-build.log 2>&1" ||
-  { tail -30 "$root/opt/condseg-build.log"; fail "the build in the chroot failed"; }
-plugin=/opt/condseg-build/plugin/gimp-3.0/condseg
-[ -x "$root$plugin" ] || fail "the GIMP 3 plug-in was not built (see $root/opt/condseg-build.log)"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+say "running install.sh in the chroot ($(elapsed))"
+chroot "$root" /opt/condseg-src/install.sh > "$root.install.log" 2>&1 ||
+  { tail -30 "$root.install.log"; fail "install.sh in the chroot failed (log: $root.install.log)"; }
+sed 's/^/  /' "$root.install.log"
+plugin=/opt/condseg-src/build/plugin/gimp-3.0/condseg
+[ -x "$root$plugin" ] || fail "install.sh built no GIMP 3 plug-in (see $root.install.log)"
 
 # ---- 3. the cases ----------------------------------------------------------------------------
 # One work folder seen at the same path inside and outside (bind mount), so that the case
@@ -157,7 +150,7 @@ cp "$stage1" "$work/weights/stage1.safetensors"
 cp "$default_model" "$work/weights/default.safetensors"
 cp "$empty_image" "$work/empty.${empty_image##*.}"
 cp "$here/gimp3_cases.scm" "$work/"
-condseg="chroot $root /opt/condseg-build/condseg"
+condseg="chroot $root /usr/local/bin/condseg"
 "$python" "$here/gimp_plugin_tests.py" prepare --work "$work" --kvasir "$kvasir" \
   --full "$work/weights/full.safetensors" --stage1 "$work/weights/stage1.safetensors" \
   --condseg "$condseg" --default-model "$work/weights/default.safetensors" \
@@ -185,6 +178,7 @@ if ! "$python" "$here/gimp_plugin_tests.py" check --work "$work" --log "$work/gi
   keep=1
   fail "see above (GIMP's whole output: $work/gimp.log)"
 fi
+
 # ---- 4. the dialog, in a real GIMP 3 under Xvfb (optional) --------------------------------
 if [ -n "${CONDSEG_GIMP3_SCREENSHOTS:-}" ]; then
   say "the dialog in GIMP 3 under Xvfb ($(elapsed))"

@@ -76,7 +76,8 @@ have_deps() {
   command -v cmake >/dev/null && command -v pkg-config >/dev/null &&
     pkg-config --exists glib-2.0 json-glib-1.0 gdk-pixbuf-2.0 libpng &&
     any_file /usr/include/jpeglib.h /usr/include/*/jpeglib.h &&
-    any_file /usr/include/cblas.h /usr/include/*/cblas.h /usr/include/*/*/cblas.h
+    any_file /usr/include/cblas.h /usr/include/*/cblas.h /usr/include/*/*/cblas.h &&
+    any_file /usr/include/oneapi/dnnl/dnnl.h
 }
 
 find_nvcc() {
@@ -90,7 +91,7 @@ find_nvcc() {
 install_deps() {
   command -v apt-get >/dev/null || return 1
   local pkgs="cmake pkg-config libglib2.0-dev libjson-glib-dev libgdk-pixbuf-2.0-dev libpng-dev
-              libjpeg-dev libopenblas-dev"
+              libjpeg-dev libopenblas-dev libdnnl-dev"
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo -n"
   local apt_opts="-o Acquire::http::Timeout=15 -o Acquire::Retries=0 -qq"
