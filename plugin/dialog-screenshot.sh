@@ -48,7 +48,10 @@ if [ "$gimp3" = 1 ]; then work=$(mktemp -d "$root/tmp/condseg-shot.XXXXXX"); in=
 else work=$(mktemp -d); in=$work; fi
 gimp_pid="" mounted=()
 cleanup() {
-  [ -n "$gimp_pid" ] && kill "$gimp_pid" 2> /dev/null
+  # GIMP 3 ignores SIGTERM while a script runs: SIGKILL after a moment.
+  if [ -n "$gimp_pid" ]; then
+    kill "$gimp_pid" 2> /dev/null; sleep 2; kill -9 "$gimp_pid" 2> /dev/null
+  fi
   local i
   for (( i=${#mounted[@]}-1; i>=0; i-- )); do umount "${mounted[$i]}" 2> /dev/null || umount -l "${mounted[$i]}" || true; done
   if [ "${CONDSEG_KEEP_TEST_FILES:-0}" = 1 ]; then echo "dialog-screenshot: files kept in $work"; else rm -rf "$work"; fi
@@ -230,5 +233,6 @@ shot_screen verdict-empty.png
 { xdotool windowfocus --sync "$verdict" && xdotool key Return; } 2> /dev/null || true
 
 { echo "$timings"; grep -h "ConDSeg preview:" "$log" | sed 's/^.*ConDSeg/ConDSeg/'; } > "$out/${prefix}timings.txt"
+quit_gimp
 cat "$out/${prefix}timings.txt"
 echo "dialog-screenshot: all checks passed"
