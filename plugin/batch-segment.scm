@@ -53,13 +53,20 @@
         (else (error (string-append "condseg: unknown device \"" device
                                     "\" (expected auto, cpu or cuda)")))))
 
+; Where no lesion is found the plug-in leaves the image as it was, without a mask: the
+; mask is then the all-black one (what `condseg predict` writes for that image).
 (define (condseg-segment-to-mask image layer weights threshold device)
   (if condseg-gimp3?
       (plug-in-condseg RUN-NONINTERACTIVE image (vector layer) weights threshold "layer-mask"
                        device)
       (plug-in-condseg RUN-NONINTERACTIVE image layer weights threshold 0
-                       (condseg-device-number device)))
-  (car (gimp-layer-get-mask layer)))
+                       (condseg-device-number device) 0))   ; 0: float32
+  (let ((mask (car (gimp-layer-get-mask layer))))
+    (if (or (not mask) (null? mask) (and (number? mask) (< mask 0)))
+        (let ((black (car (gimp-layer-create-mask layer ADD-MASK-BLACK))))
+          (gimp-layer-add-mask layer black)
+          black)
+        mask)))
 
 ; The mask as an 8-bit gray PNG. GIMP 2.10 exports a single drawable; GIMP 3 exports
 ; images, so the mask is copied alone into a new one.

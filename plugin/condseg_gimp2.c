@@ -5,7 +5,7 @@
  * cs_gimp_segment (condseg_gimp_common.c). The cs_gimp_host_* functions at the end give
  * that shared code GIMP 2.10's item-id API.
  *
- *   (plug-in-condseg RUN-NONINTERACTIVE image drawable "weights.safetensors" 0.5 0 0)
+ *   (plug-in-condseg RUN-NONINTERACTIVE image drawable "weights.safetensors" 0.5 0 0 0)
  */
 #include <string.h>
 
@@ -16,7 +16,7 @@
 #include "condseg_gimp_common.h"
 
 /* Arguments of plug-in-condseg, in order. New ones go at the end, so that a script's
- * arguments keep their places; the device came last. */
+ * arguments keep their places; the device came after the output, the precision last. */
 enum {
     ARG_RUN_MODE,
     ARG_IMAGE,
@@ -25,6 +25,7 @@ enum {
     ARG_THRESHOLD,
     ARG_OUTPUT,
     ARG_DEVICE,
+    ARG_PRECISION,
     N_ARGS
 };
 
@@ -57,9 +58,17 @@ static void query(void) {
         {GIMP_PDB_INT32, "device",
          "Where the network runs { AUTO (0): an NVIDIA GPU when one is usable, else the CPU; "
          "CPU (1); CUDA (2): an NVIDIA GPU, an error saying why when there is none }"},
+        {GIMP_PDB_INT32, "precision",
+         "Arithmetic of the convolutions { FP32 (0): float32, the default; BF16 (1): bfloat16 "
+         "inputs with float32 sums, faster on CPUs with bf16 instructions (else float32) }"},
     };
     static const GimpParamDef return_values[] = {
-        {GIMP_PDB_DRAWABLE, "result", "The layer mask, selection channel or new layer written"},
+        {GIMP_PDB_DRAWABLE, "result",
+         "The layer mask, selection channel or new layer written; -1 when a mask output found "
+         "no lesion (the image is then unchanged)"},
+        {GIMP_PDB_FLOAT, "marked-percent",
+         "Share of the drawable's pixels marked at the threshold, in percent"},
+        {GIMP_PDB_STRING, "verdict", "What was found and written, in a sentence or two"},
     };
     gimp_install_procedure(CS_GIMP_PROC, CS_GIMP_BLURB, CS_GIMP_HELP, CS_GIMP_AUTHOR,
                            CS_GIMP_AUTHOR, CS_GIMP_DATE, CS_GIMP_MENU_LABEL, CS_GIMP_IMAGE_TYPES,
@@ -68,23 +77,202 @@ static void query(void) {
     gimp_plugin_menu_register(CS_GIMP_PROC, CS_GIMP_MENU_PATH);
 }
 
+/* ---- stored settings ------------------------------------------------------------------ */
+
+/* The last values of an interactive run: a persistent global parasite, so that they outlive
+ * GIMP (it writes them to parasiterc at exit) and are there for Repeat and the next dialog. */
+static void load_last_settings(cs_gimp_settings *settings) {
+    GimpParasite *parasite = gimp_get_parasite(CS_GIMP_SETTINGS_PARASITE);
+    if (!parasite) return;
+    const gsize size = gimp_parasite_data_size(parasite);
+    char *text = g_strndup(gimp_parasite_data(parasite), size);
+    cs_gimp_settings_from_text(settings, text);
+    g_free(text);
+    gimp_parasite_free(parasite);
+}
+
+static void save_last_settings(const cs_gimp_settings *settings) {
+    char *text = cs_gimp_settings_to_text(settings);
+    GimpParasite *parasite = gimp_parasite_new(CS_GIMP_SETTINGS_PARASITE,
+                                               GIMP_PARASITE_PERSISTENT, strlen(text) + 1, text);
+    gimp_attach_parasite(parasite);
+    gimp_parasite_free(parasite);
+    g_free(text);
+}
+
 /* ---- the dialog --------------------------------------------------------------------- */
 
 typedef struct {
+    gint32 image, drawable;
     cs_gimp_settings *settings;
+    cs_gimp_inference *inference;   /* the network's answer for the current weights/device */
+    char *inference_error;          /* why the last network run failed, or NULL */
+    int network_runs;
+    gboolean busy;                  /* the network is running (events are being handled) */
+    GtkWidget *dialog, *preview, *chooser, *model_note, *device_note, *verdict;
     GtkObject *threshold_scale;
 } dialog_state;
 
-/* An output radio button was toggled: keep the choice; the threshold only matters for
- * the mask outputs. */
+/* Lets GTK draw what was just set (a "Running the network" line) before a long call. */
+static void flush_events(void) {
+    while (gtk_events_pending()) gtk_main_iteration();
+}
+
+static void set_verdict(dialog_state *state, const char *text, gboolean is_error) {
+    char *markup = is_error ? g_markup_printf_escaped("<span foreground=\"#b00000\">%s</span>",
+                                                      text)
+                            : g_markup_printf_escaped("<b>%s</b>", text);
+    gtk_label_set_markup(GTK_LABEL(state->verdict), markup);
+    g_free(markup);
+}
+
+static void update_device_note(dialog_state *state) {
+    char *forecast = cs_gimp_device_forecast(state->settings->device);
+    char *text = state->inference
+                     ? g_markup_printf_escaped("<small>%s; the preview ran on %s in %.2f s</small>",
+                                               forecast,
+                                               strcmp(state->inference->device_ran, "cuda") == 0
+                                                   ? "the NVIDIA GPU"
+                                                   : "the CPU",
+                                               state->inference->seconds)
+                     : g_markup_printf_escaped("<small>%s</small>", forecast);
+    gtk_label_set_markup(GTK_LABEL(state->device_note), text);
+    g_free(text);
+    g_free(forecast);
+}
+
+/* Runs the network when the kept answer does not fit the settings. */
+static gboolean ensure_inference(dialog_state *state) {
+    if (cs_gimp_inference_matches(state->inference, state->drawable, state->settings))
+        return TRUE;
+    cs_gimp_inference_free(state->inference);
+    state->inference = NULL;
+    g_clear_pointer(&state->inference_error, g_free);
+    set_verdict(state, "Running the network...", FALSE);
+    state->busy = TRUE;
+    flush_events();
+    GError *error = NULL;
+    state->inference = cs_gimp_infer(state->image, state->drawable, state->settings, FALSE,
+                                     &error);
+    state->busy = FALSE;
+    if (state->inference) {
+        state->network_runs++;
+        g_debug("ConDSeg preview: network run %d, %.3f s", state->network_runs,
+                state->inference->seconds);
+    } else {
+        state->inference_error = g_strdup(error->message);
+        g_error_free(error);
+    }
+    update_device_note(state);
+    return state->inference != NULL;
+}
+
+/* Draws the preview from the kept answer: no network run. */
+static void redraw(dialog_state *state) {
+    GimpPreview *preview = GIMP_PREVIEW(state->preview);
+    const gint64 start = g_get_monotonic_time();
+    int w, h;
+    gimp_preview_get_size(preview, &w, &h);
+    int *xs = g_new(int, w), *ys = g_new(int, h), unused;
+    for (int i = 0; i < w; i++) gimp_preview_untransform(preview, i, 0, &xs[i], &unused);
+    for (int j = 0; j < h; j++) gimp_preview_untransform(preview, 0, j, &unused, &ys[j]);
+    guchar *rgb = g_new(guchar, (size_t)w * h * 3);
+    cs_gimp_preview_render(state->inference, state->settings, xs, w, ys, h, rgb);
+    gimp_preview_area_draw(GIMP_PREVIEW_AREA(gimp_preview_get_area(preview)), 0, 0, w, h,
+                           GIMP_RGB_IMAGE, rgb, w * 3);
+    g_free(rgb), g_free(xs), g_free(ys);
+    char *verdict = cs_gimp_verdict(state->inference, state->settings);
+    set_verdict(state, verdict, FALSE);
+    g_free(verdict);
+    g_debug("ConDSeg preview: redrawn at threshold %.3f, output %d in %.1f ms, network runs %d",
+            state->settings->threshold, state->settings->output,
+            (g_get_monotonic_time() - start) / 1e3, state->network_runs);
+}
+
+/* The preview's "invalidated" signal (shown, scrolled, zoomed, Preview switched on). */
+static void preview_invalidated(GimpPreview *preview, dialog_state *state) {
+    if (state->busy) return;   /* a redraw follows the run in progress */
+    if (!ensure_inference(state)) {
+        gimp_preview_draw(preview);   /* the photo alone */
+        set_verdict(state, state->inference_error, TRUE);
+        return;
+    }
+    redraw(state);
+}
+
+/* A setting changed: redraw at once when the kept answer still fits, else let the preview
+ * run the network (only while its Preview box is ticked). */
+static void settings_changed(dialog_state *state) {
+    if (state->busy) return;
+    if (cs_gimp_inference_matches(state->inference, state->drawable, state->settings) &&
+        gimp_preview_get_update(GIMP_PREVIEW(state->preview)))
+        redraw(state);
+    else
+        gimp_preview_invalidate(GIMP_PREVIEW(state->preview));
+}
+
 static void output_toggled(GtkWidget *button, dialog_state *state) {
     if (!gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(button))) return;
     state->settings->output = GPOINTER_TO_INT(g_object_get_data(G_OBJECT(button),
                                                                 "gimp-item-data"));
-    if (state->threshold_scale)
-        gimp_scale_entry_set_sensitive(state->threshold_scale,
-                                       state->settings->output == CS_GIMP_OUTPUT_LAYER_MASK ||
-                                           state->settings->output == CS_GIMP_OUTPUT_SELECTION);
+    if (state->preview) settings_changed(state);
+}
+
+static void threshold_changed(GtkAdjustment *adjustment, dialog_state *state) {
+    state->settings->threshold = gtk_adjustment_get_value(adjustment);
+    settings_changed(state);
+}
+
+static void precision_changed(GtkWidget *combo, dialog_state *state) {
+    gimp_int_combo_box_get_active(GIMP_INT_COMBO_BOX(combo), &state->settings->precision);
+    settings_changed(state);
+}
+
+static void device_changed(GtkWidget *combo, dialog_state *state) {
+    gimp_int_combo_box_get_active(GIMP_INT_COMBO_BOX(combo), &state->settings->device);
+    update_device_note(state);
+    settings_changed(state);
+}
+
+/* The note under the weights: is this the installed default model? */
+static void update_model_note(dialog_state *state) {
+    char *installed = cs_default_weights_path();
+    char *basename = installed ? g_path_get_basename(installed) : NULL;
+    const char *weights = state->settings->weights;
+    char *text = !installed ? g_strdup("<small>No default model installed: choose a "
+                                       ".safetensors weights file.</small>")
+                 : (!weights[0] || strcmp(weights, installed) == 0)
+                     ? g_markup_printf_escaped("<small>The installed default model (%s)</small>",
+                                               basename)
+                     : g_markup_printf_escaped("<small>Not the default model; <i>Default "
+                                               "model</i> goes back to %s</small>",
+                                               basename);
+    gtk_label_set_markup(GTK_LABEL(state->model_note), text);
+    if (installed) gtk_widget_set_tooltip_text(state->model_note, installed);
+    g_free(text), g_free(basename), g_free(installed);
+}
+
+static void weights_chosen(GtkFileChooser *chooser, dialog_state *state) {
+    char *weights = gtk_file_chooser_get_filename(chooser);
+    if (weights && strlen(weights) < sizeof state->settings->weights &&
+        strcmp(weights, state->settings->weights) != 0) {
+        g_strlcpy(state->settings->weights, weights, sizeof state->settings->weights);
+        update_model_note(state);
+        settings_changed(state);
+    }
+    g_free(weights);
+}
+
+static void default_model_clicked(GtkButton *button, dialog_state *state) {
+    (void)button;
+    char *installed = cs_default_weights_path();
+    if (installed) {
+        gtk_file_chooser_set_filename(GTK_FILE_CHOOSER(state->chooser), installed);
+        g_strlcpy(state->settings->weights, installed, sizeof state->settings->weights);
+        update_model_note(state);
+        settings_changed(state);
+    }
+    g_free(installed);
 }
 
 static GtkWidget *weights_chooser_new(const char *weights) {
@@ -99,36 +287,18 @@ static GtkWidget *weights_chooser_new(const char *weights) {
     gtk_file_filter_add_pattern(all, "*");
     gtk_file_chooser_add_filter(GTK_FILE_CHOOSER(chooser), all);
     if (weights[0]) gtk_file_chooser_set_filename(GTK_FILE_CHOOSER(chooser), weights);
-    gtk_file_chooser_button_set_width_chars(GTK_FILE_CHOOSER_BUTTON(chooser), 32);
+    gtk_file_chooser_button_set_width_chars(GTK_FILE_CHOOSER_BUTTON(chooser), 24);
     return chooser;
 }
 
-/* A line under the file chooser saying what an empty choice means. */
-static GtkWidget *default_model_note_new(void) {
-    char *weights = cs_default_weights_path();
-    char *basename = weights ? g_path_get_basename(weights) : NULL;
-    char *text = weights ? g_markup_printf_escaped("<small>Installed default model: %s</small>",
-                                                   basename)
-                         : g_strdup("<small>No default model installed: choose a .safetensors "
-                                    "weights file.</small>");
-    GtkWidget *note = gtk_label_new(NULL);
-    gtk_label_set_markup(GTK_LABEL(note), text);
-    gtk_misc_set_alignment(GTK_MISC(note), 0.0, 0.5);
-    if (weights) gtk_widget_set_tooltip_text(note, weights);
-    g_free(text);
-    g_free(basename);
-    g_free(weights);
-    return note;
-}
-
 /* The device choice, as a combo box: three fixed entries that need no more room. */
-static GtkWidget *device_combo_new(cs_gimp_settings *settings) {
+static GtkWidget *device_combo_new(dialog_state *state) {
     GtkWidget *combo = gimp_int_combo_box_new(
         cs_gimp_device_names[CS_GIMP_DEVICE_AUTO].label, CS_GIMP_DEVICE_AUTO,
         cs_gimp_device_names[CS_GIMP_DEVICE_CPU].label, CS_GIMP_DEVICE_CPU,
         cs_gimp_device_names[CS_GIMP_DEVICE_CUDA].label, CS_GIMP_DEVICE_CUDA, NULL);
-    gimp_int_combo_box_connect(GIMP_INT_COMBO_BOX(combo), settings->device,
-                               G_CALLBACK(gimp_int_combo_box_get_active), &settings->device);
+    gimp_int_combo_box_connect(GIMP_INT_COMBO_BOX(combo), state->settings->device,
+                               G_CALLBACK(device_changed), state);
     gimp_help_set_help_data(combo,
                             "Automatic: an NVIDIA GPU when one is usable, else the CPU. "
                             "NVIDIA GPU: fails, saying why, when there is none.",
@@ -136,85 +306,190 @@ static GtkWidget *device_combo_new(cs_gimp_settings *settings) {
     return combo;
 }
 
-/* Shows the dialog; on OK the settings hold what was chosen. */
-static gboolean run_dialog(cs_gimp_settings *settings) {
-    gimp_ui_init(CS_GIMP_BINARY, FALSE);
-    GtkWidget *dialog = gimp_dialog_new(CS_GIMP_TITLE, CS_GIMP_ROLE, NULL, 0,
-                                        gimp_standard_help_func, CS_GIMP_PROC, "_Cancel",
-                                        GTK_RESPONSE_CANCEL, "_OK", GTK_RESPONSE_OK, NULL);
-    gtk_dialog_set_alternative_button_order(GTK_DIALOG(dialog), GTK_RESPONSE_OK,
-                                            GTK_RESPONSE_CANCEL, -1);
-    gimp_window_set_transient(GTK_WINDOW(dialog));
+/* Help: the plug-in's own text (GIMP's manual has no page for it). */
+static void show_help(const gchar *help_id, gpointer help_data) {
+    (void)help_id;
+    GtkWidget *help = gtk_message_dialog_new(GTK_WINDOW(help_data), GTK_DIALOG_MODAL,
+                                             GTK_MESSAGE_INFO, GTK_BUTTONS_CLOSE, "%s",
+                                             CS_GIMP_TITLE);
+    gtk_message_dialog_format_secondary_text(GTK_MESSAGE_DIALOG(help), "%s", cs_gimp_help_text);
+    gtk_window_set_title(GTK_WINDOW(help), CS_GIMP_TITLE " Help");
+    gtk_dialog_run(GTK_DIALOG(help));
+    gtk_widget_destroy(help);
+}
 
-    GtkWidget *vbox = gtk_vbox_new(FALSE, 12);
-    gtk_container_set_border_width(GTK_CONTAINER(vbox), 12);
-    gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dialog))), vbox, TRUE,
-                       TRUE, 0);
+static GtkWidget *small_label(const char *markup) {
+    GtkWidget *label = gtk_label_new(NULL);
+    gtk_label_set_markup(GTK_LABEL(label), markup);
+    gtk_misc_set_alignment(GTK_MISC(label), 0.0, 0.5);
+    gtk_label_set_line_wrap(GTK_LABEL(label), TRUE);
+    return label;
+}
 
-    GtkWidget *weights_table = gtk_table_new(2, 2, FALSE);
-    gtk_table_set_col_spacings(GTK_TABLE(weights_table), 6);
-    gtk_table_set_row_spacings(GTK_TABLE(weights_table), 2);
-    gtk_box_pack_start(GTK_BOX(vbox), weights_table, FALSE, FALSE, 0);
-    GtkWidget *chooser = weights_chooser_new(settings->weights);
-    gimp_table_attach_aligned(GTK_TABLE(weights_table), 0, 0, "_Weights:", 0.0, 0.5, chooser, 1,
+/* Left: the preview and the verdict under it. */
+static GtkWidget *preview_column_new(dialog_state *state) {
+    GtkWidget *box = gtk_vbox_new(FALSE, 6);
+    state->preview = gimp_zoom_preview_new_from_drawable_id(
+        cs_gimp_host_layer_of_mask(state->drawable) != -1
+            ? cs_gimp_host_layer_of_mask(state->drawable)
+            : state->drawable);
+    gtk_box_pack_start(GTK_BOX(box), state->preview, TRUE, TRUE, 0);
+    g_signal_connect(state->preview, "invalidated", G_CALLBACK(preview_invalidated), state);
+    state->verdict = small_label("");
+    gtk_widget_set_size_request(state->verdict, 300, -1);
+    gtk_box_pack_start(GTK_BOX(box), state->verdict, FALSE, FALSE, 0);
+    return box;
+}
+
+static GtkWidget *weights_row_new(dialog_state *state) {
+    GtkWidget *table = gtk_table_new(2, 3, FALSE);
+    gtk_table_set_col_spacings(GTK_TABLE(table), 6);
+    gtk_table_set_row_spacings(GTK_TABLE(table), 2);
+    state->chooser = weights_chooser_new(state->settings->weights);
+    g_signal_connect(state->chooser, "selection-changed", G_CALLBACK(weights_chosen), state);
+    gimp_table_attach_aligned(GTK_TABLE(table), 0, 0, "_Weights:", 0.0, 0.5, state->chooser, 1,
                               FALSE);
-    gtk_table_attach(GTK_TABLE(weights_table), default_model_note_new(), 1, 2, 1, 2, GTK_FILL,
-                     GTK_FILL, 0, 0);
+    GtkWidget *reset = gtk_button_new_with_mnemonic("De_fault model");
+    gimp_help_set_help_data(reset, "Back to the installed default model", NULL);
+    g_signal_connect(reset, "clicked", G_CALLBACK(default_model_clicked), state);
+    char *installed = cs_default_weights_path();
+    gtk_widget_set_sensitive(reset, installed != NULL);
+    g_free(installed);
+    gtk_table_attach(GTK_TABLE(table), reset, 2, 3, 0, 1, GTK_FILL, GTK_FILL, 0, 0);
+    state->model_note = small_label("");
+    gtk_table_attach(GTK_TABLE(table), state->model_note, 1, 3, 1, 2, GTK_FILL, GTK_FILL, 0, 0);
+    update_model_note(state);
+    return table;
+}
 
+static GtkWidget *outputs_new(dialog_state *state) {
     /* All four outputs in sight: the uncertainty map is the one no other tool gives. */
-    dialog_state state = {settings, NULL};
     GtkWidget *buttons[CS_GIMP_N_OUTPUTS];
     GtkWidget *outputs = gimp_int_radio_group_new(
-        TRUE, "Output", G_CALLBACK(output_toggled), &state, settings->output,
+        TRUE, "Output", G_CALLBACK(output_toggled), state, state->settings->output,
         cs_gimp_output_names[0].label, 0, &buttons[0], cs_gimp_output_names[1].label, 1,
         &buttons[1], cs_gimp_output_names[2].label, 2, &buttons[2],
         cs_gimp_output_names[3].label, 3, &buttons[3], NULL);
     for (int i = 0; i < CS_GIMP_N_OUTPUTS; i++)
         gimp_help_set_help_data(buttons[i], cs_gimp_output_names[i].help, NULL);
-    gtk_box_pack_start(GTK_BOX(vbox), outputs, FALSE, FALSE, 0);
+    return outputs;
+}
 
-    GtkWidget *threshold_table = gtk_table_new(1, 3, FALSE);
-    gtk_table_set_col_spacings(GTK_TABLE(threshold_table), 6);
-    gtk_box_pack_start(GTK_BOX(vbox), threshold_table, FALSE, FALSE, 0);
-    state.threshold_scale = gimp_scale_entry_new(
-        GTK_TABLE(threshold_table), 0, 0, "_Threshold:", 200, 5, settings->threshold, 0.0, 1.0,
-        0.01, 0.1, 2, TRUE, 0, 0, "Probability above which a pixel belongs to the mask", NULL);
-    g_signal_connect(state.threshold_scale, "value-changed",
-                     G_CALLBACK(gimp_double_adjustment_update), &settings->threshold);
-    output_toggled(buttons[CLAMP(settings->output, 0, CS_GIMP_N_OUTPUTS - 1)], &state);
+/* The threshold; Return in its entry runs the filter (GIMP's convention). */
+static GtkWidget *threshold_row_new(dialog_state *state) {
+    GtkWidget *table = gtk_table_new(1, 3, FALSE);
+    gtk_table_set_col_spacings(GTK_TABLE(table), 6);
+    state->threshold_scale = gimp_scale_entry_new(
+        GTK_TABLE(table), 0, 0, "_Threshold:", 160, 5, state->settings->threshold, 0.0, 1.0,
+        0.01, 0.1, 2, TRUE, 0, 0, "Probability above which a pixel is lesion", NULL);
+    g_signal_connect(state->threshold_scale, "value-changed", G_CALLBACK(threshold_changed),
+                     state);
+    gtk_entry_set_activates_default(
+        GTK_ENTRY(GIMP_SCALE_ENTRY_SPINBUTTON(state->threshold_scale)), TRUE);
+    return table;
+}
 
-    GtkWidget *device_table = gtk_table_new(1, 2, FALSE);
-    gtk_table_set_col_spacings(GTK_TABLE(device_table), 6);
-    gtk_box_pack_start(GTK_BOX(vbox), device_table, FALSE, FALSE, 0);
-    gimp_table_attach_aligned(GTK_TABLE(device_table), 0, 0, "_Device:", 0.0, 0.5,
-                              device_combo_new(settings), 1, FALSE);
+static GtkWidget *precision_combo_new(dialog_state *state) {
+    GtkWidget *combo = gimp_int_combo_box_new(
+        cs_gimp_precision_names[CS_GIMP_PRECISION_FP32].label, CS_GIMP_PRECISION_FP32,
+        cs_gimp_precision_names[CS_GIMP_PRECISION_BF16].label, CS_GIMP_PRECISION_BF16, NULL);
+    gimp_int_combo_box_connect(GIMP_INT_COMBO_BOX(combo), state->settings->precision,
+                               G_CALLBACK(precision_changed), state);
+    gimp_help_set_help_data(combo, cs_gimp_precision_names[CS_GIMP_PRECISION_BF16].help, NULL);
+    return combo;
+}
 
-    gtk_widget_show_all(dialog);
-    const gboolean ok = gimp_dialog_run(GIMP_DIALOG(dialog)) == GTK_RESPONSE_OK;
-    if (ok) {
-        char *weights = gtk_file_chooser_get_filename(GTK_FILE_CHOOSER(chooser));
-        g_strlcpy(settings->weights, weights ? weights : "", sizeof settings->weights);
-        g_free(weights);
+static GtkWidget *device_row_new(dialog_state *state) {
+    GtkWidget *table = gtk_table_new(3, 2, FALSE);
+    gtk_table_set_col_spacings(GTK_TABLE(table), 6);
+    gtk_table_set_row_spacings(GTK_TABLE(table), 2);
+    gimp_table_attach_aligned(GTK_TABLE(table), 0, 0, "_Device:", 0.0, 0.5,
+                              device_combo_new(state), 1, FALSE);
+    state->device_note = small_label("");
+    gtk_table_attach(GTK_TABLE(table), state->device_note, 1, 2, 1, 2, GTK_FILL, GTK_FILL, 0, 0);
+    gimp_table_attach_aligned(GTK_TABLE(table), 0, 2, "_Precision:", 0.0, 0.5,
+                              precision_combo_new(state), 1, FALSE);
+    update_device_note(state);
+    return table;
+}
+
+/* Right: the settings, the device that will run, and what an empty result does. */
+static GtkWidget *settings_column_new(dialog_state *state) {
+    GtkWidget *box = gtk_vbox_new(FALSE, 12);
+    gtk_box_pack_start(GTK_BOX(box), weights_row_new(state), FALSE, FALSE, 0);
+    gtk_box_pack_start(GTK_BOX(box), outputs_new(state), FALSE, FALSE, 0);
+    gtk_box_pack_start(GTK_BOX(box), threshold_row_new(state), FALSE, FALSE, 0);
+    gtk_box_pack_start(GTK_BOX(box), device_row_new(state), FALSE, FALSE, 0);
+    gtk_box_pack_start(GTK_BOX(box),
+                       small_label("<small>Preview: marked pixels tinted green. When no lesion "
+                                   "is found, a layer mask or selection is left unchanged. "
+                                   "Map layers: Screen mode, 75% opacity.</small>"),
+                       FALSE, FALSE, 0);
+    const char *warning = cs_gimp_input_warning(state->image);
+    if (warning) {
+        char *markup = g_markup_printf_escaped("<span foreground=\"#a05000\">%s</span>", warning);
+        gtk_box_pack_start(GTK_BOX(box), small_label(markup), FALSE, FALSE, 0);
+        g_free(markup);
     }
+    return box;
+}
+
+static GtkWidget *dialog_new(dialog_state *state) {
+    gimp_ui_init(CS_GIMP_BINARY, TRUE);
+    GtkWidget *dialog = gimp_dialog_new(CS_GIMP_TITLE, CS_GIMP_ROLE, NULL, 0, show_help,
+                                        CS_GIMP_PROC, "_Cancel", GTK_RESPONSE_CANCEL, "_OK",
+                                        GTK_RESPONSE_OK, NULL);
+    gtk_dialog_set_alternative_button_order(GTK_DIALOG(dialog), GTK_RESPONSE_OK,
+                                            GTK_RESPONSE_CANCEL, -1);
+    gtk_dialog_set_default_response(GTK_DIALOG(dialog), GTK_RESPONSE_OK);
+    gimp_window_set_transient(GTK_WINDOW(dialog));
+    state->dialog = dialog;
+    GtkWidget *hbox = gtk_hbox_new(FALSE, 12);
+    gtk_container_set_border_width(GTK_CONTAINER(hbox), 12);
+    gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dialog))), hbox, TRUE,
+                       TRUE, 0);
+    gtk_box_pack_start(GTK_BOX(hbox), preview_column_new(state), TRUE, TRUE, 0);
+    gtk_box_pack_start(GTK_BOX(hbox), settings_column_new(state), FALSE, FALSE, 0);
+    return dialog;
+}
+
+/* One press of OK: the values are kept first (a failed run keeps them too), then the
+ * kept answer is written. FALSE with the reason in the dialog when it failed. */
+static gboolean dialog_ok(dialog_state *state, cs_gimp_outcome *outcome) {
+    save_last_settings(state->settings);
+    GError *error = NULL;
+    const gboolean ok = ensure_inference(state) &&
+                        cs_gimp_apply(state->image, state->inference, state->settings, outcome,
+                                      &error);
+    if (!ok) {
+        set_verdict(state, error ? error->message : state->inference_error, TRUE);
+        g_clear_error(&error);
+    }
+    return ok;
+}
+
+/* Shows the dialog until a run succeeds (TRUE, `outcome` filled) or it is cancelled. A
+ * failed run leaves the dialog open, with the reason in it and the values as chosen. */
+static gboolean run_dialog(gint32 image, gint32 drawable, cs_gimp_settings *settings,
+                           cs_gimp_outcome *outcome) {
+    dialog_state state = {.image = image, .drawable = drawable, .settings = settings};
+    GtkWidget *dialog = dialog_new(&state);
+    gtk_widget_show_all(dialog);
+    /* Focus on the threshold: Return runs the filter instead of opening the file chooser. */
+    gtk_widget_grab_focus(GIMP_SCALE_ENTRY_SPINBUTTON(state.threshold_scale));
+    gboolean ok = FALSE;
+    while (!ok && gimp_dialog_run(GIMP_DIALOG(dialog)) == GTK_RESPONSE_OK)
+        ok = dialog_ok(&state, outcome);
     gtk_widget_destroy(dialog);
+    cs_gimp_inference_free(state.inference);
+    g_free(state.inference_error);
     return ok;
 }
 
 /* ---- run ------------------------------------------------------------------------------ */
 
-/* The last values of an interactive run, when there are some of this version's layout. */
-static void load_last_settings(cs_gimp_settings *settings) {
-    cs_gimp_settings last;
-    if (gimp_get_data_size(CS_GIMP_SETTINGS_KEY) != sizeof last) return;
-    gimp_get_data(CS_GIMP_SETTINGS_KEY, &last);
-    const gboolean valid = memchr(last.weights, '\0', sizeof last.weights) != NULL &&
-                           last.threshold >= 0.0 && last.threshold <= 1.0 && last.output >= 0 &&
-                           last.output < CS_GIMP_N_OUTPUTS && last.device >= 0 &&
-                           last.device < CS_GIMP_N_DEVICES;
-    if (valid) *settings = last;
-}
-
-/* `n_params` may stop before the device (see run()): the device is then automatic. */
+/* `n_params` may stop before the device or the precision (see run()): they are then
+ * automatic and float32. */
 static gboolean settings_from_args(gint n_params, const GimpParam *params,
                                    cs_gimp_settings *settings, GError **error) {
     const char *weights = params[ARG_WEIGHTS].data.d_string ? params[ARG_WEIGHTS].data.d_string
@@ -229,14 +504,74 @@ static gboolean settings_from_args(gint n_params, const GimpParam *params,
     settings->output = params[ARG_OUTPUT].data.d_int32;
     settings->device = n_params > ARG_DEVICE ? params[ARG_DEVICE].data.d_int32
                                              : CS_GIMP_DEVICE_AUTO;
+    settings->precision = n_params > ARG_PRECISION ? params[ARG_PRECISION].data.d_int32
+                                                   : CS_GIMP_PRECISION_FP32;
     return TRUE;
+}
+
+/* The settings for this run mode; FALSE (with `status`) when there is nothing to run. */
+static gboolean settings_for_run(GimpRunMode run_mode, gint n_params, const GimpParam *params,
+                                 cs_gimp_settings *settings, GimpPDBStatusType *status,
+                                 GError **error) {
+    cs_gimp_settings_init(settings);
+    switch (run_mode) {
+    case GIMP_RUN_INTERACTIVE:
+    case GIMP_RUN_WITH_LAST_VALS: load_last_settings(settings); return TRUE;
+    case GIMP_RUN_NONINTERACTIVE:
+        /* The argument lists before the device and the precision came are still taken
+         * (callers that pass their own count, as C plug-ins can). */
+        if (n_params != N_ARGS && n_params != ARG_PRECISION && n_params != ARG_DEVICE) {
+            g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                        "ConDSeg: %s takes %d arguments, not %d", CS_GIMP_PROC, N_ARGS, n_params);
+            *status = GIMP_PDB_CALLING_ERROR;
+            return FALSE;
+        }
+        if (!settings_from_args(n_params, params, settings, error)) {
+            *status = GIMP_PDB_CALLING_ERROR;
+            return FALSE;
+        }
+        return TRUE;
+    default: *status = GIMP_PDB_CALLING_ERROR; return FALSE;
+    }
+}
+
+/* The return values of a success: the item written, the marked share, the verdict (which
+ * an interactive run or Repeat also shows). Returns their number; `message` keeps the
+ * verdict alive until the next run (libgimp sends it after run() returns). */
+static int success_values(GimpRunMode run_mode, cs_gimp_outcome *outcome, GimpParam *values,
+                          char **message) {
+    if (run_mode != GIMP_RUN_NONINTERACTIVE) {
+        gimp_displays_flush();
+        gimp_message(outcome->verdict);
+    }
+    *message = outcome->verdict;
+    values[1].type = GIMP_PDB_DRAWABLE;
+    values[1].data.d_drawable = outcome->result;
+    values[2].type = GIMP_PDB_FLOAT;
+    values[2].data.d_float = outcome->marked_percent;
+    values[3].type = GIMP_PDB_STRING;
+    values[3].data.d_string = *message;
+    return 4;
+}
+
+/* An error goes to gimp_message; a calling script also gets the reason with the error
+ * status (an interactive run has shown it already: GIMP would show a returned message a
+ * second time). */
+static int error_values(GimpRunMode run_mode, GError *error, GimpParam *values, char **message) {
+    gimp_message(error->message);
+    if (run_mode == GIMP_RUN_INTERACTIVE) return 1;
+    *message = g_strdup(error->message);
+    values[1].type = GIMP_PDB_STRING;
+    values[1].data.d_string = *message;
+    return 2;
 }
 
 static void run(const gchar *name, gint n_params, const GimpParam *params, gint *n_return_values,
                 GimpParam **return_values) {
     (void)name;
-    static GimpParam values[2];
-    static char *error_message = NULL;   /* must outlive run(): libgimp sends it afterwards */
+    static GimpParam values[4];
+    static char *message = NULL;   /* must outlive run(): libgimp sends it afterwards */
+    g_clear_pointer(&message, g_free);
     *n_return_values = 1;
     *return_values = values;
     values[0].type = GIMP_PDB_STATUS;
@@ -246,54 +581,22 @@ static void run(const gchar *name, gint n_params, const GimpParam *params, gint 
     gegl_init(NULL, NULL);
     const GimpRunMode run_mode = n_params > 0 ? params[ARG_RUN_MODE].data.d_int32
                                               : GIMP_RUN_NONINTERACTIVE;
+    const gint32 image = params[ARG_IMAGE].data.d_image;
+    const gint32 drawable = params[ARG_DRAWABLE].data.d_drawable;
     cs_gimp_settings settings;
-    cs_gimp_settings_init(&settings);
-    switch (run_mode) {
-    case GIMP_RUN_INTERACTIVE:
-        load_last_settings(&settings);
-        if (!run_dialog(&settings)) status = GIMP_PDB_CANCEL;
-        break;
-    case GIMP_RUN_NONINTERACTIVE:
-        /* The argument list before the device came is still taken (callers that pass
-         * their own count, as C plug-ins can), with the device automatic. */
-        if (n_params != N_ARGS && n_params != ARG_DEVICE) {
-            g_set_error(&error, CS_ERROR, CS_ERROR_ARG,
-                        "ConDSeg: %s takes %d arguments, not %d", CS_GIMP_PROC, N_ARGS, n_params);
-            status = GIMP_PDB_CALLING_ERROR;
-        } else if (!settings_from_args(n_params, params, &settings, &error)) {
-            status = GIMP_PDB_CALLING_ERROR;
-        }
-        break;
-    case GIMP_RUN_WITH_LAST_VALS: load_last_settings(&settings); break;
-    default: status = GIMP_PDB_CALLING_ERROR; break;
-    }
-
-    gint32 result = -1;
-    if (status == GIMP_PDB_SUCCESS &&
-        !cs_gimp_segment(params[ARG_IMAGE].data.d_image, params[ARG_DRAWABLE].data.d_drawable,
-                         &settings, &result, &error))
+    cs_gimp_outcome outcome = {-1, 0, NULL};
+    if (!settings_for_run(run_mode, n_params, params, &settings, &status, &error)) {
+        /* status set */
+    } else if (run_mode == GIMP_RUN_INTERACTIVE) {
+        if (!run_dialog(image, drawable, &settings, &outcome)) status = GIMP_PDB_CANCEL;
+    } else if (!cs_gimp_segment(image, drawable, &settings, &outcome, &error)) {
         status = GIMP_PDB_EXECUTION_ERROR;
-
-    if (status == GIMP_PDB_SUCCESS) {
-        if (run_mode != GIMP_RUN_NONINTERACTIVE) gimp_displays_flush();
-        if (run_mode == GIMP_RUN_INTERACTIVE)
-            gimp_set_data(CS_GIMP_SETTINGS_KEY, &settings, sizeof settings);
-        values[1].type = GIMP_PDB_DRAWABLE;
-        values[1].data.d_drawable = result;
-        *n_return_values = 2;
-    } else if (error) {
-        gimp_message(error->message);
-        /* A calling script gets the reason with the error status; an interactive run has
-         * shown it already (GIMP would show a returned message a second time). */
-        if (run_mode != GIMP_RUN_INTERACTIVE) {
-            g_free(error_message);
-            error_message = g_strdup(error->message);
-            values[1].type = GIMP_PDB_STRING;
-            values[1].data.d_string = error_message;
-            *n_return_values = 2;
-        }
-        g_error_free(error);
     }
+    if (status == GIMP_PDB_SUCCESS)
+        *n_return_values = success_values(run_mode, &outcome, values, &message);
+    else if (error)
+        *n_return_values = error_values(run_mode, error, values, &message);
+    g_clear_error(&error);
     values[0].data.d_status = status;
 }
 
@@ -349,11 +652,11 @@ gint32 cs_gimp_host_add_layer_mask(gint32 layer) {
 }
 
 gint32 cs_gimp_host_insert_layer(gint32 image, const char *name, GeglRectangle bounds,
-                                 gint32 above) {
+                                 gint32 above, double opacity) {
     const GimpImageType type =
         gimp_image_base_type(image) == GIMP_GRAY ? GIMP_GRAY_IMAGE : GIMP_RGB_IMAGE;
-    const gint32 layer = gimp_layer_new(image, name, bounds.width, bounds.height, type, 100.0,
-                                        GIMP_LAYER_MODE_NORMAL);
+    const gint32 layer = gimp_layer_new(image, name, bounds.width, bounds.height, type, opacity,
+                                        GIMP_LAYER_MODE_SCREEN);
     gint32 parent = 0;
     gint position = 0;
     if (gimp_item_is_layer(above)) {

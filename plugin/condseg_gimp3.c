@@ -8,9 +8,9 @@
  *
  *   (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
  *                    #:weights "weights.safetensors" #:threshold 0.5 #:output "layer-mask"
- *                    #:device "auto")
+ *                    #:device "auto" #:precision "fp32")
  *   (plug-in-condseg RUN-NONINTERACTIVE image (vector layer) "weights.safetensors" 0.5
- *                    "layer-mask" "auto")
+ *                    "layer-mask" "auto" "fp32")
  */
 #include <string.h>
 
@@ -94,9 +94,28 @@ static GimpProcedure *create_procedure(GimpPlugIn *plug_in, const gchar *name) {
         "Where the network runs: \"auto\" (an NVIDIA GPU when one is usable, else the CPU), "
         "\"cpu\" or \"cuda\" (an NVIDIA GPU; an error saying why when there is none)",
         devices, cs_gimp_device_names[CS_GIMP_DEVICE_AUTO].nick, G_PARAM_READWRITE);
+    /* Last again: scripts written before it keep working. */
+    GimpChoice *precisions = gimp_choice_new_with_values(
+        cs_gimp_precision_names[0].nick, 0, cs_gimp_precision_names[0].label,
+        cs_gimp_precision_names[0].help, cs_gimp_precision_names[1].nick, 1,
+        cs_gimp_precision_names[1].label, cs_gimp_precision_names[1].help, NULL);
+    gimp_procedure_add_choice_argument(
+        procedure, "precision", "_Precision",
+        "Arithmetic of the convolutions: \"fp32\" (float32, the default) or \"bf16\" (bfloat16 "
+        "inputs with float32 sums, faster on CPUs with bf16 instructions, else float32)",
+        precisions, cs_gimp_precision_names[CS_GIMP_PRECISION_FP32].nick, G_PARAM_READWRITE);
     gimp_procedure_add_drawable_return_value(
-        procedure, "result", "Result", "The layer mask, selection channel or new layer written",
+        procedure, "result", "Result",
+        "The layer mask, selection channel or new layer written; none when a mask output found "
+        "no lesion (the image is then unchanged)",
         TRUE, G_PARAM_READWRITE);
+    gimp_procedure_add_double_return_value(
+        procedure, "marked-percent", "Marked percent",
+        "Share of the drawable's pixels marked at the threshold, in percent", 0.0, 100.0, 0.0,
+        G_PARAM_READWRITE);
+    gimp_procedure_add_string_return_value(procedure, "verdict", "Verdict",
+                                           "What was found and written, in a sentence or two",
+                                           NULL, G_PARAM_READWRITE);
     return procedure;
 }
 
@@ -116,49 +135,7 @@ static void condseg_plug_in_class_init(CondsegPlugInClass *klass) {
 
 static void condseg_plug_in_init(CondsegPlugIn *plug_in) { (void)plug_in; }
 
-/* ---- the dialog --------------------------------------------------------------------- */
-
-/* What an empty weights choice means here. */
-static char *default_model_note(void) {
-    char *weights = cs_default_weights_path();
-    char *note = weights ? g_strdup_printf("Without a file: the installed default model, %s",
-                                           weights)
-                         : g_strdup("No default model installed: choose a .safetensors "
-                                    "weights file.");
-    g_free(weights);
-    return note;
-}
-
-static gboolean run_dialog(GimpProcedure *procedure, GimpProcedureConfig *config) {
-    gimp_ui_init(CS_GIMP_BINARY);
-    GtkWidget *dialog = gimp_procedure_dialog_new(procedure, config, CS_GIMP_TITLE);
-    char *note = default_model_note();
-    gimp_procedure_dialog_get_label(GIMP_PROCEDURE_DIALOG(dialog), "default-model", note, FALSE,
-                                    FALSE);
-    g_free(note);
-    /* The threshold only matters for the mask outputs. */
-    GimpValueArray *mask_outputs = gimp_value_array_new(2);
-    GValue nick = G_VALUE_INIT;
-    g_value_init(&nick, G_TYPE_STRING);
-    g_value_set_static_string(&nick, cs_gimp_output_names[CS_GIMP_OUTPUT_LAYER_MASK].nick);
-    gimp_value_array_append(mask_outputs, &nick);
-    g_value_set_static_string(&nick, cs_gimp_output_names[CS_GIMP_OUTPUT_SELECTION].nick);
-    gimp_value_array_append(mask_outputs, &nick);
-    g_value_unset(&nick);
-    gimp_procedure_dialog_set_sensitive_if_in(GIMP_PROCEDURE_DIALOG(dialog), "threshold", NULL,
-                                              "output", mask_outputs, TRUE);
-    /* All four outputs in sight: the uncertainty map is the one no other tool gives. */
-    gimp_procedure_dialog_get_widget(GIMP_PROCEDURE_DIALOG(dialog), "output",
-                                     GIMP_TYPE_INT_RADIO_FRAME);
-    gimp_procedure_dialog_get_scale_entry(GIMP_PROCEDURE_DIALOG(dialog), "threshold", 1.0);
-    gimp_procedure_dialog_fill(GIMP_PROCEDURE_DIALOG(dialog), "weights", "default-model",
-                               "output", "threshold", "device", NULL);
-    const gboolean ok = gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dialog));
-    gtk_widget_destroy(dialog);
-    return ok;
-}
-
-/* ---- run ------------------------------------------------------------------------------ */
+/* ---- settings ------------------------------------------------------------------------- */
 
 static gboolean settings_from_config(GimpProcedureConfig *config, cs_gimp_settings *settings,
                                      GError **error) {
@@ -167,6 +144,7 @@ static gboolean settings_from_config(GimpProcedureConfig *config, cs_gimp_settin
     g_object_get(config, "weights", &file, "threshold", &settings->threshold, NULL);
     settings->output = gimp_procedure_config_get_choice_id(config, "output");
     settings->device = gimp_procedure_config_get_choice_id(config, "device");
+    settings->precision = gimp_procedure_config_get_choice_id(config, "precision");
     char *path = file ? g_file_get_path(file) : NULL;
     /* Script-Fu turns "" into a file without a path or URI: no file, as NULL is. */
     char *uri = file && !path ? g_file_get_uri(file) : NULL;
@@ -187,6 +165,329 @@ static gboolean settings_from_config(GimpProcedureConfig *config, cs_gimp_settin
     return ok;
 }
 
+/* ---- the dialog --------------------------------------------------------------------- */
+
+typedef struct {
+    gint32 image, drawable;
+    GimpProcedureConfig *config;
+    cs_gimp_settings settings;      /* the config's values, as the shared code takes them */
+    gboolean settings_ok;
+    cs_gimp_inference *inference;   /* the network's answer for the current weights/device */
+    char *inference_error;          /* why the last network run failed, or NULL */
+    int network_runs;
+    gboolean busy;                  /* the network is running (events are being handled) */
+    GtkWidget *dialog, *preview, *model_note, *device_note, *verdict;
+} dialog_state;
+
+static void flush_events(void) {
+    while (gtk_events_pending()) gtk_main_iteration();
+}
+
+static void set_verdict(dialog_state *state, const char *text, gboolean is_error) {
+    char *markup = is_error ? g_markup_printf_escaped("<span foreground=\"#e04040\">%s</span>",
+                                                      text)
+                            : g_markup_printf_escaped("<b>%s</b>", text);
+    gtk_label_set_markup(GTK_LABEL(state->verdict), markup);
+    g_free(markup);
+}
+
+static void update_device_note(dialog_state *state) {
+    char *forecast = cs_gimp_device_forecast(state->settings.device);
+    char *text = state->inference
+                     ? g_markup_printf_escaped("<small>%s; the preview ran on %s in %.2f s</small>",
+                                               forecast,
+                                               strcmp(state->inference->device_ran, "cuda") == 0
+                                                   ? "the NVIDIA GPU"
+                                                   : "the CPU",
+                                               state->inference->seconds)
+                     : g_markup_printf_escaped("<small>%s</small>", forecast);
+    gtk_label_set_markup(GTK_LABEL(state->device_note), text);
+    g_free(text);
+    g_free(forecast);
+}
+
+static void update_model_note(dialog_state *state) {
+    char *installed = cs_default_weights_path();
+    char *basename = installed ? g_path_get_basename(installed) : NULL;
+    const char *weights = state->settings.weights;
+    char *text = !installed ? g_strdup("<small>No default model installed: choose a "
+                                       ".safetensors weights file.</small>")
+                 : (!weights[0] || strcmp(weights, installed) == 0)
+                     ? g_markup_printf_escaped("<small>The installed default model (%s)</small>",
+                                               basename)
+                     : g_markup_printf_escaped("<small>Not the default model; <i>Default "
+                                               "model</i> goes back to %s</small>",
+                                               basename);
+    gtk_label_set_markup(GTK_LABEL(state->model_note), text);
+    if (installed) gtk_widget_set_tooltip_text(state->model_note, installed);
+    g_free(text), g_free(basename), g_free(installed);
+}
+
+/* Runs the network when the kept answer does not fit the settings. */
+static gboolean ensure_inference(dialog_state *state) {
+    if (cs_gimp_inference_matches(state->inference, state->drawable, &state->settings))
+        return TRUE;
+    cs_gimp_inference_free(state->inference);
+    state->inference = NULL;
+    g_clear_pointer(&state->inference_error, g_free);
+    set_verdict(state, "Running the network...", FALSE);
+    state->busy = TRUE;
+    flush_events();
+    GError *error = NULL;
+    state->inference = cs_gimp_infer(state->image, state->drawable, &state->settings, FALSE,
+                                     &error);
+    state->busy = FALSE;
+    if (state->inference) {
+        state->network_runs++;
+        g_debug("ConDSeg preview: network run %d, %.3f s", state->network_runs,
+                state->inference->seconds);
+    } else {
+        state->inference_error = g_strdup(error->message);
+        g_error_free(error);
+    }
+    update_device_note(state);
+    return state->inference != NULL;
+}
+
+/* Draws the preview from the kept answer: no network run. */
+static void redraw(dialog_state *state) {
+    GimpPreview *preview = GIMP_PREVIEW(state->preview);
+    const gint64 start = g_get_monotonic_time();
+    int w, h;
+    gimp_preview_get_size(preview, &w, &h);
+    int *xs = g_new(int, w), *ys = g_new(int, h), unused;
+    for (int i = 0; i < w; i++) gimp_preview_untransform(preview, i, 0, &xs[i], &unused);
+    for (int j = 0; j < h; j++) gimp_preview_untransform(preview, 0, j, &unused, &ys[j]);
+    guchar *rgb = g_new(guchar, (size_t)w * h * 3);
+    cs_gimp_preview_render(state->inference, &state->settings, xs, w, ys, h, rgb);
+    gimp_preview_area_draw(GIMP_PREVIEW_AREA(gimp_preview_get_area(preview)), 0, 0, w, h,
+                           GIMP_RGB_IMAGE, rgb, w * 3);
+    g_free(rgb), g_free(xs), g_free(ys);
+    char *verdict = cs_gimp_verdict(state->inference, &state->settings);
+    set_verdict(state, verdict, FALSE);
+    g_free(verdict);
+    g_debug("ConDSeg preview: redrawn at threshold %.3f, output %d in %.1f ms, network runs %d",
+            state->settings.threshold, state->settings.output,
+            (g_get_monotonic_time() - start) / 1e3, state->network_runs);
+}
+
+static void preview_invalidated(GimpPreview *preview, dialog_state *state) {
+    if (state->busy) return;   /* a redraw follows the run in progress */
+    if (!state->settings_ok || !ensure_inference(state)) {
+        gimp_preview_draw(preview);   /* the photo alone */
+        if (state->inference_error) set_verdict(state, state->inference_error, TRUE);
+        return;
+    }
+    redraw(state);
+}
+
+/* A value of the config changed: redraw at once when the kept answer still fits, else let
+ * the preview run the network (only while its Preview box is ticked). */
+static void config_changed(GObject *config, GParamSpec *pspec, dialog_state *state) {
+    GError *error = NULL;
+    state->settings_ok = settings_from_config(GIMP_PROCEDURE_CONFIG(config), &state->settings,
+                                              &error);
+    if (error) {
+        set_verdict(state, error->message, TRUE);
+        g_error_free(error);
+    }
+    /* The notes only for what they are about: the device forecast may probe for a GPU. */
+    if (strcmp(pspec->name, "weights") == 0) update_model_note(state);
+    if (strcmp(pspec->name, "device") == 0) update_device_note(state);
+    if (state->busy || !state->preview) return;
+    if (state->settings_ok &&
+        cs_gimp_inference_matches(state->inference, state->drawable, &state->settings) &&
+        gimp_preview_get_update(GIMP_PREVIEW(state->preview)))
+        redraw(state);
+    else
+        gimp_preview_invalidate(GIMP_PREVIEW(state->preview));
+}
+
+static void default_model_clicked(GtkButton *button, dialog_state *state) {
+    (void)button;
+    char *installed = cs_default_weights_path();
+    if (installed) {
+        GFile *file = g_file_new_for_path(installed);
+        g_object_set(state->config, "weights", file, NULL);
+        g_object_unref(file);
+    }
+    g_free(installed);
+}
+
+/* Help: the plug-in's own text (GIMP's manual has no page for it). */
+static void show_help(GtkWidget *dialog) {
+    GtkWidget *help = gtk_message_dialog_new(GTK_WINDOW(dialog), GTK_DIALOG_MODAL,
+                                             GTK_MESSAGE_INFO, GTK_BUTTONS_CLOSE, "%s",
+                                             CS_GIMP_TITLE);
+    gtk_message_dialog_format_secondary_text(GTK_MESSAGE_DIALOG(help), "%s", cs_gimp_help_text);
+    gtk_window_set_title(GTK_WINDOW(help), CS_GIMP_TITLE " Help");
+    gtk_dialog_run(GTK_DIALOG(help));
+    gtk_widget_destroy(help);
+}
+
+/* The Help button's response, taken before GimpDialog's own handler (which would look for
+ * the manual). */
+static void dialog_response(GtkDialog *dialog, gint response, dialog_state *state) {
+    (void)state;
+    if (response != GTK_RESPONSE_HELP) return;
+    g_signal_stop_emission_by_name(dialog, "response");
+    show_help(GTK_WIDGET(dialog));
+}
+
+/* F1: GIMP connects the manual to it; ours replaces that. */
+static gboolean dialog_show_help(GtkWidget *dialog, GtkWidgetHelpType type, dialog_state *state) {
+    (void)type, (void)state;
+    show_help(dialog);
+    return TRUE;
+}
+
+/* The Help button: GimpDialog's own "clicked" handlers open the manual; ours replace them. */
+static void connect_help_button(GtkWidget *dialog) {
+    GtkWidget *button = gtk_dialog_get_widget_for_response(GTK_DIALOG(dialog), GTK_RESPONSE_HELP);
+    if (!button) return;
+    g_signal_handlers_disconnect_matched(button, G_SIGNAL_MATCH_ID,
+                                         g_signal_lookup("clicked", GTK_TYPE_BUTTON), 0, NULL,
+                                         NULL, NULL);
+    g_signal_connect_swapped(button, "clicked", G_CALLBACK(show_help), dialog);
+}
+
+static void connect_help(GtkWidget *dialog, dialog_state *state) {
+    connect_help_button(dialog);
+    g_signal_connect(dialog, "response", G_CALLBACK(dialog_response), state);
+    g_signal_handlers_disconnect_matched(dialog, G_SIGNAL_MATCH_ID,
+                                         g_signal_lookup("show-help", GTK_TYPE_WIDGET), 0, NULL,
+                                         NULL, NULL);
+    g_signal_connect(dialog, "show-help", G_CALLBACK(dialog_show_help), state);
+}
+
+static GtkWidget *small_label(const char *markup) {
+    GtkWidget *label = gtk_label_new(NULL);
+    gtk_label_set_markup(GTK_LABEL(label), markup);
+    gtk_label_set_xalign(GTK_LABEL(label), 0.0);
+    gtk_label_set_line_wrap(GTK_LABEL(label), TRUE);
+    gtk_label_set_max_width_chars(GTK_LABEL(label), 50);
+    return label;
+}
+
+/* Left: the preview and the verdict under it. */
+static GtkWidget *preview_column_new(dialog_state *state) {
+    GtkWidget *box = gtk_box_new(GTK_ORIENTATION_VERTICAL, 6);
+    const gint32 owner = cs_gimp_host_layer_of_mask(state->drawable);
+    state->preview = gimp_zoom_preview_new_from_drawable(
+        gimp_drawable_get_by_id(owner != -1 ? owner : state->drawable));
+    gtk_box_pack_start(GTK_BOX(box), state->preview, TRUE, TRUE, 0);
+    g_signal_connect(state->preview, "invalidated", G_CALLBACK(preview_invalidated), state);
+    state->verdict = small_label("");
+    gtk_label_set_max_width_chars(GTK_LABEL(state->verdict), 40);
+    gtk_box_pack_start(GTK_BOX(box), state->verdict, FALSE, FALSE, 0);
+    gtk_widget_show_all(box);
+    return box;
+}
+
+/* The widgets GIMP does not make from the arguments, packed into the boxes it made. */
+static void add_own_widgets(dialog_state *state, GtkWidget *settings_box) {
+    GtkWidget *row = gtk_box_new(GTK_ORIENTATION_HORIZONTAL, 6);
+    state->model_note = small_label("");
+    gtk_box_pack_start(GTK_BOX(row), state->model_note, TRUE, TRUE, 0);
+    GtkWidget *reset = gtk_button_new_with_mnemonic("De_fault model");
+    gtk_widget_set_tooltip_text(reset, "Back to the installed default model");
+    g_signal_connect(reset, "clicked", G_CALLBACK(default_model_clicked), state);
+    char *installed = cs_default_weights_path();
+    gtk_widget_set_sensitive(reset, installed != NULL);
+    g_free(installed);
+    gtk_box_pack_end(GTK_BOX(row), reset, FALSE, FALSE, 0);
+    gtk_box_pack_start(GTK_BOX(settings_box), row, FALSE, FALSE, 0);
+    gtk_box_reorder_child(GTK_BOX(settings_box), row, 1);   /* under the weights */
+    state->device_note = small_label("");
+    gtk_box_pack_start(GTK_BOX(settings_box), state->device_note, FALSE, FALSE, 0);
+    gtk_box_pack_start(GTK_BOX(settings_box),
+                       small_label("<small>Preview: marked pixels tinted green. When no lesion "
+                                   "is found, a layer mask or selection is left unchanged. "
+                                   "Map layers: Screen mode, 75% opacity.</small>"),
+                       FALSE, FALSE, 0);
+    const char *warning = cs_gimp_input_warning(state->image);
+    if (warning) {
+        char *markup = g_markup_printf_escaped("<span foreground=\"#e08000\">%s</span>", warning);
+        gtk_box_pack_start(GTK_BOX(settings_box), small_label(markup), FALSE, FALSE, 0);
+        g_free(markup);
+    }
+    gtk_widget_show_all(settings_box);
+    update_model_note(state);
+    update_device_note(state);
+}
+
+/* The threshold's entry: Return in it runs the filter, and it has the focus. */
+static GtkWidget *threshold_entry(GimpProcedureDialog *dialog) {
+    GtkWidget *scale = gimp_procedure_dialog_get_scale_entry(dialog, "threshold", 1.0);
+    GtkWidget *spin = gimp_label_spin_get_spin_button(GIMP_LABEL_SPIN(scale));
+    gtk_entry_set_activates_default(GTK_ENTRY(spin), TRUE);
+    return spin;
+}
+
+static GtkWidget *dialog_new(GimpProcedure *procedure, dialog_state *state) {
+    gimp_ui_init(CS_GIMP_BINARY);
+    GtkWidget *dialog = gimp_procedure_dialog_new(procedure, state->config, CS_GIMP_TITLE);
+    GimpProcedureDialog *pd = GIMP_PROCEDURE_DIALOG(dialog);
+    state->dialog = dialog;
+    /* The threshold is used by every output now: the verdict counts the marked pixels. */
+    gimp_procedure_dialog_get_widget(pd, "output", GIMP_TYPE_INT_RADIO_FRAME);
+    GtkWidget *spin = threshold_entry(pd);
+    GtkWidget *settings_box = gimp_procedure_dialog_fill_box(pd, "settings-box", "weights",
+                                                             "output", "threshold", "device",
+                                                             "precision", NULL);
+    GtkWidget *main_box = gimp_procedure_dialog_fill_box(pd, "main-box", "settings-box", NULL);
+    gtk_orientable_set_orientation(GTK_ORIENTABLE(main_box), GTK_ORIENTATION_HORIZONTAL);
+    gtk_box_set_spacing(GTK_BOX(main_box), 12);
+    GtkWidget *preview_column = preview_column_new(state);
+    gtk_box_pack_start(GTK_BOX(main_box), preview_column, TRUE, TRUE, 0);
+    gtk_box_reorder_child(GTK_BOX(main_box), preview_column, 0);
+    add_own_widgets(state, settings_box);
+    gimp_procedure_dialog_fill(pd, "main-box", NULL);
+    gtk_dialog_set_default_response(GTK_DIALOG(dialog), GTK_RESPONSE_OK);
+    connect_help(dialog, state);
+    g_signal_connect(state->config, "notify", G_CALLBACK(config_changed), state);
+    gtk_widget_grab_focus(spin);
+    return dialog;
+}
+
+/* One press of OK: the kept answer is written. FALSE with the reason in the dialog. */
+static gboolean dialog_ok(dialog_state *state, cs_gimp_outcome *outcome) {
+    GError *error = NULL;
+    gboolean ok = state->settings_ok && ensure_inference(state) &&
+                  cs_gimp_apply(state->image, state->inference, &state->settings, outcome,
+                                &error);
+    if (!ok) {
+        set_verdict(state, error ? error->message
+                           : state->inference_error ? state->inference_error
+                                                    : "ConDSeg: the settings are not valid",
+                    TRUE);
+        g_clear_error(&error);
+    }
+    return ok;
+}
+
+/* Shows the dialog until a run succeeds (TRUE, `outcome` filled) or it is cancelled. A
+ * failed run leaves the dialog open, with the reason in it and the values as chosen
+ * (GIMP 3 keeps the config's values only after a successful run). */
+static gboolean run_dialog(GimpProcedure *procedure, GimpProcedureConfig *config, gint32 image,
+                           gint32 drawable, cs_gimp_outcome *outcome) {
+    dialog_state state = {.image = image, .drawable = drawable, .config = config};
+    GError *error = NULL;
+    state.settings_ok = settings_from_config(config, &state.settings, &error);
+    g_clear_error(&error);
+    GtkWidget *dialog = dialog_new(procedure, &state);
+    gboolean ok = FALSE;
+    while (!ok && gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dialog)))
+        ok = dialog_ok(&state, outcome);
+    g_signal_handlers_disconnect_by_data(config, &state);
+    gtk_widget_destroy(dialog);
+    cs_gimp_inference_free(state.inference);
+    g_free(state.inference_error);
+    return ok;
+}
+
+/* ---- run ------------------------------------------------------------------------------ */
+
 /* An error goes to gimp_message; a calling script also gets it with the status (an
  * interactive run has shown it already: GIMP would show a returned one a second time). */
 static GimpValueArray *error_values(GimpProcedure *procedure, GimpRunMode run_mode,
@@ -194,6 +495,18 @@ static GimpValueArray *error_values(GimpProcedure *procedure, GimpRunMode run_mo
     gimp_message(error->message);
     if (run_mode == GIMP_RUN_INTERACTIVE) g_clear_error(&error);
     return gimp_procedure_new_return_values(procedure, status, error);
+}
+
+static GimpValueArray *success_values(GimpProcedure *procedure, GimpRunMode run_mode,
+                                      cs_gimp_outcome *outcome) {
+    if (run_mode != GIMP_RUN_NONINTERACTIVE) gimp_message(outcome->verdict);
+    GimpValueArray *values = gimp_procedure_new_return_values(procedure, GIMP_PDB_SUCCESS, NULL);
+    GIMP_VALUES_SET_DRAWABLE(values, 1, outcome->result != -1
+                                            ? gimp_drawable_get_by_id(outcome->result)
+                                            : NULL);
+    GIMP_VALUES_SET_DOUBLE(values, 2, outcome->marked_percent);
+    GIMP_VALUES_TAKE_STRING(values, 3, outcome->verdict);
+    return values;
 }
 
 static GimpValueArray *run(GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
@@ -206,21 +519,20 @@ static GimpValueArray *run(GimpProcedure *procedure, GimpRunMode run_mode, GimpI
                     "ConDSeg works on one drawable at a time: select a single layer");
         return error_values(procedure, run_mode, GIMP_PDB_CALLING_ERROR, error);
     }
-    if (run_mode == GIMP_RUN_INTERACTIVE && !run_dialog(procedure, config))
-        return gimp_procedure_new_return_values(procedure, GIMP_PDB_CANCEL, NULL);
-
+    const gint32 image_id = gimp_image_get_id(image);
+    const gint32 drawable_id = gimp_item_get_id(GIMP_ITEM(drawables[0]));
+    cs_gimp_outcome outcome = {-1, 0, NULL};
+    if (run_mode == GIMP_RUN_INTERACTIVE) {
+        if (!run_dialog(procedure, config, image_id, drawable_id, &outcome))
+            return gimp_procedure_new_return_values(procedure, GIMP_PDB_CANCEL, NULL);
+        return success_values(procedure, run_mode, &outcome);
+    }
     cs_gimp_settings settings;
     if (!settings_from_config(config, &settings, &error))
         return error_values(procedure, run_mode, GIMP_PDB_CALLING_ERROR, error);
-    gint32 result = -1;
-    if (!cs_gimp_segment(gimp_image_get_id(image), gimp_item_get_id(GIMP_ITEM(drawables[0])),
-                         &settings, &result, &error))
+    if (!cs_gimp_segment(image_id, drawable_id, &settings, &outcome, &error))
         return error_values(procedure, run_mode, GIMP_PDB_EXECUTION_ERROR, error);
-
-    if (run_mode != GIMP_RUN_NONINTERACTIVE) gimp_displays_flush();
-    GimpValueArray *values = gimp_procedure_new_return_values(procedure, GIMP_PDB_SUCCESS, NULL);
-    GIMP_VALUES_SET_DRAWABLE(values, 1, gimp_drawable_get_by_id(result));
-    return values;
+    return success_values(procedure, run_mode, &outcome);
 }
 
 /* ---- cs_gimp_host_*: GIMP 3's calls for the shared image work --------------------------- */
@@ -287,12 +599,12 @@ gint32 cs_gimp_host_add_layer_mask(gint32 layer) {
 }
 
 gint32 cs_gimp_host_insert_layer(gint32 image, const char *name, GeglRectangle bounds,
-                                 gint32 above) {
+                                 gint32 above, double opacity) {
     GimpImage *img = image_of(image);
     const GimpImageType type =
         gimp_image_get_base_type(img) == GIMP_GRAY ? GIMP_GRAY_IMAGE : GIMP_RGB_IMAGE;
-    GimpLayer *layer = gimp_layer_new(img, name, bounds.width, bounds.height, type, 100.0,
-                                      GIMP_LAYER_MODE_NORMAL);
+    GimpLayer *layer = gimp_layer_new(img, name, bounds.width, bounds.height, type, opacity,
+                                      GIMP_LAYER_MODE_SCREEN);
     GimpLayer *parent = NULL;
     gint position = 0;
     GimpItem *reference = GIMP_ITEM(drawable_of(above));

@@ -14,6 +14,8 @@
 #include <gegl.h>
 #include <glib.h>
 
+#include "condseg.h"   /* cs_image, kept in cs_gimp_inference */
+
 #define CS_GIMP_PROC "plug-in-condseg"
 #define CS_GIMP_BINARY "condseg"
 #define CS_GIMP_ROLE "condseg-segmentation"
@@ -66,35 +68,127 @@ typedef enum {
 /* Indexed by cs_gimp_device; `nick` is also cs_model_set_device's name. */
 extern const cs_gimp_choice_name cs_gimp_device_names[CS_GIMP_N_DEVICES];
 
+/* The arithmetic of the convolutions (cs_model_set_precision). 0 is fp32, the default. */
+typedef enum {
+    CS_GIMP_PRECISION_FP32 = 0,   /* float32: the masks of `condseg predict` */
+    CS_GIMP_PRECISION_BF16 = 1,   /* bfloat16 inputs, float32 sums: faster where the CPU has
+                                     bf16 instructions (else float32, saying so) */
+    CS_GIMP_N_PRECISIONS
+} cs_gimp_precision;
+
+/* Indexed by cs_gimp_precision; `nick` is also cs_model_set_precision's name. */
+extern const cs_gimp_choice_name cs_gimp_precision_names[CS_GIMP_N_PRECISIONS];
+
 #define CS_GIMP_WEIGHTS_MAX 4096
 
-/* Plain data, no pointers: GIMP 2.10 keeps the last values as raw bytes (gimp_set_data). */
 typedef struct {
     char weights[CS_GIMP_WEIGHTS_MAX];   /* weights file; "" = the installed default model */
     double threshold;                    /* probability above which a pixel is foreground */
     int output;                          /* a cs_gimp_output */
     int device;                          /* a cs_gimp_device */
+    int precision;                       /* a cs_gimp_precision */
 } cs_gimp_settings;
-
-/* GIMP 2.10's key for the stored last values. It names the layout: the struct without
- * `device` had the same size (padding), so its bytes, stored under the procedure's name,
- * must not be read as this one. Change it whenever the layout changes. */
-#define CS_GIMP_SETTINGS_KEY CS_GIMP_PROC "-settings-2"
 
 /* Defaults: the installed default model (when there is one), threshold 0.5, layer mask,
  * automatic device. */
 void cs_gimp_settings_init(cs_gimp_settings *settings);
 
-/* ---------------------------------------------------------------------------------
- * The image work */
+/* Stored last values: GIMP 2.10 keeps them as a persistent global parasite of this name
+ * holding cs_gimp_settings_to_text's key file (GIMP writes it to the profile's parasiterc,
+ * so the values survive a restart). GIMP 3 keeps them itself, in the procedure's config. */
+#define CS_GIMP_SETTINGS_PARASITE CS_GIMP_PROC "-last-values"
 
-/* Segments `drawable` of `image` with the given settings and writes the result. Everything
- * that can fail (settings, drawable kind, weights, device, inference) is checked before the
- * image is touched, so on failure the image is exactly as it was; the changes themselves are
- * one undo group. `result` receives the item written: the layer mask, the selection channel or
- * the new layer. Progress goes to cs_gimp_host_progress. */
+/* The settings as a small key file ([plug-in-condseg] weights=, threshold=, output=,
+ * device=, precision= with the choice nicks), and back. Reading keeps the fields it does
+ * not find or cannot accept, so a file from another version gives what it can. g_free the
+ * text. */
+char *cs_gimp_settings_to_text(const cs_gimp_settings *settings);
+void cs_gimp_settings_from_text(cs_gimp_settings *settings, const char *text);
+
+/* How the map layers are laid over the photograph: Screen at 75 % leaves the pixels
+ * where the map is 0 (background, sure pixels) as they were and lights up the lesion or
+ * the doubtful pixels, so the photograph stays readable under the map. */
+#define CS_GIMP_MAP_OPACITY 75.0
+#define CS_GIMP_MAP_MODE_NAME "Screen"
+
+/* ---------------------------------------------------------------------------------
+ * The network's answer for one drawable
+ *
+ * Kept by the dialogs while they are open: the network runs again only when a setting
+ * that changes its answer changes (the weights, the device, the precision); the threshold
+ * and the output only change what is drawn from the kept planes. */
+
+typedef struct {
+    /* What it was computed with (cs_gimp_inference_matches compares these). */
+    char weights[CS_GIMP_WEIGHTS_MAX];   /* the file read (the default model's for "") */
+    int device;                          /* the cs_gimp_device asked for */
+    int precision;                       /* the cs_gimp_precision asked for */
+    gint32 drawable;                     /* the drawable the settings named */
+    gint32 source;                       /* the layer read (a layer mask's layer) */
+    GeglRectangle bounds;                /* the source's offsets in the image and size */
+    cs_image *bgr;                       /* the source as the network's 8-bit BGR input */
+    float *prob;                         /* bounds-sized foreground probability */
+    int size;                            /* side of the network's output planes */
+    float *uncertainty_plane;            /* size x size, NULL for stage-1 weights */
+    float uncertainty_min, uncertainty_max;
+    float prob_max;
+    char device_ran[8];                  /* "cpu" or "cuda" */
+    char precision_ran[8];               /* "fp32" or "bf16" */
+    char *precision_note;                /* why bf16 ran as fp32, or NULL */
+    double seconds;                      /* reading, loading, inference */
+} cs_gimp_inference;
+
+/* Runs the network on `drawable` (a layer mask stands for its layer) with the weights,
+ * device and precision of `settings`. Nothing in the image changes. Progress goes to
+ * cs_gimp_host_progress when `progress` is set (the dialogs draw their own). */
+cs_gimp_inference *cs_gimp_infer(gint32 image, gint32 drawable, const cs_gimp_settings *settings,
+                                 gboolean progress, GError **error);
+void cs_gimp_inference_free(cs_gimp_inference *inference);
+/* Whether `inference` answers `settings` for `drawable` without running the network again. */
+gboolean cs_gimp_inference_matches(const cs_gimp_inference *inference, gint32 drawable,
+                                   const cs_gimp_settings *settings);
+/* The share of the drawable's pixels the mask at `threshold` marks (prob > threshold). */
+double cs_gimp_marked_fraction(const cs_gimp_inference *inference, double threshold);
+
+/* A warning for input the network was not trained on (grayscale, indexed), or NULL. */
+const char *cs_gimp_input_warning(gint32 image);
+
+/* What a run did, for the user and for scripts. */
+typedef struct {
+    gint32 result;          /* the item written; -1 when nothing was (no lesion, mask output) */
+    double marked_percent;  /* of the drawable's pixels, at the threshold */
+    char *verdict;          /* one sentence or two, for the message area (g_free it) */
+} cs_gimp_outcome;
+
+/* What cs_gimp_apply would say for these settings, before it runs: the dialogs show it
+ * under the preview. g_free the result. */
+char *cs_gimp_verdict(const cs_gimp_inference *inference, const cs_gimp_settings *settings);
+
+/* Writes the result the settings' output and threshold ask for from `inference`, as one
+ * undo group; checks first (output against the drawable and image), so a failure changes
+ * nothing. A mask output with no pixel above the threshold leaves the image as it was. */
+gboolean cs_gimp_apply(gint32 image, const cs_gimp_inference *inference,
+                       const cs_gimp_settings *settings, cs_gimp_outcome *outcome,
+                       GError **error);
+
+/* cs_gimp_infer then cs_gimp_apply, every check before the network runs: the run of a
+ * script or of Repeat. */
 gboolean cs_gimp_segment(gint32 image, gint32 drawable, const cs_gimp_settings *settings,
-                         gint32 *result, GError **error);
+                         cs_gimp_outcome *outcome, GError **error);
+
+/* Draws the preview: for each preview pixel (xs[i], ys[j]), drawable coordinates, the
+ * photograph with the result the settings ask for laid over it (mask: the marked pixels
+ * tinted; maps: the layer as it will be composited). `rgb` is w x h x 3, rows packed. */
+void cs_gimp_preview_render(const cs_gimp_inference *inference, const cs_gimp_settings *settings,
+                            const int *xs, int w, const int *ys, int h, guint8 *rgb);
+
+/* The device `device` will run on, as a sentence ("Will run on the CPU", or why it cannot), for the
+ * dialogs. g_free the result. */
+char *cs_gimp_device_forecast(int device);
+
+/* The help text the dialogs' Help button shows: what the plug-in does, each output, the
+ * preview, the verdict. */
+extern const char cs_gimp_help_text[];
 
 /* Called first thing in main(): the OpenBLAS kernel choice (see cs_select_blas_kernels),
  * and the worker threads. Re-executing is harmless for a plug-in: GIMP passes its pipe
@@ -126,9 +220,10 @@ gint32 cs_gimp_host_layer_mask(gint32 layer);
 /* Adds a white (fully opaque) mask to a layer that has none; returns it. */
 gint32 cs_gimp_host_add_layer_mask(gint32 layer);
 /* A new layer of the image's base type (RGB or gray, no alpha), `bounds` in the image,
- * inserted just above `above` (or at the top when `above` is not a layer). */
+ * inserted just above `above` (or at the top when `above` is not a layer), in Screen mode
+ * at `opacity` (0..100). */
 gint32 cs_gimp_host_insert_layer(gint32 image, const char *name, GeglRectangle bounds,
-                                 gint32 above);
+                                 gint32 above, double opacity);
 /* A new channel of the image's size, inserted in the image (select_item needs that). */
 gint32 cs_gimp_host_insert_channel(gint32 image, const char *name);
 /* Replaces the selection by the channel's content, then removes the channel. */

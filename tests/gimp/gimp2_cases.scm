@@ -29,6 +29,21 @@
 
 (define (cs-int x) (number->string x))
 
+; The plug-in's other return values (marked percent, verdict) and, for a new layer, its
+; name, mode and opacity: "CS-VERDICT <case> <text>", "CS-NAME <case> <name>",
+; "CS-RESULT <case>-extra percent=... mode-screen=... opacity=...".
+(define (cs-report-verdict name values written output)
+  (gimp-message (string-append "CS-VERDICT " name " " (caddr values)))
+  (if (>= output 2)
+      (gimp-message (string-append "CS-NAME " name " " (car (gimp-item-get-name written)))))
+  (cs-report name "-extra percent=" (number->string (cadr values))
+             (if (>= output 2)
+                 (string-append
+                  " mode-screen=" (if (= (car (gimp-layer-get-mode written)) LAYER-MODE-SCREEN)
+                                      "1" "0")
+                  " opacity=" (number->string (car (gimp-layer-get-opacity written))))
+                 "")))
+
 ; The device argument: "" (the default, automatic: 2.10's Script-Fu needs every argument)
 ; or a nick as in GIMP 3; any other nick becomes 99, a number no device has, for the
 ; unknown-device case.
@@ -37,6 +52,13 @@
         ((equal? device "auto") 0)
         ((equal? device "cpu") 1)
         ((equal? device "cuda") 2)
+        (else 99)))
+
+; The precision argument likewise: "" (float32), a nick, or 99 for the unknown one.
+(define (cs-precision precision)
+  (cond ((equal? precision "") 0)
+        ((equal? precision "fp32") 0)
+        ((equal? precision "bf16") 1)
         (else 99)))
 
 ; One drawable of `image` (layer, layer mask or channel) as PNG, at the image's precision.
@@ -71,7 +93,7 @@
 ;   "offset"        the layer moved to (7, 5) first
 ;   "existing-mask" the layer given a black mask first (the plug-in must overwrite it)
 ;   "save-decoded"  the loaded pixels also written to `decoded` (what GIMP decoded)
-(define (cs-case name path weights threshold output device prepare out decoded)
+(define (cs-case name path weights threshold output device precision prepare out decoded)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image))))
     (cond ((equal? prepare "float-linear")
@@ -84,7 +106,8 @@
            (channels-before (cs-channel-count image))
            (outcome (cs-try (lambda ()
                               (plug-in-condseg RUN-NONINTERACTIVE image layer weights
-                                               threshold output (cs-device device)))))
+                                               threshold output (cs-device device)
+                                               (cs-precision precision)))))
            (returned (and (car outcome) (car (cdr outcome)))))
       (cs-report-error name outcome)
       (if (not returned)
@@ -93,6 +116,7 @@
                                ((= output 1) (car (gimp-image-get-selection image)))
                                (else (car (gimp-image-get-active-layer image))))))
             (cs-save image written out)
+            (cs-report-verdict name (cdr outcome) written output)
             (cs-report name " status=success"
                        " returned-written=" (if (= returned written) "1" "0")
                        " layers-added=" (cs-int (- (cs-layer-count image) layers-before))
@@ -111,7 +135,8 @@
 ; A run that must fail and leave the image as it was. `target` is "layer" (the active
 ; layer) or "channel" (a new channel, which has no layer mask to take the result). The
 ; layer's pixels are written before the call to `before` and after it to `after`.
-(define (cs-error-case name path weights threshold output device target before after)
+(define (cs-error-case name path weights threshold output device precision target before
+                       after)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image)))
          (drawable (if (equal? target "channel")
@@ -127,10 +152,58 @@
     (let* ((state-before (cs-state image layer))
            (outcome (cs-try (lambda ()
                               (plug-in-condseg RUN-NONINTERACTIVE image drawable weights
-                                               threshold output (cs-device device))))))
+                                               threshold output (cs-device device)
+                                               (cs-precision precision))))))
       (cs-save image layer after)
       (cs-report-error name outcome)
       (cs-report name " status=" (if (car outcome) "success" "error")
                  " unchanged=" (if (equal? state-before (cs-state image layer)) "1" "0")
                  " " (cs-state image layer)))
+    (gimp-image-delete image)))
+
+; A run that must succeed without marking anything: `expect-unchanged` for the mask
+; outputs (the image must be left exactly as it was), else a map layer must be added.
+(define (cs-empty-case name path weights threshold output device precision)
+  (let* ((image (cs-load path))
+         (layer (car (gimp-image-get-active-layer image)))
+         (state-before (cs-state image layer))
+         (layers-before (cs-layer-count image))
+         (outcome (cs-try (lambda ()
+                            (plug-in-condseg RUN-NONINTERACTIVE image layer weights
+                                             threshold output (cs-device device)
+                                               (cs-precision precision))))))
+    (cs-report-error name outcome)
+    (if (car outcome)
+        (let ((values (cdr outcome)))
+          (gimp-message (string-append "CS-VERDICT " name " " (caddr values)))
+          (if (>= output 2)
+              (gimp-message (string-append "CS-NAME " name " "
+                                           (car (gimp-item-get-name (car values))))))
+          (cs-report name " status=success returned=" (cs-int (car values))
+                     " percent=" (number->string (cadr values))
+                     " layers-added=" (cs-int (- (cs-layer-count image) layers-before))
+                     " unchanged=" (if (equal? state-before (cs-state image layer)) "1" "0")
+                     " " (cs-state image layer)))
+        (cs-report name " status=error"))
+    (gimp-image-delete image)))
+
+; A run with the last values (RUN-WITH-LAST-VALS, the arguments ignored), which the
+; driver stored as the plug-in's parasite in an earlier GIMP session: the result is
+; written to `out` as in cs-case, `output` being the stored output.
+(define (cs-last-values-case name path output out)
+  (let* ((image (cs-load path))
+         (layer (car (gimp-image-get-active-layer image)))
+         (outcome (cs-try (lambda ()
+                            (plug-in-condseg RUN-WITH-LAST-VALS image layer "" 0.0 0 0 0)))))
+    (cs-report-error name outcome)
+    (if (car outcome)
+        (let ((written (cond ((= output 0) (car (gimp-layer-get-mask layer)))
+                             ((= output 1) (car (gimp-image-get-selection image)))
+                             (else (car (gimp-image-get-active-layer image))))))
+          (cs-save image written out)
+          (cs-report name " status=success returned-written="
+                     (if (= (car (cdr outcome)) written) "1" "0")
+                     " layers-added=0 channels-added=0"
+                     (cs-geometry "" written) (cs-geometry "source-" layer)))
+        (cs-report name " status=error"))
     (gimp-image-delete image)))

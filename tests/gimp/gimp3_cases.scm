@@ -33,6 +33,24 @@
       (gimp-message (string-append "CS-ERROR " name " " (cdr outcome)))))
 
 (define (cs-int x) (number->string x))
+
+; An item returned by a procedure as its id; -1 for none.
+(define (cs-id-or-none x)
+  (cond ((number? x) x) ((or (null? x) (not x)) -1) (else (gimp-item-get-id x))))
+
+; The plug-in's other return values (marked percent, verdict) and, for a new layer, its
+; name, mode and opacity (see gimp2_cases.scm).
+(define (cs-report-verdict name values written output)
+  (gimp-message (string-append "CS-VERDICT " name " " (caddr values)))
+  (if (>= output 2)
+      (gimp-message (string-append "CS-NAME " name " " (gimp-item-get-name written))))
+  (cs-report name "-extra percent=" (number->string (cadr values))
+             (if (>= output 2)
+                 (string-append
+                  " mode-screen=" (if (= (gimp-layer-get-mode written) LAYER-MODE-SCREEN)
+                                      "1" "0")
+                  " opacity=" (number->string (gimp-layer-get-opacity written)))
+                 "")))
 (define (cs-bool x) (if x "1" "0"))
 
 ; One drawable (layer, layer mask or channel) as PNG, at its image's precision: GIMP 3
@@ -48,6 +66,11 @@
         (gimp-image-set-palette copy (gimp-image-get-palette image)))
     (gimp-image-insert-layer copy layer 0 0)
     (gimp-layer-set-offsets layer 0 0)
+    ; The pixels themselves: the export composites, and a map layer comes in Screen mode at
+    ; 75 % (checked on the original layer, cs-report-verdict).
+    (if (gimp-item-id-is-layer drawable)
+        (begin (gimp-layer-set-mode layer LAYER-MODE-NORMAL)
+               (gimp-layer-set-opacity layer 100)))
     (file-png-export #:run-mode RUN-NONINTERACTIVE #:image copy #:file path
                      #:compression 1)
     (gimp-image-delete copy)))
@@ -84,16 +107,22 @@
 ; A device given goes by position, as batch-segment.scm passes it: there GIMP checks the
 ; nick and refuses an unknown one, while a keyword call's unknown nick only draws a GLib
 ; warning from Script-Fu and leaves the default.
-(define (cs-run image drawable weights threshold output device)
-  (if (equal? device "")
-      (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector drawable)
-                       #:weights weights #:threshold threshold
-                       #:output (vector-ref cs-output-nicks output))
-      (plug-in-condseg RUN-NONINTERACTIVE image (vector drawable) weights threshold
-                       (vector-ref cs-output-nicks output) device)))
+; The precision likewise: left out when "", else passed by position (after the device).
+(define (cs-run image drawable weights threshold output device precision)
+  (cond ((and (equal? device "") (equal? precision ""))
+         (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image
+                          #:drawables (vector drawable) #:weights weights
+                          #:threshold threshold #:output (vector-ref cs-output-nicks output)))
+        ((equal? precision "")
+         (plug-in-condseg RUN-NONINTERACTIVE image (vector drawable) weights threshold
+                          (vector-ref cs-output-nicks output) device))
+        (else
+         (plug-in-condseg RUN-NONINTERACTIVE image (vector drawable) weights threshold
+                          (vector-ref cs-output-nicks output)
+                          (if (equal? device "") "auto" device) precision))))
 
 ; A run that must succeed; `prepare` as in gimp2_cases.scm.
-(define (cs-case name path weights threshold output device prepare out decoded)
+(define (cs-case name path weights threshold output device precision prepare out decoded)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image)))
     (cond ((equal? prepare "float-linear")
@@ -104,8 +133,8 @@
           ((equal? prepare "save-decoded") (cs-save image layer decoded)))
     (let* ((layers-before (cs-layer-count image))
            (channels-before (cs-channel-count image))
-           (outcome (cs-try (lambda () (cs-run image layer weights threshold output device))))
-           (returned (and (car outcome) (cdr outcome))))
+           (outcome (cs-try (lambda () (cs-run image layer weights threshold output device precision))))
+           (returned (and (car outcome) (car (cdr outcome)))))
       (cs-report-error name outcome)
       (if (not returned)
           (cs-report name " status=error")
@@ -113,6 +142,7 @@
                                ((= output 1) (gimp-image-get-selection image))
                                (else (cs-active-layer image)))))
             (cs-save image written out)
+            (cs-report-verdict name (cdr outcome) written output)
             (cs-report name " status=success"
                        " returned-written="
                        (if (= (cs-item-id returned) (cs-item-id written)) "1" "0")
@@ -130,7 +160,8 @@
     (gimp-image-delete image)))
 
 ; A run that must fail and leave the image as it was (see gimp2_cases.scm).
-(define (cs-error-case name path weights threshold output device target before after)
+(define (cs-error-case name path weights threshold output device precision target before
+                       after)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image))
          (drawable (if (equal? target "channel")
@@ -144,10 +175,53 @@
                        layer)))
     (cs-save image layer before)
     (let* ((state-before (cs-state image layer))
-           (outcome (cs-try (lambda () (cs-run image drawable weights threshold output device)))))
+           (outcome (cs-try (lambda () (cs-run image drawable weights threshold output device precision)))))
       (cs-save image layer after)
       (cs-report-error name outcome)
       (cs-report name " status=" (if (car outcome) "success" "error")
                  " unchanged=" (if (equal? state-before (cs-state image layer)) "1" "0")
                  " " (cs-state image layer)))
+    (gimp-image-delete image)))
+
+; A run that must succeed without marking anything (see gimp2_cases.scm).
+(define (cs-empty-case name path weights threshold output device precision)
+  (let* ((image (cs-load path))
+         (layer (cs-active-layer image))
+         (state-before (cs-state image layer))
+         (layers-before (cs-layer-count image))
+         (outcome (cs-try (lambda () (cs-run image layer weights threshold output device precision)))))
+    (cs-report-error name outcome)
+    (if (car outcome)
+        (let ((values (cdr outcome)))
+          (gimp-message (string-append "CS-VERDICT " name " " (caddr values)))
+          (if (>= output 2)
+              (gimp-message (string-append "CS-NAME " name " "
+                                           (gimp-item-get-name (car values)))))
+          (cs-report name " status=success returned=" (cs-int (cs-id-or-none (car values)))
+                     " percent=" (number->string (cadr values))
+                     " layers-added=" (cs-int (- (cs-layer-count image) layers-before))
+                     " unchanged=" (if (equal? state-before (cs-state image layer)) "1" "0")
+                     " " (cs-state image layer)))
+        (cs-report name " status=error"))
+    (gimp-image-delete image)))
+
+; A run with the last values GIMP 3 keeps for the procedure (RUN-WITH-LAST-VALS), which
+; the driver wrote into the profile as GIMP writes them after an interactive run.
+(define (cs-last-values-case name path output out)
+  (let* ((image (cs-load path))
+         (layer (cs-active-layer image))
+         (outcome (cs-try (lambda ()
+                            (plug-in-condseg #:run-mode RUN-WITH-LAST-VALS #:image image
+                                             #:drawables (vector layer))))))
+    (cs-report-error name outcome)
+    (if (car outcome)
+        (let ((written (cond ((= output 0) (gimp-layer-get-mask layer))
+                             ((= output 1) (gimp-image-get-selection image))
+                             (else (cs-active-layer image)))))
+          (cs-save image written out)
+          (cs-report name " status=success returned-written="
+                     (if (= (cs-id-or-none (car (cdr outcome))) (cs-item-id written)) "1" "0")
+                     " layers-added=0 channels-added=0"
+                     (cs-geometry "" written) (cs-geometry "source-" layer)))
+        (cs-report name " status=error"))
     (gimp-image-delete image)))

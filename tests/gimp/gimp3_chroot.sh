@@ -11,18 +11,23 @@
 #      the reference, and checks the outputs on the host;
 #   4. unmounts everything it mounted, whatever happens.
 #
-#   gimp3_chroot.sh FULL_WEIGHTS STAGE1_WEIGHTS KVASIR_DIR [PYTHON]
+#   gimp3_chroot.sh FULL_WEIGHTS STAGE1_WEIGHTS KVASIR_DIR DEFAULT_MODEL EMPTY_IMAGE [PYTHON]
 #
+# DEFAULT_MODEL and EMPTY_IMAGE (a polyp-free frame where that model finds nothing) give
+# the "No lesion found" cases (see run_gimp2_tests.sh).
 # Needs root (or password-less sudo) and, the first time, deb.debian.org; without root, and
 # inside a chroot (no nested one is made), it says why and exits 77 (ctest: skipped).
 # Environment:
 # CONDSEG_GIMP3_ROOT the chroot (default /var/cache/condseg/trixie-gimp3);
-# CONDSEG_KEEP_TEST_FILES=1 keeps the work folder (kept anyway when a check fails).
+# CONDSEG_KEEP_TEST_FILES=1 keeps the work folder (kept anyway when a check fails);
+# CONDSEG_GIMP3_SCREENSHOTS=DIR also runs plugin/dialog-screenshot.sh --gimp3 with the
+# plug-in built here (CONDSEG_GIMP3_DIALOG_IMAGE: its polyp frame), screenshots into DIR.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
-[ $# -ge 3 ] || { sed -n '2,18p' "$0"; exit 2; }
-full=$(realpath "$1") stage1=$(realpath "$2") kvasir=$(realpath "$3") python=${4:-/usr/bin/python3}
+[ $# -ge 5 ] || { sed -n '2,24p' "$0"; exit 2; }
+full=$(realpath "$1") stage1=$(realpath "$2") kvasir=$(realpath "$3")
+default_model=$(realpath "$4") empty_image=$(realpath "$5") python=${6:-/usr/bin/python3}
 root=${CONDSEG_GIMP3_ROOT:-/var/cache/condseg/trixie-gimp3}
 mirror=${CONDSEG_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -33,14 +38,14 @@ skip() { echo "SKIPPED: $*"; exit 77; }
 if [ "$(id -u)" != 0 ]; then
   sudo -n true 2> /dev/null ||
     skip "needs root (debootstrap, chroot, mount): run as root or with password-less sudo"
-  exec sudo -n --preserve-env=CONDSEG_GIMP3_ROOT,CONDSEG_KEEP_TEST_FILES,CONDSEG_DEBIAN_MIRROR \
+  exec sudo -n --preserve-env=CONDSEG_GIMP3_ROOT,CONDSEG_KEEP_TEST_FILES,CONDSEG_DEBIAN_MIRROR,CONDSEG_GIMP3_SCREENSHOTS,CONDSEG_GIMP3_DIALOG_IMAGE \
     "$0" "$@"
 fi
 ! ischroot 2> /dev/null ||
   skip "running inside a chroot: the trixie chroot of the GIMP 3 tests is not nested in it"
 command -v debootstrap > /dev/null ||
   fail "debootstrap not found (./install.sh --deps-only --test-deps installs it)"
-for f in "$full" "$stage1"; do [ -f "$f" ] || fail "weights $f missing"; done
+for f in "$full" "$stage1" "$default_model" "$empty_image"; do [ -f "$f" ] || fail "$f missing"; done
 t0=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - t0 )) s"; }
 
@@ -142,15 +147,21 @@ mount_in "$root$kvasir" --bind -o ro "$kvasir"
 mkdir -p "$work/weights"
 cp "$full" "$work/weights/full.safetensors"
 cp "$stage1" "$work/weights/stage1.safetensors"
+cp "$default_model" "$work/weights/default.safetensors"
+cp "$empty_image" "$work/empty.${empty_image##*.}"
 cp "$here/gimp3_cases.scm" "$work/"
 condseg="chroot $root /usr/local/bin/condseg"
 "$python" "$here/gimp_plugin_tests.py" prepare --work "$work" --kvasir "$kvasir" \
   --full "$work/weights/full.safetensors" --stage1 "$work/weights/stage1.safetensors" \
-  --condseg "$condseg"
+  --condseg "$condseg" --default-model "$work/weights/default.safetensors" \
+  --empty-image "$work/empty.${empty_image##*.}"
 
 profile="$work/profile"
 mkdir -p "$profile/plug-ins/condseg"
 cp "$root$plugin" "$profile/plug-ins/condseg/condseg"
+# The last values of an earlier interactive run, where GIMP 3 keeps them.
+mkdir -p "$profile/plug-in-settings"
+cp "$work/gimp3.last" "$profile/plug-in-settings/GimpProcedureConfigRun-plug-in-condseg.last"
 say "running the cases in gimp-console-3.0 ($(elapsed))"
 start=$(date +%s)
 status=0
@@ -166,5 +177,13 @@ if ! "$python" "$here/gimp_plugin_tests.py" check --work "$work" --log "$work/gi
      --condseg "$condseg"; then
   keep=1
   fail "see above (GIMP's whole output: $work/gimp.log)"
+fi
+
+# ---- 4. the dialog, in a real GIMP 3 under Xvfb (optional) --------------------------------
+if [ -n "${CONDSEG_GIMP3_SCREENSHOTS:-}" ]; then
+  say "the dialog in GIMP 3 under Xvfb ($(elapsed))"
+  "$src/plugin/dialog-screenshot.sh" --gimp3 "$root$plugin" "$default_model" \
+    "${CONDSEG_GIMP3_DIALOG_IMAGE:-$kvasir/images/cju0sr5ghl0nd08789uzf1raf.jpg}" \
+    "$empty_image" "$CONDSEG_GIMP3_SCREENSHOTS" || fail "the dialog checks failed (see above)"
 fi
 say "passed in $(elapsed)"

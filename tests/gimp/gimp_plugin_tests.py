@@ -91,12 +91,15 @@ def make_images(kvasir, indir):
 
 # ---- condseg predict --------------------------------------------------------------------
 
-def condseg_predict(condseg, weights, image, threshold, mask, npy=None, device=None):
+def condseg_predict(condseg, weights, image, threshold, mask, npy=None, device=None,
+                    precision=None):
     cmd = shlex.split(condseg) + ["predict", "-w", weights, "-t", threshold, "-o", mask]
     if npy:
         cmd += ["--prob", npy, "--all-outputs"]
     if device:
         cmd += ["--device", device]
+    if precision:
+        cmd += ["--precision", precision]
     subprocess.run(cmd + [image], check=True, stdout=subprocess.DEVNULL)
 
 
@@ -155,11 +158,12 @@ def prepare(args):
     # `device` "" leaves the plug-in's device argument out (GIMP 3) or passes automatic, the
     # default (GIMP 2.10, whose Script-Fu needs every argument).
     def case(name, kind, output, prepare="plain", decoded="", weights=args.full, device="",
-             ref_mask=None):
+             ref_mask=None, precision=""):
         cases.append({"name": name, "type": "run", "kind": kind, "output": output,
                       "prepare": prepare, "threshold": refs[kind]["threshold"],
                       "weights": weights, "out": os.path.join(work, "out", name + ".png"),
-                      "decoded": decoded, "device": device, "ref_mask": ref_mask})
+                      "decoded": decoded, "device": device, "ref_mask": ref_mask,
+                      "precision": precision})
 
     for kind in ("rgb8", "rgba16", "gray8"):
         for output in OUTPUTS:
@@ -179,12 +183,22 @@ def prepare(args):
          ref_mask=device_ref("rgb8", "cpu"))
     case("rgba16-device-auto-selection", "rgba16", "selection", device="auto",
          ref_mask=device_ref("rgba16", "auto"))
+    # The precision named: bf16's mask is `condseg predict --precision bf16`'s (bfloat16 on
+    # a CPU with bf16 instructions, float32 elsewhere, in both).
+    bf16_mask = os.path.join(work, "ref", "rgb8.bf16.mask.png")
+    condseg_predict(args.condseg, args.full, refs["rgb8"]["image"], refs["rgb8"]["threshold"],
+                    bf16_mask, precision="bf16")
+    case("rgb8-precision-bf16-layer-mask", "rgb8", "layer-mask", device="cpu",
+         ref_mask=bf16_mask, precision="bf16")
+    case("rgb8-precision-fp32-selection", "rgb8", "selection", device="cpu",
+         ref_mask=device_ref("rgb8", "cpu"), precision="fp32")
 
     def error_case(name, kind, weights, output, expect, target="layer", threshold=None,
-                   device=""):
+                   device="", precision=""):
         cases.append({"name": name, "type": "error", "kind": kind, "output": output,
                       "weights": weights, "target": target, "expect": expect,
                       "threshold": threshold or refs[kind]["threshold"], "device": device,
+                      "precision": precision,
                       "before": os.path.join(work, "out", name + ".before.png"),
                       "after": os.path.join(work, "out", name + ".after.png")})
 
@@ -205,6 +219,10 @@ def prepare(args):
     # GIMP 3 checks the choice itself: device is argument 6 of the positional call.
     error_case("error-unknown-device", "gray8", args.full, "layer-mask",
                ["ConDSeg: unknown device 99", "Invalid value for argument 6"], device="bogus")
+    # Likewise for the precision: 2.10 passes 99; in GIMP 3 it is argument 7.
+    error_case("error-unknown-precision", "gray8", args.full, "layer-mask",
+               ["ConDSeg: unknown precision 99", "Invalid value for argument 7"],
+               device="auto", precision="bogus")
     cuda_mask = os.path.join(work, "ref", "rgb8.cuda.mask.png")
     cuda_reason = cuda_failure(args.condseg, args.full, refs["rgb8"]["image"], cuda_mask)
     if cuda_reason:
@@ -215,14 +233,62 @@ def prepare(args):
         case("rgb8-device-cuda-layer-mask", "rgb8", "layer-mask", device="cuda",
              ref_mask=device_ref("rgb8", "cuda"))
 
+    # Nothing found: a polyp-free frame with the default model (which must find nothing
+    # there: checked here, so that the case cannot pass vacuously), and a threshold of 1,
+    # which no probability exceeds. Mask outputs must leave the image exactly as it was.
+    empty_ref = os.path.join(work, "ref", "empty.mask.png")
+    condseg_predict(args.condseg, args.default_model, args.empty_image, "0.5", empty_ref)
+    if cv2.imread(empty_ref, cv2.IMREAD_GRAYSCALE).max() != 0:
+        raise RuntimeError(f"the default model marks something in {args.empty_image}: "
+                           "choose a frame where it finds nothing")
+    refs["empty"] = {"image": args.empty_image, "threshold": "0.5", "mask": empty_ref}
+
+    def empty_case(name, kind, weights, threshold, output):
+        cases.append({"name": name, "type": "empty", "kind": kind, "output": output,
+                      "weights": weights, "threshold": threshold, "device": "",
+                      "precision": ""})
+
+    for output in ("layer-mask", "selection", "probability-layer"):
+        empty_case(f"empty-{output}", "empty", args.default_model, "0.5", output)
+    empty_case("rgb8-threshold-1-selection", "rgb8", args.full, "1.0", "selection")
+    # Last values from an earlier GIMP session (GIMP 2.10: the plug-in's persistent
+    # parasite, stored by the driver before the batch's session; GIMP 3 keeps them itself).
+    cases.append({"name": "last-values-selection", "type": "last-values", "kind": "rgb8",
+                  "output": "selection", "prepare": "plain", "weights": args.full,
+                  "threshold": refs["rgb8"]["threshold"], "device": "cpu", "precision": "fp32",
+                  "out": os.path.join(work, "out", "last-values-selection.png"),
+                  "decoded": "", "ref_mask": device_ref("rgb8", "cpu")})
+    last = cases[-1]
+    keyfile = (f"[plug-in-condseg]\nweights={last['weights']}\nthreshold={last['threshold']}\n"
+               f"output={last['output']}\ndevice={last['device']}\nprecision={last['precision']}\n")
+    with open(os.path.join(work, "remember.scm"), "w") as f:
+        f.write("; generated by gimp_plugin_tests.py prepare: the last values, stored as the\n"
+                "; GIMP 2.10 plug-in stores them (a persistent global parasite)\n")
+        f.write(f'(gimp-attach-parasite (list "plug-in-condseg-last-values" 1 '
+                f'{scheme_string(keyfile)}))\n')
+    # GIMP 3: the procedure config's last values, as GIMP writes them after an interactive
+    # run (GIMP3_DIRECTORY/plug-in-settings/GimpProcedureConfigRun-plug-in-condseg.last).
+    with open(os.path.join(work, "gimp3.last"), "w") as f:
+        # A file argument is stored as its URI.
+        uri = "file://" + os.path.abspath(last["weights"])
+        f.write(f"# settings\n\n(weights {scheme_string(uri)})\n"
+                f"(threshold {last['threshold']})\n(output {scheme_string(last['output'])})\n"
+                f"(device {scheme_string(last['device'])})\n"
+                f"(precision {scheme_string(last['precision'])})\n\n# end of settings\n")
+
     with open(os.path.join(work, "batch.scm"), "w") as f:
         f.write("; generated by gimp_plugin_tests.py prepare\n")
         for c in cases:
             path = scheme_string(refs[c["kind"]]["image"])
             common = (f'{scheme_string(c["name"])} {path} {scheme_string(c["weights"])} '
                       f'{c["threshold"]} {OUTPUTS.index(c["output"])} '
-                      f'{scheme_string(c["device"])}')
-            if c["type"] == "run":
+                      f'{scheme_string(c["device"])} {scheme_string(c["precision"])}')
+            if c["type"] == "empty":
+                f.write(f'(cs-empty-case {common})\n')
+            elif c["type"] == "last-values":
+                f.write(f'(cs-last-values-case {scheme_string(c["name"])} {path} '
+                        f'{OUTPUTS.index(c["output"])} {scheme_string(c["out"])})\n')
+            elif c["type"] == "run":
                 f.write(f'(cs-case {common} {scheme_string(c["prepare"])} '
                         f'{scheme_string(c["out"])} {scheme_string(c["decoded"])})\n')
             else:
@@ -261,6 +327,10 @@ def read_report(log):
         m = re.search(r"CS-ERROR (\S+) (.*)", line)
         if m:
             errors[m.group(1)] = m.group(2).strip()
+        for kind in ("VERDICT", "NAME"):
+            m = re.search(rf"CS-{kind} (\S+) (.*)", line)
+            if m:
+                report.setdefault(m.group(1) + "-" + kind.lower(), m.group(2).strip())
     return report, errors
 
 
@@ -321,11 +391,75 @@ def check_run(c, refs, got, error, condseg, work):
         prob = np.load(ref["npy"])[NPY_PLANE[output]]
         expected = cv2.resize(prob, (plane.shape[1], plane.shape[0]),
                               interpolation=cv2.INTER_LINEAR).astype(np.float64)
+        if output == "uncertainty-layer":
+            # Stretched from the plane's lowest to its highest value; the range in the name.
+            lo, hi = float(prob.min()), float(prob.max())
+            expected = np.clip((expected - lo) / (hi - lo), 0, 1)
+            name = c.get("layer_name") or ""
+            if f"{lo:.3g}-{hi:.3g}" not in name:
+                fails.append(f"the layer name {name!r} does not give the range "
+                             f"{lo:.3g}-{hi:.3g}")
+            figures.append(f"uncertainty range {lo:.3g}-{hi:.3g} stretched, name {name!r}")
         err = np.abs(plane - expected).max() * levels
         figures.append(f"max |layer - resized condseg --prob| = {err:.3f} of {levels:.0f} levels")
         if err > 0.5 + 1e-5 * levels:
             fails.append(f"map differs by {err:.3f} levels")
     return fails, figures
+
+
+def check_verdict(c, refs, got, extra, verdict):
+    """The marked share the plug-in returned and said, against condseg predict's mask at the
+    same threshold; map layers in Screen mode at 75 %."""
+    fails, figures = [], []
+    ref = refs[c["kind"]]
+    mask_path = c.get("ref_mask") or ref["mask"]
+    if c["prepare"] == "save-decoded":   # condseg on the pixels GIMP decoded (check_run)
+        mask_path = os.path.join(os.path.dirname(ref["mask"]), "jpeg-decoded-by-gimp.mask.png")
+    mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
+    percent = 100.0 * np.count_nonzero(mask) / mask.size
+    got_percent = float(extra.get("percent", "nan"))
+    if not abs(got_percent - percent) <= 1e-6 * max(1.0, percent):
+        fails.append(f"marked {got_percent}% returned, condseg predict's mask {percent:.6f}%")
+    said = "%.3f%%" % percent if 0 < percent < 0.1 else "%.1f%%" % percent
+    want = f"{said} of the drawable marked at threshold {float(c['threshold']):.2f}"
+    if not verdict or want not in verdict:
+        fails.append(f"the verdict {verdict!r} does not say {want!r}")
+    # Gray and indexed input run, with a warning (the network was trained on colour).
+    warning = {"gray8": "Warning: this is a grayscale image",
+               "indexed": "Warning: this is an indexed image"}.get(c["kind"])
+    if verdict and warning and warning not in verdict:
+        fails.append(f"no warning {warning!r} in the verdict")
+    if verdict and not warning and "Warning" in verdict:
+        fails.append("a warning in a colour image's verdict")
+    if c["output"] in ("probability-layer", "uncertainty-layer"):
+        if extra.get("mode-screen") != "1" or abs(float(extra.get("opacity", 0)) - 75) > 1e-6:
+            fails.append(f"map layer mode/opacity {extra}: expected Screen, 75")
+    figures.append(f"verdict: {verdict}")
+    return fails, figures
+
+
+def check_empty(c, got, verdict):
+    """A run that found nothing: success, 0 % returned, "No lesion found"; a mask output
+    leaves the image unchanged and returns no item, a map output adds its layer."""
+    fails = []
+    if got.get("status") != "success":
+        return [f"status {got.get('status')}"], []
+    if float(got.get("percent", "nan")) != 0.0:
+        fails.append(f"marked {got.get('percent')}%, expected 0")
+    want = f"No lesion found at threshold {float(c['threshold']):.2f}"
+    if not verdict or want not in verdict:
+        fails.append(f"the verdict {verdict!r} does not say {want!r}")
+    if c["output"] in ("layer-mask", "selection"):
+        if got.get("unchanged") != "1" or got.get("dirty") != "0":
+            fails.append(f"the image changed: {got}")
+        if int(got.get("returned", 0)) > 0:
+            fails.append(f"returned item {got.get('returned')}, expected none")
+    elif got.get("layers-added") != "1":
+        fails.append(f"layers added: {got.get('layers-added')}")
+    elif "no lesion" not in (c.get("layer_name") or ""):
+        fails.append(f"the layer name {c.get('layer_name')!r} does not say no lesion")
+    return fails, [f"verdict: {verdict}; dirty {got.get('dirty')}, layers added "
+                   f"{got.get('layers-added')}, mask {got.get('mask')}"]
 
 
 def check_error(c, got, error):
@@ -367,9 +501,18 @@ def check(args):
         try:
             if got is None:
                 fails, figures = ["no report from GIMP (the batch stopped before it?)"], []
-            elif c["type"] == "run":
+            elif c["type"] in ("run", "last-values"):
+                c["layer_name"] = report.get(c["name"] + "-name")
                 fails, figures = check_run(c, spec["refs"], got, errors.get(c["name"]),
                                            args.condseg, args.work)
+                if c["type"] == "run" and got.get("status") == "success":
+                    more, extra = check_verdict(c, spec["refs"], got,
+                                                report.get(c["name"] + "-extra", {}),
+                                                report.get(c["name"] + "-verdict"))
+                    fails, figures = fails + more, figures + extra
+            elif c["type"] == "empty":
+                c["layer_name"] = report.get(c["name"] + "-name")
+                fails, figures = check_empty(c, got, report.get(c["name"] + "-verdict"))
             else:
                 fails, figures = check_error(c, got, errors.get(c["name"]))
         except (OSError, ValueError) as e:
@@ -390,6 +533,10 @@ def main():
     p.add_argument("--full", required=True, help="full ConDSeg weights")
     p.add_argument("--stage1", required=True, help="stage-1 weights")
     p.add_argument("--condseg", required=True, help="command that runs condseg (shell words)")
+    p.add_argument("--default-model", required=True,
+                   help="the default model's weights (models/condseg-default.safetensors)")
+    p.add_argument("--empty-image", required=True,
+                   help="a polyp-free frame in which the default model finds nothing")
     c = sub.add_parser("check")
     c.add_argument("--work", required=True)
     c.add_argument("--log", required=True, help="GIMP's output")
