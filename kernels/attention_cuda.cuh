@@ -135,6 +135,7 @@ struct CudaAttention {
         const size_t hw = (size_t)h * w, prob_floats = (size_t)n * heads * 81 * hw;
         /* Inference keeps no probabilities: they go to scratch memory. */
         if (!prob) prob = (float *)X::scratch(CSK_SCRATCH_PROB, sizeof(float) * prob_floats);
+        if (!prob) return; /* out of memory: noted, the run ends with the error */
         OutlookSoftmaxF softmax = {prob, a, (int)hw, scale};
         X::for_each(csk_int_count((size_t)n * heads * 9 * hw, "outlook attention"), softmax);
         OutlookForwardF gather = {y, prob, v, c, heads, c / heads, h, w};

@@ -207,7 +207,9 @@ struct DeviceExec {
             n, k, &alpha, a, lda, stride_a, b, ldb, stride_b, &beta, c, ldc, stride_c, batch));
     }
 
-    /* Grown on demand; cudaFree waits for the work that may still use the old block. */
+    /* Grown on demand; cudaFree waits for the work that may still use the old block. Out of
+     * memory: NULL, noted for the guarded run (model/graph.c), which ends with
+     * CS_ERROR_MEMORY; the operation asking skips its work. */
     static void *scratch(int slot, size_t bytes) {
         if (bytes > dev.scratch_bytes[slot]) {
             if (dev.scratch[slot]) CS_CUDA_CHECK(cudaFree(dev.scratch[slot]));
@@ -216,9 +218,10 @@ struct DeviceExec {
             const size_t want = bytes + bytes / 4;
             cudaError_t err = cudaMalloc(&dev.scratch[slot], want);
             if (err != cudaSuccess) {
-                fprintf(stderr, "condseg: out of GPU memory: %zu bytes of scratch memory (%s)\n",
-                        want, cudaGetErrorString(err));
-                abort();
+                (void)cudaGetLastError(); /* an allocation failure is not sticky: clear it */
+                dev.scratch[slot] = NULL;
+                cs_cpu_note_alloc_failure(want);
+                return NULL;
             }
             dev.scratch_bytes[slot] = want;
         }

@@ -75,9 +75,10 @@ struct HostExec {
             free(scratch_state.block[slot]);
             const size_t want = (bytes + 63) / 64 * 64;
             scratch_state.block[slot] = aligned_alloc(64, want);
-            if (!scratch_state.block[slot]) {
-                fprintf(stderr, "condseg: out of memory: %zu bytes of scratch memory\n", want);
-                abort();
+            if (!scratch_state.block[slot]) { /* as the GPU's: noted, the operation skipped */
+                scratch_state.bytes[slot] = 0;
+                cs_cpu_note_alloc_failure(want);
+                return NULL;
             }
             scratch_state.bytes[slot] = want;
         }

@@ -138,6 +138,7 @@ struct CudaBatchNorm {
         const int len = csk_int_count((size_t)n * hw, "batchnorm");
         const double count = (double)n * hw;
         double *mean_d = (double *)X::scratch(CSK_SCRATCH_ROWS, sizeof(double) * (size_t)c);
+        if (!mean_d) return; /* out of memory: noted, the run ends with the error */
         ChannelSumTerm sum = {x, c, hw, csk_make_div(hw)};
         MeanToRowsFin to_rows = {mean_d, count};
         csk_reduce_rows<X, SumReducer>(c, len, sum, to_rows);
@@ -160,6 +161,7 @@ struct CudaBatchNorm {
                                    const float *mean, const float *var, int n, int c, int hw) {
         const int len = csk_int_count((size_t)n * hw, "batchnorm");
         double *rows = (double *)X::scratch(CSK_SCRATCH_ROWS, sizeof(double) * 3 * (size_t)c);
+        if (!rows) return; /* out of memory: noted, the run ends with the error */
         BnInvStdF invstd = {rows, var};
         X::for_each(c, invstd);
         BnGradTerm term = {dy, x, y, mean, rows, c, hw, csk_make_div(hw)};

@@ -13,7 +13,8 @@
  *                                     cublasSgemm's column-major semantics
  *   X::gemm_cm_batched(..., stride_a, ..., stride_b, ..., stride_c, batch)
  *                                     cublasSgemmStridedBatched's
- *   X::scratch(slot, bytes)           memory of the executor kept between operations
+ *   X::scratch(slot, bytes)           memory of the executor kept between operations (NULL
+ *                                     when out of memory: noted, the operation returns)
  *   X::sm_count()                     how many blocks run at once (for splitting rows)
  *
  * Two executors exist: DeviceExec (backend_cuda.cu: CUDA kernels, cuBLAS, one stream) and
@@ -159,6 +160,7 @@ static void csk_reduce_rows(int rows, int len, const Term &term, const Fin &fin)
     }
     typename R::V *partial = (typename R::V *)X::scratch(
         CSK_SCRATCH_PARTIAL, sizeof(typename R::V) * (size_t)rows * splits);
+    if (!partial) return; /* out of memory: noted, the run ends with the error */
     X::template reduce_blocks<R>(rows, len, splits, term, fin, partial);
     FinishPartials<R, Fin> finish = {partial, splits, fin};
     X::for_each(rows, finish);

@@ -12,6 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) calls a few of these */
+#endif
+
 /* The hot loops are compiled for AVX-512, AVX2 + FMA and baseline x86-64; the loader
  * picks the best the CPU has (GCC function multi-versioning). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -205,5 +209,9 @@ void cs_cpu_outlook_attention(float *y, float *prob, const float *v, const float
 void cs_cpu_outlook_attention_backward(float *dv, float *da, const float *dy, const float *prob,
                                        const float *v, int n, int c, int heads, int h, int w,
                                        float scale);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
