@@ -30,6 +30,9 @@ struct cs_ctx {
      * a whole run), with its message; NULL: it aborts, as before any guard existed. */
     jmp_buf *oom_jump;
     char oom_message[256];
+    /* Synchronised BatchNorm (--sync-bn over ranks): batch statistics and the backward's
+     * channel sums summed across the ranks that share the batch; NULL: per rank. */
+    const struct cs_reducer *bn_reducer;
 };
 
 /* One recorded operation: what its backward pass needs. */

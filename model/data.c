@@ -360,6 +360,7 @@ typedef struct {
 struct cs_loader {
     const cs_dataset *ds;
     int batch, n_batches;
+    int part, parts;     /* the share of each batch this loader delivers (cs_loader_set_share) */
     gboolean shuffle;
     cs_sample_options opt;
     uint64_t seed;
@@ -389,10 +390,13 @@ static gboolean work_available(const cs_loader *L) {
 
 /* Prepares slot for batch b of the current epoch (called under the lock). */
 static void slot_assign(cs_loader *L, loader_slot *s, int b) {
-    int first = b * L->batch;
-    int count = MIN(L->batch, L->ds->n - first);
-    memcpy(s->indices, L->order + first, (size_t)count * sizeof(int));
-    s->batch.count = count;
+    const int first = b * L->batch;
+    const int whole = MIN(L->batch, L->ds->n - first);
+    const int lo = (int)((int64_t)whole * L->part / L->parts),
+              hi = (int)((int64_t)whole * (L->part + 1) / L->parts);
+    memcpy(s->indices, L->order + first + lo, (size_t)(hi - lo) * sizeof(int));
+    s->batch.count = hi - lo;
+    s->batch.whole_count = whole;
     s->batch.batch_index = b;
     s->done = 0;
     g_clear_error(&s->error);
@@ -411,6 +415,11 @@ static gpointer loader_worker(gpointer data) {
         int b = L->sched_batch, j = L->sched_pos;
         loader_slot *s = &L->slots[b % LOADER_SLOTS];
         if (j == 0) slot_assign(L, s, b);
+        if (s->batch.count == 0) {   /* an empty share: nothing to decode */
+            L->sched_batch++;
+            g_cond_broadcast(&L->done_cond);
+            continue;
+        }
         if (++L->sched_pos == s->batch.count) {
             L->sched_batch++;
             L->sched_pos = 0;
@@ -453,6 +462,7 @@ cs_loader *cs_loader_new(const cs_dataset *ds, int batch, gboolean shuffle,
     L->ds = ds;
     L->batch = batch;
     L->n_batches = (ds->n + batch - 1) / batch;
+    L->part = 0, L->parts = 1;
     L->shuffle = shuffle;
     L->opt = *opt;
     L->seed = seed;
@@ -508,6 +518,13 @@ void cs_loader_free(cs_loader *L) {
 }
 
 int cs_loader_batches(const cs_loader *L) { return L ? L->n_batches : 0; }
+
+void cs_loader_set_share(cs_loader *L, int part, int parts) {
+    g_return_if_fail(L && parts >= 1 && part >= 0 && part < parts);
+    g_mutex_lock(&L->lock);   /* the workers read it under the lock */
+    L->part = part, L->parts = parts;
+    g_mutex_unlock(&L->lock);
+}
 
 void cs_loader_start_epoch(cs_loader *L, int epoch, int first_batch) {
     g_return_if_fail(L && first_batch >= 0);

@@ -62,6 +62,7 @@ typedef struct {
     float *y1, *y2;           /* count x 1 x size x size each */
     const int *indices;       /* dataset indices of the samples */
     int batch_index;          /* position of the batch in its epoch */
+    int whole_count;          /* samples of the whole batch, every rank's share included */
 } cs_batch;
 
 typedef struct cs_loader cs_loader;
@@ -73,6 +74,11 @@ cs_loader *cs_loader_new(const cs_dataset *ds, int batch, gboolean shuffle,
                          const cs_sample_options *opt, uint64_t seed, int workers);
 void cs_loader_free(cs_loader *loader);
 int cs_loader_batches(const cs_loader *loader);      /* per epoch: ceil(size / batch) */
+/* Data-parallel training: from now on each batch holds only share `part` (0-based) of
+ * `parts` of the samples the whole batch would hold, in order: positions
+ * [count part / parts, count (part + 1) / parts) of its `count` samples, so that the
+ * shares of all parts are the whole batch and none is empty while count >= parts. */
+void cs_loader_set_share(cs_loader *loader, int part, int parts);
 /* Starts epoch `epoch` at batch `first_batch` (for resuming). */
 void cs_loader_start_epoch(cs_loader *loader, int epoch, int first_batch);
 /* The next batch of the epoch, or NULL at its end (error set when a file failed). The

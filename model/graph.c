@@ -195,6 +195,9 @@ void cs_ctx_set_training(cs_ctx *ctx, gboolean training) {
 gboolean cs_ctx_training(const cs_ctx *ctx) { return ctx->training; }
 
 void cs_ctx_set_bf16(cs_ctx *ctx, gboolean bf16) { ctx->bf16 = bf16; }
+void cs_ctx_set_bn_reducer(cs_ctx *ctx, const struct cs_reducer *reducer) {
+    ctx->bn_reducer = reducer;
+}
 void cs_ctx_set_weights_tag(cs_ctx *ctx, uint64_t tag) { ctx->weights_tag = tag; }
 
 void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data) {

@@ -45,6 +45,10 @@ const cs_paramset *cs_ctx_params(const cs_ctx *ctx);
  * every operation is recorded for cs_backward. */
 void cs_ctx_set_training(cs_ctx *ctx, gboolean training);
 gboolean cs_ctx_training(const cs_ctx *ctx);
+/* A batch split over ranks (dist.h's cs_reducer, NULL: none): training-mode BatchNorm
+ * then normalises with the whole batch's statistics and back-propagates through them. */
+struct cs_reducer;
+void cs_ctx_set_bn_reducer(cs_ctx *ctx, const struct cs_reducer *reducer);
 /* Convolution inputs rounded to bfloat16 (float32 accumulation) on the CPU backend. */
 void cs_ctx_set_bf16(cs_ctx *ctx, gboolean bf16);
 /* Nonzero: the weights do not change while the tag lives (cs_cpu_conv_new_tag), so

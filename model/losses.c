@@ -7,6 +7,8 @@
 
 #include <math.h>
 
+#include "dist.h"   /* cs_reducer */
+
 /* PyTorch's binary_cross_entropy clamps each log at -100 ... */
 #define BCE_LOG_FLOOR (-100.0)
 /* ... and its backward divides by max(x (1 - x), 1e-12). */
@@ -35,6 +37,11 @@ static gboolean single_sigmoid(const cs_loss_options *opt) {
     return opt != NULL && opt->single_sigmoid;
 }
 
+/* The sums over the whole batch when it is split over ranks (nothing to do otherwise). */
+static void batch_sums(const cs_loss_options *opt, double *values, int count) {
+    if (opt && opt->reducer) opt->reducer->sum(values, count, opt->reducer->user);
+}
+
 /* ---------------------------------------------------------------------------------------
  * DiceBCE (§5.1)
  * ------------------------------------------------------------------------------------- */
@@ -46,7 +53,9 @@ typedef struct {
     double n, bce, num, den;      /* num = 2 Σ s y + 1, den = Σ s + Σ y + 1 (smooth 1) */
 } dicebce_sums;
 
-static dicebce_sums dicebce_sum(const float *p, const float *t, size_t n, gboolean single) {
+static dicebce_sums dicebce_sum(const float *p, const float *t, size_t n,
+                                const cs_loss_options *opt) {
+    const gboolean single = single_sigmoid(opt);
     double bce = 0, inter = 0, sum_s = 0, sum_y = 0;
     for (size_t k = 0; k < n; k++) {
         double s = single ? (double)p[k] : sigmoid((double)p[k]);
@@ -56,7 +65,9 @@ static dicebce_sums dicebce_sum(const float *p, const float *t, size_t n, gboole
         sum_s += s;
         sum_y += y;
     }
-    return (dicebce_sums){single, (double)n, bce, 2.0 * inter + 1.0, sum_s + sum_y + 1.0};
+    double sums[5] = {(double)n, bce, inter, sum_s, sum_y};
+    batch_sums(opt, sums, 5);
+    return (dicebce_sums){single, sums[0], sums[1], 2.0 * sums[2] + 1.0, sums[3] + sums[4] + 1.0};
 }
 
 static double dicebce_loss(const dicebce_sums *d) {
@@ -75,7 +86,7 @@ static double dicebce_grad(const dicebce_sums *d, double p, double y) {
 
 double cs_loss_dicebce(const float *p, const float *t, size_t n, const cs_loss_options *opt,
                        float *dp) {
-    const dicebce_sums d = dicebce_sum(p, t, n, single_sigmoid(opt));
+    const dicebce_sums d = dicebce_sum(p, t, n, opt);
     if (dp)
         for (size_t k = 0; k < n; k++) dp[k] = (float)dicebce_grad(&d, p[k], t[k]);
     return dicebce_loss(&d);
@@ -86,9 +97,11 @@ double cs_loss_dicebce(const float *p, const float *t, size_t n, const cs_loss_o
  * ------------------------------------------------------------------------------------- */
 
 /* β = 1 / (tanh(Σ p / hw) + 1e-15) and dβ/dp_k (the same for every element k). */
-static double beta_weight(const float *p, size_t n, int hw, double *dbeta) {
+static double beta_weight(const float *p, size_t n, int hw, const cs_loss_options *opt,
+                          double *dbeta) {
     double sum = 0;
     for (size_t k = 0; k < n; k++) sum += p[k];
+    batch_sums(opt, &sum, 1);
     const double th = tanh(sum / hw);
     const double den = th + BETA_EPS;
     *dbeta = -(1.0 - th * th) / ((double)hw * den * den);
@@ -101,21 +114,20 @@ double cs_loss_stage2(const float *mask, const float *fg, const float *bg, const
                       float *duc, cs_stage2_parts *parts) {
     const size_t n = (size_t)batch * (size_t)h * (size_t)w;
     const int hw = h * w;
-    const gboolean single = single_sigmoid(opt);
-    const dicebce_sums s_mask = dicebce_sum(mask, y1, n, single);
-    const dicebce_sums s_fg = dicebce_sum(fg, y1, n, single);
-    const dicebce_sums s_bg = dicebce_sum(bg, y2, n, single);
+    const dicebce_sums s_mask = dicebce_sum(mask, y1, n, opt);
+    const dicebce_sums s_fg = dicebce_sum(fg, y1, n, opt);
+    const dicebce_sums s_bg = dicebce_sum(bg, y2, n, opt);
     const double l_mask = dicebce_loss(&s_mask), l_fg = dicebce_loss(&s_fg),
                  l_bg = dicebce_loss(&s_bg);
     double dbeta1, dbeta2;
-    const double beta1 = beta_weight(fg, n, hw, &dbeta1);
-    const double beta2 = beta_weight(bg, n, hw, &dbeta2);
+    const double beta1 = beta_weight(fg, n, hw, opt, &dbeta1);
+    const double beta2 = beta_weight(bg, n, hw, opt, &dbeta2);
 
     /* Complementary loss: per pixel a softmax over the three probabilities (§9.11), then
      * the mean of qf qb + qf qu + qb qu = (1 - Σ q²) / 2. With dL/dq_i = -q_i / n the
      * softmax backward gives dL/dp_i = q_i (g_i - Σ_j q_j g_j) (§11). */
     const gboolean grads = dmask || dfg || dbg || duc;
-    const double inv_n = 1.0 / (double)n;
+    const double inv_n = 1.0 / s_mask.n;   /* the whole batch's element count */
     double comp = 0;
     for (size_t k = 0; k < n; k++) {
         double a = fg[k], b = bg[k], c = uc[k];
@@ -135,6 +147,7 @@ double cs_loss_stage2(const float *mask, const float *fg, const float *bg, const
                                   qb * (gb - dot));
         if (duc) duc[k] = (float)(qc * (gc - dot));
     }
+    batch_sums(opt, &comp, 1);
     comp *= inv_n;
 
     const double total = l_mask + beta1 * l_fg + beta2 * l_bg + comp;
@@ -148,20 +161,22 @@ double cs_loss_stage2(const float *mask, const float *fg, const float *bg, const
 
 /* Mean BCE of p against the gradient-free target 1[q > 0.5] (strict), on the
  * probabilities themselves (no second sigmoid here). */
-static double consistency_bce(const float *p, const float *q, size_t n) {
+static double consistency_bce(const float *p, const float *q, size_t n, double batch_n,
+                              const cs_loss_options *opt) {
     double sum = 0;
     for (size_t k = 0; k < n; k++) sum += bce_term(p[k], q[k] > 0.5f ? 1.0 : 0.0);
-    return sum / (double)n;
+    batch_sums(opt, &sum, 1);
+    return sum / batch_n;
 }
 
 double cs_loss_stage1(const float *pred, const float *pred_aug, const float *y1, size_t n,
                       const cs_loss_options *opt, float *dpred, float *dpred_aug) {
-    const gboolean single = single_sigmoid(opt);
-    const dicebce_sums s_pred = dicebce_sum(pred, y1, n, single);
-    const dicebce_sums s_aug = dicebce_sum(pred_aug, y1, n, single);
+    const dicebce_sums s_pred = dicebce_sum(pred, y1, n, opt);
+    const dicebce_sums s_aug = dicebce_sum(pred_aug, y1, n, opt);
+    const double N = s_pred.n;   /* the whole batch's element count */
     const double loss = dicebce_loss(&s_pred) + dicebce_loss(&s_aug) +
-                        consistency_bce(pred, pred_aug, n) + consistency_bce(pred_aug, pred, n);
-    const double N = (double)n;
+                        consistency_bce(pred, pred_aug, n, N, opt) +
+                        consistency_bce(pred_aug, pred, n, N, opt);
     for (size_t k = 0; k < n && (dpred || dpred_aug); k++) {
         double t_aug = pred_aug[k] > 0.5f ? 1.0 : 0.0, t = pred[k] > 0.5f ? 1.0 : 0.0;
         if (dpred)

@@ -15,6 +15,10 @@ typedef struct {
     /* §9.1: DiceBCE applies a sigmoid to outputs that are already probabilities. FALSE
      * (faithful) keeps that; TRUE computes BCE and Dice on the probabilities directly. */
     gboolean single_sigmoid;
+    /* A batch split over ranks (dist.h): every batch-wide sum (BCE means, Dice, β, the
+     * complementary mean) is summed across them, so each rank gets the whole batch's loss
+     * and the exact gradient of it for its own elements. NULL: the batch is all here. */
+    const struct cs_reducer *reducer;
 } cs_loss_options;
 
 /* DiceBCE (§5.1) of p against target t over n values: BCE (mean) + Dice (sums over all

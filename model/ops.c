@@ -7,6 +7,7 @@
 
 #include "cs_math.h"
 #include "ctx.h"
+#include "dist.h"
 #include "graph.h"
 #include "kernels.h"
 
@@ -138,10 +139,95 @@ static cs_tensor *bn_eval_affine(cs_ctx *ctx, const bn_params *p, int c) {
     return affine;
 }
 
+/* ---- synchronised BatchNorm (a batch split over ranks, ctx->bn_reducer) ----
+ * The statistics and the backward's channel sums are small (2c values): they go through
+ * the host, so that every backend runs it with its ordinary BatchNorm operations. */
+
+static void sum_over_ranks(const cs_ctx *ctx, double *values, int count) {
+    ctx->bn_reducer->sum(values, count, ctx->bn_reducer->user);
+}
+
+/* The local batch's mean and biased variance (2c values in stats, m elements per
+ * channel) replaced by the whole batch's; returns the whole batch's m. */
+static double bn_sync_stats(cs_ctx *ctx, float *stats, int c, size_t m) {
+    float *host = g_new(float, 2 * c);
+    double *sums = g_new(double, 2 * c + 1);
+    ctx->be->download(host, stats, sizeof(float) * 2 * c);
+    for (int i = 0; i < c; i++) {
+        const double mean = host[i], var = host[c + i];
+        sums[i] = (double)m * mean;
+        sums[c + i] = (double)m * (var + mean * mean);
+    }
+    sums[2 * c] = (double)m;
+    sum_over_ranks(ctx, sums, 2 * c + 1);
+    const double total = sums[2 * c];
+    for (int i = 0; i < c; i++) {
+        const double mean = sums[i] / total;
+        host[i] = (float)mean;
+        host[c + i] = (float)fmax(sums[c + i] / total - mean * mean, 0.0);
+    }
+    ctx->be->upload(stats, host, sizeof(float) * 2 * c);
+    g_free(sums);
+    g_free(host);
+    return total;
+}
+
+/* The backward with the whole batch's channel means of g and g xhat. The local kernel runs
+ * with its own batch's (its dgamma, dbeta are those sums); dx then gets the difference,
+ * which per channel is affine in x: dx += scale x + shift. */
+static void bn_sync_backward(cs_ctx *ctx, const cs_node *node, float *dx) {
+    cs_tensor *x = node->in[0];
+    const int c = x->c, hw = (int)plane(x);
+    const double m = (double)x->n * hw;
+    const float *stats = node->saved_tensor->data;
+    cs_tensor *local = cs_tensor_new(ctx, 1, 2 * c, 1, 1);   /* sum g xhat, sum g */
+    ctx->be->zero(local->data, sizeof(float) * 2 * c);
+    const float *gamma = cs_param_values(ctx, node->param[0]);
+    ctx->be->batchnorm_backward(dx, local->data, local->data + c, node->out->grad, x->data,
+                                node->iarg[0] ? node->out->data : NULL, gamma, stats,
+                                stats + c, x->n, c, hw);
+    ctx->be->accumulate(cs_param_grad(ctx, node->param[0]), local->data, c);
+    ctx->be->accumulate(cs_param_grad(ctx, node->param[1]), local->data + c, c);
+    float *host = g_new(float, 5 * c);   /* sums (2c), gamma, mean, var */
+    double *sums = g_new(double, 2 * c + 1);
+    ctx->be->download(host, local->data, sizeof(float) * 2 * c);
+    ctx->be->download(host + 2 * c, gamma, sizeof(float) * c);
+    ctx->be->download(host + 3 * c, stats, sizeof(float) * 2 * c);
+    for (int i = 0; i < 2 * c; i++) sums[i] = host[i];
+    sums[2 * c] = m;
+    sum_over_ranks(ctx, sums, 2 * c + 1);
+    if (dx) {
+        const double total = sums[2 * c];
+        float *affine = g_new(float, 2 * c);
+        for (int i = 0; i < c; i++) {
+            const double invstd = csm_bn_invstd(host[4 * c + i]), k = host[2 * c + i] * invstd;
+            const double d_gx = host[i] / m - sums[i] / total;
+            const double d_g = host[c + i] / m - sums[c + i] / total;
+            affine[i] = (float)(k * invstd * d_gx);
+            affine[c + i] = (float)(k * (d_g - host[3 * c + i] * invstd * d_gx));
+        }
+        cs_tensor *coef = cs_tensor_new(ctx, 1, 2 * c, 1, 1);
+        ctx->be->upload(coef->data, affine, sizeof(float) * 2 * c);
+        cs_tensor *delta = cs_tensor_new(ctx, x->n, c, x->h, x->w);
+        ctx->be->channel_affine(delta->data, x->data, coef->data, coef->data + c, x->n, c, hw, 0);
+        ctx->be->accumulate(dx, delta->data, cs_numel(x));
+        cs_release(ctx, delta);
+        cs_release(ctx, coef);
+        g_free(affine);
+    }
+    cs_release(ctx, local);
+    g_free(sums);
+    g_free(host);
+}
+
 static void bn_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     const int c = x->c;
     const float *stats = node->saved_tensor->data;
+    if (ctx->bn_reducer) {
+        bn_sync_backward(ctx, node, cs_grad_of(ctx, x));
+        return;
+    }
     ctx->be->batchnorm_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, node->param[0]),
                                 cs_param_grad(ctx, node->param[1]), node->out->grad, x->data,
                                 node->iarg[0] ? node->out->data : NULL,
@@ -157,10 +243,11 @@ static cs_tensor *bn_train(cs_ctx *ctx, const cs_tensor *x, const bn_params *p, 
     cs_tensor *stats = cs_tensor_new(ctx, 1, 2 * c, 1, 1);   /* batch mean, biased var */
     cs_tensor *affine = cs_tensor_new(ctx, 1, 2 * c, 1, 1);  /* scale, shift */
     ctx->be->batchnorm_stats(stats->data, stats->data + c, x->data, x->n, c, (int)plane(x));
+    const double count = ctx->bn_reducer ? bn_sync_stats(ctx, stats->data, c, m) : (double)m;
     ctx->be->bn_train_affine(affine->data, affine->data + c, cs_param_values(ctx, p->mean),
                              cs_param_values(ctx, p->var), cs_param_values(ctx, p->gamma),
                              cs_param_values(ctx, p->beta), stats->data, stats->data + c, c,
-                             m > 1 ? (float)((double)m / (double)(m - 1)) : 1.0f);
+                             count > 1 ? (float)(count / (count - 1)) : 1.0f);
     *p->count->count += 1;
     cs_tensor *y = cs_tensor_new(ctx, x->n, c, x->h, x->w);
     PROFILED("batchnorm", ctx->be->channel_affine(y->data, x->data, affine->data,

@@ -360,7 +360,7 @@ static void expect_grad(const char *what, const float *got, const double *want) 
 }
 
 static void test_single_sigmoid_pytorch(void) {
-    const cs_loss_options single = {TRUE};
+    const cs_loss_options single = {.single_sigmoid = TRUE};
     float y2[8], d[4][8];
     for (int k = 0; k < 8; k++) y2[k] = 1.0f - t_y1[k];
     printf("single sigmoid vs PyTorch (tiny fixed case)\n");
