@@ -178,6 +178,10 @@ typedef struct {
                                  * auto); not saved with the run: a resume chooses again */
     const char *precision;      /* cs_model_set_precision's name: "fp32" (NULL) or "bf16";
                                  * saved with the run, kept by a resume that gives NULL */
+    /* Under an MPI launcher (model/dist.h) each rank trains on its share of every batch;
+     * TRUE: BatchNorm normalises with the whole batch's statistics (summed across ranks),
+     * FALSE: with each rank's own (the default, as PyTorch DDP). Saved with the run. */
+    gboolean sync_bn;
 } cs_train_options;
 
 /* Fills the original's settings for `stage`. */

@@ -288,6 +288,20 @@ void cs_dist_sum_grads(cs_paramset *ps) {
     wait_end(began, TRUE, bytes);
 }
 
+gboolean cs_dist_replicas_agree(cs_paramset *ps) {
+    if (dist_size == 1) return TRUE;
+    cs_paramset_sync_from_backend(ps);
+    const guint32 *bits = (const guint32 *)ps->values;
+    guint64 hash = 1469598103934665603ull;   /* FNV-1a over the 32-bit words */
+    for (int64_t i = 0; i < ps->n_trainable; i++) hash = (hash ^ bits[i]) * 1099511628211ull;
+    /* Two 32-bit halves are exact as doubles: their maxima and minima agree iff all do. */
+    double high[2] = {(double)(hash >> 32), -(double)(hash >> 32)},
+           low[2] = {(double)(hash & 0xffffffffu), -(double)(hash & 0xffffffffu)};
+    cs_dist_max_doubles(high, 2);
+    cs_dist_max_doubles(low, 2);
+    return high[0] == -high[1] && low[0] == -low[1];
+}
+
 static void reducer_sum(double *values, int count, void *user) {
     (void)user;
     cs_dist_sum_doubles(values, count);

@@ -53,6 +53,9 @@ void cs_dist_broadcast_params(cs_paramset *ps);
 /* The gradients summed across ranks, in place, in the backend's memory (NCCL on a GPU),
  * in buckets of cs_dist_bucket_bytes. */
 void cs_dist_sum_grads(cs_paramset *ps);
+/* Whether every rank holds the same trainable values, bit for bit (a hash compared across
+ * ranks): replicas that drift apart would silently train different models. */
+gboolean cs_dist_replicas_agree(cs_paramset *ps);
 /* A reducer whose sum is cs_dist_sum_doubles. */
 const cs_reducer *cs_dist_reducer(void);
 /* A waiting point that may last as long as rank 0 needs (its validation, checkpoint):

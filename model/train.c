@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "condseg.h"
 #include "data.h"
+#include "dist.h"
 #include "fileio.h"
 #include "losses.h"
 #include "model_internal.h"
@@ -105,6 +106,7 @@ static char *state_to_json(const run_state *st, const cs_adam *adam) {
     INT("patience_stop", st->opt.patience_stop);
     BOOL("fix_background", st->opt.fix_background);
     BOOL("single_sigmoid", st->opt.single_sigmoid);
+    BOOL("sync_bn", st->opt.sync_bn);
     STR("precision", st->opt.precision ? st->opt.precision : "fp32");
     INT("epoch", st->epoch);
     INT("next_batch", st->next_batch);
@@ -179,6 +181,7 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
     opt.patience_stop = I("patience_stop");
     opt.fix_background = B("fix_background");
     opt.single_sigmoid = B("single_sigmoid");
+    opt.sync_bn = json_object_get_boolean_member_with_default(o, "sync_bn", FALSE);
     /* Runs saved before the setting existed computed in fp32. */
     const char *precision = json_object_get_string_member_with_default(o, "precision", "fp32");
     opt.precision = strcmp(precision, "bf16") == 0 ? "bf16" : "fp32";
@@ -218,6 +221,7 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
 /* ---- saving ------------------------------------------------------------------------------ */
 
 static gboolean save_weights(const cs_model *model, const char *path, long step, GError **error) {
+    if (cs_dist_rank() != 0) return TRUE;   /* rank 0 keeps the run folder */
     cs_paramset_sync_from_backend(model->params);
     char step_text[32], size_text[16];
     g_snprintf(step_text, sizeof step_text, "%ld", step);
@@ -380,6 +384,13 @@ void cs_trainer_free(cs_trainer *t) {
 
 cs_adam *cs_trainer_adam(cs_trainer *t) { return t->adam; }
 
+/* A batch split over ranks: the losses over the whole batch, and with sync_bn its
+ * BatchNorm statistics too. */
+static void trainer_split_batch(cs_trainer *t, const cs_reducer *reducer, gboolean sync_bn) {
+    t->loss_opt.reducer = reducer;
+    cs_ctx_set_bn_reducer(t->model->ctx, sync_bn ? reducer : NULL);
+}
+
 typedef struct {
     cs_trainer *t;
     const float *x, *x_aug, *y1, *y2;
@@ -480,8 +491,12 @@ static double train_step(step_buffers *sb, const cs_batch *batch, int epoch) {
     const double loss = cs_trainer_forward_backward(sb->trainer, batch->images, sb->x_aug,
                                                     batch->y1, batch->y2, batch->count,
                                                     batch->size, sb->outputs, NULL);
-    /* A loss that is not finite returns before the weights change. */
-    if (isfinite(loss)) cs_trainer_update(sb->trainer);
+    /* A loss that is not finite returns before the weights change. The loss is the whole
+     * batch's, the same on every rank, so all ranks take this branch alike. */
+    if (isfinite(loss)) {
+        cs_dist_sum_grads(m->params);
+        cs_trainer_update(sb->trainer);
+    }
     return loss;
 }
 
@@ -490,6 +505,8 @@ static double train_step(step_buffers *sb, const cs_batch *batch, int epoch) {
 static gboolean validate(cs_trainer *tr, cs_loader *loader, double *loss_out, cs_metrics *metrics,
                          GError **error) {
     cs_model *m = tr->model;
+    cs_loss_options loss_opt = tr->loss_opt;
+    loss_opt.reducer = NULL;   /* rank 0 validates alone */
     const cs_batch *batch;
     double sum_loss = 0.0;
     cs_metrics sum = {0};
@@ -507,10 +524,10 @@ static gboolean validate(cs_trainer *tr, cs_loader *loader, double *loss_out, cs
             return FALSE;
         }
         if (m->arch == CS_ARCH_STAGE1)
-            sum_loss += cs_loss_dicebce(ptr[0], batch->y1, n * plane, &tr->loss_opt, NULL);
+            sum_loss += cs_loss_dicebce(ptr[0], batch->y1, n * plane, &loss_opt, NULL);
         else
             sum_loss += cs_loss_stage2(ptr[0], ptr[1], ptr[2], ptr[3], batch->y1, batch->y2, n,
-                                       size, size, &tr->loss_opt, NULL, NULL, NULL, NULL, NULL);
+                                       size, size, &loss_opt, NULL, NULL, NULL, NULL, NULL);
         cs_metrics bm;
         batch_metrics(ptr[0], batch->y1, n, plane, &bm);
         cs_metrics_accumulate(&sum, &bm);
@@ -530,6 +547,7 @@ static gboolean validate(cs_trainer *tr, cs_loader *loader, double *loss_out, cs
 /* ---- logs ------------------------------------------------------------------------------- */
 
 static gboolean append_text(const char *dir, const char *file, const char *text, GError **error) {
+    if (cs_dist_rank() != 0) return TRUE;   /* rank 0 keeps the run folder */
     char *path = g_build_filename(dir, file, NULL);
     FILE *f = fopen(path, "a");
     gboolean ok = f && fputs(text, f) >= 0;
@@ -564,6 +582,7 @@ static gboolean write_text_content(FILE *fp, const void *content, char **reason)
 /* train_log.csv replaced whole (temporary file + rename): its header alone at the start
  * of a run, so that a run killed before its first checkpoint starts clean. */
 static gboolean write_csv(const char *run_dir, const char *text, GError **error) {
+    if (cs_dist_rank() != 0) return TRUE;   /* rank 0 keeps the run folder */
     char *path = g_build_filename(run_dir, CSV_FILE, NULL);
     const gboolean ok = cs_write_atomically(path, "training log", write_text_content, text, error);
     g_free(path);
@@ -575,6 +594,7 @@ static gboolean write_csv(const char *run_dir, const char *text, GError **error)
  * that followed it is written again by the epoch's rerun, not duplicated. A row cut
  * short (no newline) goes too. */
 static gboolean truncate_csv(const char *run_dir, int epochs_done, GError **error) {
+    if (cs_dist_rank() != 0) return TRUE;
     char *path = g_build_filename(run_dir, CSV_FILE, NULL);
     char *text = NULL;
     gsize length = 0;
@@ -655,11 +675,88 @@ static cs_model *resume_model(const cs_safetensors *state_file, const char *last
 /* A checkpoint, its failure (a full disk, say) also told in train.log. */
 static gboolean checkpoint(const run_state *st, const cs_model *model, const cs_adam *adam,
                            GError **error) {
+    if (!cs_dist_replicas_agree(model->params)) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "step %ld: the ranks' weights are no longer the same (a rank computed "
+                    "differently): training stopped before the checkpoint", st->step);
+        log_line(st, "%s", (*error)->message);
+        return FALSE;
+    }
+    if (cs_dist_rank() != 0) return TRUE;
     GError *local = NULL;
     if (save_state(st, model, adam, &local)) return TRUE;
     log_line(st, "checkpoint at step %ld failed: %s", st->step, local->message);
     g_propagate_error(error, local);
     return FALSE;
+}
+
+/* ---- data-parallel runs (dist.h) ---------------------------------------------------------
+ * Every rank holds the same weights and moments and takes the same decisions; it trains on
+ * its share of each batch, the losses and (with sync_bn) BatchNorm see the whole batch
+ * through sums across ranks, and the gradients are summed before every update. Rank 0
+ * alone reads the run folder, validates and writes; the others get what they need from it. */
+
+/* Rank 0's Adam moments (a resumed run's) on every rank. */
+static void broadcast_moments(cs_adam *adam) {
+    if (cs_dist_size() == 1) return;
+    const size_t bytes = sizeof(float) * (size_t)adam->n;
+    float *moments = g_new(float, 2 * (size_t)adam->n);
+    adam->be->download(moments, adam->m, bytes);
+    adam->be->download(moments + adam->n, adam->v, bytes);
+    cs_dist_broadcast(moments, 2 * bytes);
+    adam->be->upload(adam->m, moments, bytes);
+    adam->be->upload(adam->v, moments + adam->n, bytes);
+    g_free(moments);
+}
+
+/* The mean metrics over the whole batch's images (every rank's share), as one rank with
+ * the whole batch computes them; returns whether `stop` was set on any rank. */
+static gboolean whole_batch_metrics(const float *mask, const cs_batch *batch, size_t plane,
+                                    gboolean stop, cs_metrics *mean) {
+    memset(mean, 0, sizeof *mean);
+    for (int b = 0; b < batch->count; b++) {
+        cs_metrics m;
+        cs_metrics_image(mask + (size_t)b * plane, batch->y1 + (size_t)b * plane, plane, &m);
+        cs_metrics_accumulate(mean, &m);
+    }
+    double count = batch->count;
+    if (cs_dist_size() > 1) {
+        double sums[8] = {mean->jaccard, mean->dice, mean->recall, mean->precision,
+                          mean->accuracy, mean->f2, count, stop ? 1.0 : 0.0};
+        cs_dist_sum_doubles(sums, 8);
+        *mean = (cs_metrics){sums[0], sums[1], sums[2], sums[3], sums[4], sums[5]};
+        count = sums[6];
+        stop = sums[7] > 0;
+    }
+    cs_metrics_scale(mean, 1.0 / count);
+    return stop;
+}
+
+/* Rank 0's validation results on every rank (the others wait while it validates). */
+static void share_validation(double *val_loss, cs_metrics *val) {
+    if (cs_dist_size() == 1) return;
+    cs_dist_wait_for_rank0();
+    double v[7] = {*val_loss, val->jaccard, val->dice, val->recall, val->precision,
+                   val->accuracy, val->f2};
+    cs_dist_broadcast(v, sizeof v);
+    *val_loss = v[0];
+    *val = (cs_metrics){v[1], v[2], v[3], v[4], v[5], v[6]};
+}
+
+static gboolean stop_on_any_rank(volatile int *stop) {
+    double flag = stop && *stop ? 1.0 : 0.0;
+    cs_dist_max_doubles(&flag, 1);
+    return flag > 0;
+}
+
+/* The first line of train.log that tells how the batch is split. */
+static void log_ranks(const run_state *st) {
+    const int ranks = cs_dist_size(), batch = st->opt.batch;
+    if (ranks == 1) return;
+    log_line(st, "data-parallel over %d ranks (%s): %d to %d of the %d images of each batch per "
+                 "rank, BatchNorm statistics %s; gradients of %s",
+             ranks, cs_dist_library(), batch / ranks, (batch + ranks - 1) / ranks, batch,
+             st->opt.sync_bn ? "of the whole batch (--sync-bn)" : "per rank", "the whole batch");
 }
 
 /* ---- the run ----------------------------------------------------------------------------- */
@@ -689,6 +786,10 @@ static gboolean validate_options(const cs_train_options *o, GError **error) {
 gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_report_fn report,
                   void *user_data, volatile int *stop, GError **error) {
     run_state st = {0};
+    const gboolean rank0 = cs_dist_rank() == 0;
+    const int ranks = cs_dist_size();
+    if (!rank0) report = NULL;   /* rank 0 reports */
+    char *state_json = NULL;     /* a resumed run's saved state, on every rank */
     state_set_strings(&st, options);
     cs_plateau_init(&st.plateau, 0.1, options->patience_lr);
     cs_model *model = NULL;
@@ -705,14 +806,23 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     const gint64 t_start = g_get_monotonic_time();
 
     if (resume) {
-        state_file = cs_st_open(state_path, error);
-        if (!state_file) goto done;
-        const char *json = cs_st_metadata(state_file, "condseg.training_state");
-        if (!json) {
-            g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s holds no training state", state_path);
-            goto done;
+        if (rank0) {
+            state_file = cs_st_open(state_path, error);
+            if (!state_file) goto done;
+            const char *json = cs_st_metadata(state_file, "condseg.training_state");
+            if (!json) {
+                g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s holds no training state",
+                            state_path);
+                goto done;
+            }
+            state_json = g_strdup(json);
         }
-        if (!state_from_json(&st, NULL, json, state_path, error)) goto done;
+        if (ranks > 1) {
+            char *shared = cs_dist_broadcast_string(state_json);
+            g_free(state_json);
+            state_json = shared;
+        }
+        if (!state_from_json(&st, NULL, state_json, state_path, error)) goto done;
         /* The caller may extend a run, and change its precision. */
         if (options->precision) st.opt.precision = options->precision;
         if (options->epochs > 0) st.opt.epochs = options->epochs;
@@ -720,7 +830,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         st.opt.workers = options->workers;
     } else {
         if (!validate_options(options, error)) goto done;
-        if (g_file_test(state_path, G_FILE_TEST_EXISTS)) {
+        if (rank0 && g_file_test(state_path, G_FILE_TEST_EXISTS)) {
             g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                         "--out '%s' already holds a training run: continue it with --resume, "
                         "or choose another folder", options->run_dir);
@@ -728,20 +838,26 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         }
     }
     const cs_train_options *o = &st.opt;
+    if (o->batch < ranks) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "--batch %d is split over %d ranks: expected at least one image per rank",
+                    o->batch, ranks);
+        goto done;
+    }
 
     /* Data first: a broken dataset is reported before anything is written or computed. */
     train_set = cs_dataset_open(o->data_dir, "train", error);
     if (!train_set) goto done;
     val_set = cs_dataset_open(o->data_dir, "val", error);
     if (!val_set) goto done;
-    if (!resume && g_mkdir_with_parents(o->run_dir, 0755) != 0) {
+    if (rank0 && !resume && g_mkdir_with_parents(o->run_dir, 0755) != 0) {
         g_set_error(error, CS_ERROR, CS_ERROR_IO, "--out '%s': cannot create the folder: %s",
                     o->run_dir, g_strerror(errno));
         goto done;
     }
 
     const cs_arch arch = o->stage == 1 ? CS_ARCH_STAGE1 : CS_ARCH_CONDSEG;
-    if (resume) {
+    if (resume && rank0) {
         model = resume_model(state_file, last_path, st.step, error);
         if (!model) goto done;
         if (model->arch != arch) {
@@ -754,7 +870,9 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         model = cs_model_new(arch, o->preset, o->seed, error);
         if (!model) goto done;
         model->input_size = o->image_size; /* recorded with the weights */
-        if (o->init_weights && !load_initial_weights(model, o->init_weights, init_log, error))
+        /* The other ranks get rank 0's weights below: a resumed run's, or --init's. */
+        if (!resume && rank0 && o->init_weights &&
+            !load_initial_weights(model, o->init_weights, init_log, error))
             goto done;
         cs_paramset_sync_to_backend(model->params);
     }
@@ -765,29 +883,30 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     if (precision_note) g_string_append_printf(init_log, "--precision: %s\n", precision_note);
     g_free(precision_note);
     st.opt.precision = cs_model_precision(model); /* what runs, and is saved */
+    cs_dist_broadcast_params(model->params);
     trainer = cs_trainer_new(model, o->stage == 1 ? o->lr : o->lr_backbone, o->lr,
                              o->single_sigmoid);
     adam = cs_trainer_adam(trainer);
+    if (ranks > 1) trainer_split_batch(trainer, cs_dist_reducer(), o->sync_bn);
     if (resume) {
-        const cs_st_tensor *m = cs_st_find(state_file, ADAM_PREFIX "m"),
-                           *v = cs_st_find(state_file, ADAM_PREFIX "v");
-        if (!m || !v || m->numel != adam->n || v->numel != adam->n) {
+        const cs_st_tensor *m = rank0 ? cs_st_find(state_file, ADAM_PREFIX "m") : NULL,
+                           *v = rank0 ? cs_st_find(state_file, ADAM_PREFIX "v") : NULL;
+        if (rank0 && (!m || !v || m->numel != adam->n || v->numel != adam->n)) {
             g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
                         "%s: the optimiser moments do not fit the network", state_path);
             goto done;
         }
         float *moments = g_new(float, 2 * (size_t)adam->n);
-        const gboolean read = cs_st_read_f32(state_file, m, moments, error) &&
-                              cs_st_read_f32(state_file, v, moments + adam->n, error);
-        if (read) {
+        const gboolean read = !rank0 || (cs_st_read_f32(state_file, m, moments, error) &&
+                                         cs_st_read_f32(state_file, v, moments + adam->n, error));
+        if (read && rank0) {
             adam->be->upload(adam->m, moments, sizeof(float) * (size_t)adam->n);
             adam->be->upload(adam->v, moments + adam->n, sizeof(float) * (size_t)adam->n);
         }
         g_free(moments);
-        if (!read ||
-            !state_from_json(&st, adam, cs_st_metadata(state_file, "condseg.training_state"),
-                             state_path, error))
-            goto done;
+        if (!read) goto done;
+        broadcast_moments(adam);
+        if (!state_from_json(&st, adam, state_json, state_path, error)) goto done;
         if (options->epochs > 0) st.opt.epochs = options->epochs;
         st.opt.max_steps = options->max_steps;
         st.opt.precision = cs_model_precision(model);
@@ -799,6 +918,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     const cs_sample_options val_samples = {.aug = CS_AUG_NONE, .size = o->image_size,
                                            .fix_background = o->fix_background};
     train_loader = cs_loader_new(train_set, o->batch, TRUE, &train_samples, o->seed, o->workers);
+    cs_loader_set_share(train_loader, cs_dist_rank(), ranks);
     val_loader = cs_loader_new(val_set, o->batch, FALSE, &val_samples, o->seed, o->workers);
     const size_t plane = (size_t)o->image_size * o->image_size;
     sb = (step_buffers){.trainer = trainer, .st = &st,
@@ -822,12 +942,14 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                  o->fix_background ? ", background target fixed" : "",
                  o->single_sigmoid ? ", single sigmoid" : "");
         if (init_log->len) log_line(&st, "%s", g_strchomp(init_log->str));
+        log_ranks(&st);
     } else {
         if (!truncate_csv(o->run_dir, st.epoch, error)) goto done;
         log_line(&st, "resumed at epoch %d, batch %d (step %ld)", st.epoch + 1, st.next_batch,
                  st.step);
+        log_ranks(&st);
     }
-    const int orphans = remove_orphan_temporaries(o->run_dir);
+    const int orphans = rank0 ? remove_orphan_temporaries(o->run_dir) : 0;
     if (orphans)
         log_line(&st, "removed %d temporary file(s) left by an interrupted write", orphans);
 
@@ -841,6 +963,13 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         const cs_batch *batch;
         GError *local = NULL;
         while ((batch = cs_loader_next(train_loader, &local))) {
+            if (batch->whole_count < ranks) {
+                /* Only an epoch's last batch can be this small: every rank skips it. */
+                log_line(&st, "epoch %d: its last batch (%d images) skipped: fewer images than "
+                              "the %d ranks", st.epoch + 1, batch->whole_count, ranks);
+                st.next_batch = batch->batch_index + 1;
+                continue;
+            }
             const double loss = train_step(&sb, batch, st.epoch);
             GError *step_error = isfinite(loss) ? NULL : cs_trainer_take_error(trainer);
             if (step_error) {
@@ -866,7 +995,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                 goto done;
             }
             cs_metrics bm;
-            batch_metrics(sb.outputs, batch->y1, batch->count, plane, &bm);
+            const gboolean stop_now = whole_batch_metrics(sb.outputs, batch, plane, stop && *stop, &bm);
             st.sum_loss += loss;
             cs_metrics_accumulate(&st.sum_metrics, &bm);
             st.batches_done++;
@@ -882,7 +1011,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                 .lr = adam->lr[1]};
             if (report) report(&pr, user_data);
             const gboolean limit = o->max_steps > 0 && st.step >= o->max_steps;
-            if ((stop && *stop) || limit) {
+            if (stop_now || limit) {
                 if (!checkpoint(&st, model, adam, error)) goto done;
                 saved_step = st.step;
                 pr.message = limit ? "step limit reached: state saved" : "interrupted: state saved";
@@ -899,9 +1028,10 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         }
 
         /* End of the epoch: validation, scheduler, checkpoint, early stopping. */
-        double val_loss;
-        cs_metrics val;
-        if (!validate(trainer, val_loader, &val_loss, &val, error)) goto done;
+        double val_loss = NAN;
+        cs_metrics val = {0};
+        if (rank0 && !validate(trainer, val_loader, &val_loss, &val, error)) goto done;
+        share_validation(&val_loss, &val);
         if (!isfinite(val_loss)) {
             char *kept = kept_state(saved_step, o->run_dir);
             g_set_error(error, CS_ERROR, CS_ERROR_ARG,
@@ -967,6 +1097,8 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         st.epoch++; /* the saved state points at the next epoch */
         if (!checkpoint(&st, model, adam, error)) goto done;
         saved_step = st.step;
+        cs_dist_wait_for_rank0();   /* its checkpoint may take a while */
+        const gboolean stop_all = stop_on_any_rank(stop);
         if (early) {
             log_line(&st, "early stopping: validation mIoU has not improved on %.4f for %d epochs",
                      st.best_miou, o->patience_stop);
@@ -974,7 +1106,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             if (report) report(&pr, user_data);
             break;
         }
-        if (stop && *stop) {
+        if (stop_all) {
             pr.message = "interrupted: state saved";
             if (report) report(&pr, user_data);
             break;
@@ -991,6 +1123,7 @@ done:
     cs_trainer_free(trainer);
     cs_model_free(model);
     if (state_file) cs_st_close(state_file);
+    g_free(state_json);
     g_string_free(init_log, TRUE);
     g_free(state_path);
     g_free(last_path);

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "condseg.h"
+#include "dist.h"   /* data-parallel training under mpirun */
 #include "pipeline.h"
 
 #define EXIT_USAGE 2
@@ -638,7 +639,7 @@ typedef struct {
     int patience_lr, patience_stop;   /* -1: not given */
     char *data, *out, *init, *resume, *seed_text, *preset, *device, *precision;
     gint64 max_steps;
-    gboolean no_augment, fix_background, single_sigmoid;
+    gboolean no_augment, fix_background, single_sigmoid, sync_bn;
     double lr, lr_backbone;
 } train_args;
 
@@ -689,6 +690,9 @@ static GOptionContext *train_context(train_args *a) {
          "un-augmented mask)", NULL},
         {"single-sigmoid", 0, 0, G_OPTION_ARG_NONE, &a->single_sigmoid,
          "DiceBCE on the probabilities (the original applies a second sigmoid)", NULL},
+        {"sync-bn", 0, 0, G_OPTION_ARG_NONE, &a->sync_bn,
+         "Under mpirun: BatchNorm statistics of the whole batch, summed across the ranks "
+         "(default: each rank's own share's)", NULL},
         {"workers", 0, 0, G_OPTION_ARG_INT, &a->workers, "Data loading threads", "N"},
         {"threads", 0, 0, G_OPTION_ARG_INT, &a->threads, "CPU threads (default: all cores)", "N"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &a->device, DEVICE_HELP, "DEVICE"},
@@ -706,7 +710,11 @@ static GOptionContext *train_context(train_args *a) {
         "The run folder receives train_log.csv, train.log, best.safetensors (best validation\n"
         "mIoU), last.safetensors and state.safetensors. Ctrl-C saves and stops; a second\n"
         "Ctrl-C aborts at once. --data is looked for in the current folder, then in\n"
-        "$CONDSEG_DATA.\n");
+        "$CONDSEG_DATA.\n\n"
+        "Several processes (MPI; README, \"Training on several processes\"):\n"
+        "  mpirun -np 2 condseg train --stage 2 --data kvasir-seg --out runs/s2 --threads 1\n"
+        "splits each batch (--batch is the whole batch) over the ranks; rank 0 validates and\n"
+        "writes the run folder; --resume works with any number of ranks.\n");
 }
 
 static int parse_train(int argc, char **argv, train_args *a) {
@@ -748,6 +756,7 @@ static int new_run_options(train_args *a, cs_train_options *opt) {
     opt->augment = !a->no_augment;
     opt->fix_background = a->fix_background;
     opt->single_sigmoid = a->single_sigmoid;
+    opt->sync_bn = a->sync_bn;
     return 0;
 }
 
@@ -776,10 +785,13 @@ static int run_train(const cs_train_options *opt, gboolean resume, int threads) 
     GError *error = NULL;
     if (!cs_train(opt, resume, on_train_progress, &display, &stop_requested, &error)) {
         if (display.tty) fputc('\n', stderr);
-        return report_error(error);
+        if (cs_dist_size() == 1) return report_error(error);
+        /* The other ranks wait in a collective: they are stopped with this one. */
+        cs_dist_abort(1, error->message);
     }
-    fprintf(stderr, "training %s; run folder: %s\n",
-            stop_requested ? "interrupted, state saved" : "finished", opt->run_dir);
+    if (cs_dist_rank() == 0)
+        fprintf(stderr, "training %s; run folder: %s\n",
+                stop_requested ? "interrupted, state saved" : "finished", opt->run_dir);
     return stop_requested ? 130 : 0;
 }
 
@@ -789,7 +801,10 @@ static int cmd_train(int argc, char **argv) {
     int status = parse_train(argc, argv, &a);
     if (!status) status = train_options(&a, &opt);
     if (!status) status = select_device(a.device, NULL, &opt.device);
+    GError *error = NULL;
+    if (!status && !cs_dist_init(NULL, NULL, &error)) status = report_error(error);
     if (!status) status = run_train(&opt, a.resume != NULL, a.threads);
+    cs_dist_finalize();
     g_free(a.data), g_free(a.out), g_free(a.init), g_free(a.resume), g_free(a.seed_text);
     g_free(a.preset), g_free(a.device), g_free(a.precision);
     return status;
