@@ -18,10 +18,11 @@ cd "$(dirname "$0")"
 here=$(pwd)
 
 # Build and run time: compiler, CMake, OpenBLAS (the OpenMP build), oneDNN, GLib, json-glib,
-# gdk-pixbuf and the image codecs.
+# gdk-pixbuf and the image codecs; Open MPI for training on several processes and machines
+# (`mpirun -np N condseg train ...`).
 build_packages=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev libdnnl-dev
   libglib2.0-dev libjson-glib-dev libgdk-pixbuf-2.0-dev libpng-dev libjpeg-dev libtiff-dev
-  libgdk-pixbuf2.0-bin)
+  libgdk-pixbuf2.0-bin libopenmpi-dev openmpi-bin)
 # Installed where the release has them: each GIMP's plug-in development files (Debian 12
 # has GIMP 2.10's only, Debian 13 GIMP 3's only); CMake builds the front ends they allow.
 optional_build_packages=(libgimp2.0-dev libgimp-3.0-dev)

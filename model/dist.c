@@ -69,14 +69,11 @@ static gint64 wait_begin(const char *name, gboolean timed) {
     return now;
 }
 
-static void wait_end(gint64 began, gboolean grads, size_t bytes) {
+static void wait_end(gint64 began, cs_dist_traffic *kind, size_t bytes) {
     atomic_store(&wait_started_us, 0);
-    const double seconds = (g_get_monotonic_time() - began) / 1e6;
-    if (grads) {
-        stats.grad_bytes += bytes, stats.grad_calls++, stats.grad_seconds += seconds;
-    } else {
-        stats.other_bytes += bytes, stats.other_calls++, stats.other_seconds += seconds;
-    }
+    kind->bytes += bytes;
+    kind->calls++;
+    kind->seconds += (g_get_monotonic_time() - began) / 1e6;
 }
 
 /* ---- start-up ----------------------------------------------------------------------------- */
@@ -201,7 +198,7 @@ static void reduce_doubles(double *values, int count, gboolean max, const char *
     const gint64 began = wait_begin(what, TRUE);
     allreduce_pieces(values, (size_t)count, MPI_DOUBLE, sizeof(double), max ? MPI_MAX : MPI_SUM,
                      what);
-    wait_end(began, FALSE, sizeof(double) * (size_t)count);
+    wait_end(began, &stats.sums, sizeof(double) * (size_t)count);
 #else
     (void)values, (void)max, (void)what;
 #endif
@@ -223,7 +220,7 @@ static void broadcast_timed(void *data, size_t bytes, gboolean timed, const char
         const int n = (int)MIN((size_t)MAX_PIECE, bytes - done);
         check_mpi(MPI_Bcast((char *)data + done, n, MPI_BYTE, 0, MPI_COMM_WORLD), what);
     }
-    wait_end(began, FALSE, bytes);
+    wait_end(began, &stats.broadcasts, bytes);
 #else
     (void)data, (void)timed, (void)what;
 #endif
@@ -271,7 +268,7 @@ void cs_dist_sum_grads(cs_paramset *ps) {
     if (!be->host_memory) {
         be->synchronize();   /* the backward's kernels are done */
         cs_nccl_sum_floats(ps->dev_grads, n);
-        wait_end(began, TRUE, bytes);
+        wait_end(began, &stats.grads, bytes);
         return;
     }
 #endif
@@ -285,7 +282,7 @@ void cs_dist_sum_grads(cs_paramset *ps) {
                          "the gradient sum");
     if (!be->host_memory) be->upload(ps->dev_grads, grads, bytes);
 #endif
-    wait_end(began, TRUE, bytes);
+    wait_end(began, &stats.grads, bytes);
 }
 
 gboolean cs_dist_replicas_agree(cs_paramset *ps) {

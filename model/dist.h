@@ -62,12 +62,16 @@ const cs_reducer *cs_dist_reducer(void);
  * the timeout does not apply. */
 void cs_dist_wait_for_rank0(void);
 
-/* What went through the collectives of this process so far: bytes handed to them as
- * input (each rank's own payload) and the seconds spent inside them. */
+/* What went through the collectives of this process so far, by kind (the gradient sums,
+ * the sums of a few doubles, broadcasts from rank 0): bytes handed to them as input (each
+ * rank's own payload), calls, and the seconds spent inside them (waits included). */
 typedef struct {
-    uint64_t grad_bytes, other_bytes;
-    long grad_calls, other_calls;
-    double grad_seconds, other_seconds;
+    uint64_t bytes;
+    long calls;
+    double seconds;
+} cs_dist_traffic;
+typedef struct {
+    cs_dist_traffic grads, sums, broadcasts;
 } cs_dist_stats;
 void cs_dist_get_stats(cs_dist_stats *stats);
 

@@ -749,6 +749,25 @@ static gboolean stop_on_any_rank(volatile int *stop) {
     return flag > 0;
 }
 
+/* What the steps of this session cost, for a data-parallel run's train.log. */
+typedef struct {
+    long first_step;
+    double step_seconds;      /* in the steps themselves: loading waits and validation not */
+} dist_timing;
+
+static void log_timing(const run_state *st, const dist_timing *t, const cs_model *model) {
+    const long steps = st->step - t->first_step;
+    if (cs_dist_size() == 1 || steps <= 0 || !model) return;
+    cs_dist_stats s;
+    cs_dist_get_stats(&s);
+    log_line(st, "%ld steps on %d ranks: %.3f steps/s; per step and rank %.2f MB of gradients "
+                 "summed (%" G_GINT64_FORMAT " parameters x 4 bytes) in %.3f s, and %.1f kB of "
+                 "loss, BatchNorm and metric sums in %ld calls and %.3f s",
+             steps, cs_dist_size(), steps / t->step_seconds, s.grads.bytes / 1e6 / steps,
+             model->params->n_trainable, s.grads.seconds / steps, s.sums.bytes / 1e3 / steps,
+             s.sums.calls / steps, s.sums.seconds / steps);
+}
+
 /* The first line of train.log that tells how the batch is split. */
 static void log_ranks(const run_state *st) {
     const int ranks = cs_dist_size(), batch = st->opt.batch;
@@ -799,6 +818,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     cs_loader *train_loader = NULL, *val_loader = NULL;
     cs_safetensors *state_file = NULL;
     step_buffers sb = {0};
+    dist_timing timing = {0};
     GString *init_log = g_string_new(NULL);
     gboolean ok = FALSE;
     char *state_path = g_build_filename(options->run_dir, STATE_FILE, NULL);
@@ -954,6 +974,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         log_line(&st, "removed %d temporary file(s) left by an interrupted write", orphans);
 
     long saved_step = resume ? st.step : -1; /* the step of the state on disk */
+    timing.first_step = st.step;
     const int batches = cs_loader_batches(train_loader);
     cs_train_progress pr = {.epochs = o->epochs, .batches = batches};
     while (st.epoch < o->epochs) {
@@ -970,6 +991,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                 st.next_batch = batch->batch_index + 1;
                 continue;
             }
+            const gint64 t_step = g_get_monotonic_time();
             const double loss = train_step(&sb, batch, st.epoch);
             GError *step_error = isfinite(loss) ? NULL : cs_trainer_take_error(trainer);
             if (step_error) {
@@ -1000,6 +1022,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             cs_metrics_accumulate(&st.sum_metrics, &bm);
             st.batches_done++;
             st.step++;
+            timing.step_seconds += (g_get_monotonic_time() - t_step) / 1e6;
             st.next_batch = batch->batch_index + 1;
             const double elapsed = (g_get_monotonic_time() - t_epoch) / 1e6;
             pr = (cs_train_progress){
@@ -1114,6 +1137,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     }
     ok = TRUE;
 done:
+    log_timing(&st, &timing, model);
     g_free(sb.outputs);
     g_free(sb.x_aug);
     cs_loader_free(train_loader);

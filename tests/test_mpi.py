@@ -5,13 +5,14 @@ rank, so that every run takes seconds):
 
   - equivalence: with --sync-bn, 2 ranks x 4 images give the loss curve (train_log.csv,
     one step per epoch), the validation curve and the weights after 5 steps of 1 rank x 8
-    within TOLERANCE (float32 sums in another order: see README); so do 2 ranks sharing a
+    within the tolerances below (float32 rounding: see there); so do 2 ranks sharing a
     batch of 7 unevenly (3 + 4) against 1 rank x 7;
-  - without --sync-bn the two differ by more than TOLERANCE (each rank's BatchNorm
+  - without --sync-bn the two differ by more than them (each rank's BatchNorm
     normalises its 4 images with their own statistics): the difference is printed;
   - resume: a 2-rank run stopped by --max-steps and resumed on 1 rank, and a 1-rank run
-    resumed on 2 ranks, end where the uninterrupted 1-rank run ends (within TOLERANCE);
-  - a rank killed (SIGKILL) stops the whole run with a message, and a rank that hangs
+    resumed on 2 ranks, end where the uninterrupted 1-rank run ends (within them);
+  - an error on rank 0 alone (an unreadable state.safetensors) ends both ranks with its
+    message; a rank killed (SIGKILL) stops the whole run with a message, and a rank that hangs
     (SIGSTOP) makes its peer give up after $CONDSEG_DIST_TIMEOUT with a message naming it.
 
 Usage: test_mpi.py --condseg BUILD/condseg --mpiexec MPIEXEC --data KVASIR_DIR
@@ -235,13 +236,25 @@ def main():
                   "a %d-rank run resumed on %d rank(s) ends as the 1-rank run (%s)"
                   % (max(first, 1), max(second, 1), describe(d)))
 
+        # An error on rank 0 alone, while rank 1 waits for it: both end, with the message.
+        os.makedirs(R("corrupt"))
+        with open(os.path.join(R("corrupt"), "state.safetensors"), "w") as f:
+            f.write("not a checkpoint")
+        t0 = time.time()
+        r = subprocess.run(run.command(2, ["--resume", R("corrupt")]), env=run.env,
+                           capture_output=True, text=True, timeout=300)
+        check(r.returncode != 0 and "rank 0 of 2: " in r.stderr and "not a safetensors file" in r.stderr
+              and "MPI_ABORT" in r.stderr,
+              "an error on rank 0 alone stops both ranks with its message (%.1f s)" % (time.time() - t0))
+
         seconds, status, output = stop_a_rank(run, root, run.data, signal.SIGKILL, 60)
         print("      rank 1 killed: mpirun ended after %s s with status %s" % (seconds, status))
         check(seconds is not None and status != 0 and "signal 9" in output,
               "a killed rank stops the run with a message")
-        seconds, status, output = stop_a_rank(run, root, run.data, signal.SIGSTOP, 5)
+        seconds, status, output = stop_a_rank(run, root, run.data, signal.SIGSTOP, 10)
         print("      rank 1 stopped: mpirun ended after %s s with status %s" % (seconds, status))
-        check(seconds is not None and status != 0 and "no answer from the other ranks" in output,
+        check(seconds is not None and seconds > 9 and status != 0 and
+              "no answer from the other ranks for 10 s" in output,
               "a hung rank makes its peer stop the run after CONDSEG_DIST_TIMEOUT, with a message")
     finally:
         shutil.rmtree(root, ignore_errors=True)
