@@ -50,6 +50,32 @@ struct cs_backend {
     void (*channel_max_nhwc)(float *y, const float *x, int n, int c, int hw);
     void (*mul_channel_nhwc)(float *y, const float *x, const float *s, int n, int c, int hw);
     void (*mul_spatial_nhwc)(float *y, const float *x, const float *m, int n, int c, int hw);
+    /* Training on NHWC maps (set with conv2d_nhwc): BatchNorm's batch statistics, affine
+     * map and backward, and the gradient of the layout pass (y in NHWC = x in NCHW, or
+     * += when accumulating). */
+    void (*batchnorm_stats_nhwc)(float *mean, float *var, const float *x, int n, int c, int hw);
+    void (*channel_affine_nhwc)(float *y, const float *x, const float *scale, const float *shift,
+                                int n, int c, int hw, int relu);
+    void (*batchnorm_backward_nhwc)(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                    const float *x, const float *y, const float *gamma,
+                                    const float *mean, const float *var, int n, int c, int hw);
+    void (*nchw_to_nhwc)(float *y, const float *x, int n, int c, int hw, int accumulate);
+    /* The backward passes of the NHWC upsampling, concatenation, reductions and products
+     * (each set with its forward, so that training may use that forward). */
+    void (*upsample_bilinear_backward_nhwc)(float *dx, const float *dy, int n, int c, int h,
+                                            int w, int ho, int wo);
+    void (*copy_channels_backward_nhwc)(float *dx, int cx, const float *dy, int cy, int c0,
+                                        int n, int hw);
+    void (*global_avgpool_backward_nhwc)(float *dx, const float *dy, int n, int c, int hw);
+    void (*global_maxpool_backward_nhwc)(float *dx, const float *dy, const float *x, int n,
+                                         int c, int hw);
+    void (*channel_mean_backward_nhwc)(float *dx, const float *dy, int n, int c, int hw);
+    void (*channel_max_backward_nhwc)(float *dx, const float *dy, const float *x, int n, int c,
+                                      int hw);
+    void (*mul_channel_backward_nhwc)(float *dx, float *ds, const float *dy, const float *x,
+                                      const float *s, int n, int c, int hw);
+    void (*mul_spatial_backward_nhwc)(float *dx, float *dm, const float *dy, const float *x,
+                                      const float *m, int n, int c, int hw);
 
     /* ---- BatchNorm ---- */
     void (*channel_affine)(float *y, const float *x, const float *scale, const float *shift,

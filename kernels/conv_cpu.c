@@ -303,7 +303,21 @@ static size_t sgemm_backward_workspace(const cs_conv_shape *s) {
     return need;
 }
 
+static void bias_gradient_nhwc(float *db, const float *dy, const cs_conv_shape *s) {
+    const size_t rows = (size_t)s->n * conv_plane(s);
+#pragma omp parallel for schedule(static)
+    for (int oc = 0; oc < s->o; oc++) {
+        double sum = 0.0;
+        for (size_t r = 0; r < rows; r++) sum += dy[r * s->o + oc];
+        db[oc] += (float)sum;
+    }
+}
+
 static void bias_gradient(float *db, const float *dy, const cs_conv_shape *s) {
+    if (s->y_nhwc) {
+        bias_gradient_nhwc(db, dy, s);
+        return;
+    }
     const size_t plane = conv_plane(s);
 #pragma omp parallel for schedule(static)
     for (int oc = 0; oc < s->o; oc++) {

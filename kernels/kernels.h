@@ -88,6 +88,31 @@ void cs_cpu_channel_mean_nhwc(float *y, const float *x, int n, int c, int hw);
 void cs_cpu_channel_max_nhwc(float *y, const float *x, int n, int c, int hw);
 void cs_cpu_mul_channel_nhwc(float *y, const float *x, const float *s, int n, int c, int hw);
 void cs_cpu_mul_spatial_nhwc(float *y, const float *x, const float *m, int n, int c, int hw);
+/* Training on NHWC maps: BatchNorm (the same arithmetic as the NCHW forms below, sums in
+ * double), the affine map, and y (NHWC) = x (NCHW), or += when accumulating: the layout
+ * pass's gradient. */
+void cs_cpu_batchnorm_stats_nhwc(float *mean, float *var, const float *x, int n, int c, int hw);
+void cs_cpu_channel_affine_nhwc(float *y, const float *x, const float *scale, const float *shift,
+                                int n, int c, int hw, int relu);
+void cs_cpu_batchnorm_backward_nhwc(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                    const float *x, const float *y, const float *gamma,
+                                    const float *mean, const float *var, int n, int c, int hw);
+void cs_cpu_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw, int accumulate);
+/* The backward passes of the NHWC forms above (gradients accumulate). */
+void cs_cpu_upsample_bilinear_backward_nhwc(float *dx, const float *dy, int n, int c, int h,
+                                            int w, int ho, int wo);
+void cs_cpu_copy_channels_backward_nhwc(float *dx, int cx, const float *dy, int cy, int c0,
+                                        int n, int hw);
+void cs_cpu_global_avgpool_backward_nhwc(float *dx, const float *dy, int n, int c, int hw);
+void cs_cpu_global_maxpool_backward_nhwc(float *dx, const float *dy, const float *x, int n,
+                                         int c, int hw);
+void cs_cpu_channel_mean_backward_nhwc(float *dx, const float *dy, int n, int c, int hw);
+void cs_cpu_channel_max_backward_nhwc(float *dx, const float *dy, const float *x, int n, int c,
+                                      int hw);
+void cs_cpu_mul_channel_backward_nhwc(float *dx, float *ds, const float *dy, const float *x,
+                                      const float *s, int n, int c, int hw);
+void cs_cpu_mul_spatial_backward_nhwc(float *dx, float *dm, const float *dy, const float *x,
+                                      const float *m, int n, int c, int hw);
 
 /* Floats of scratch memory cs_cpu_conv2d_forward needs for this shape (0 for 1x1/s1/p0). */
 size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s);
