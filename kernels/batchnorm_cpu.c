@@ -138,14 +138,15 @@ void cs_cpu_batchnorm_backward_nhwc(float *dx, float *dgamma, float *dbeta, cons
     }
 }
 
-void cs_cpu_bn_eval_affine(float *scale, float *shift, const float *gamma, const float *beta,
-                           const float *mean, const float *var, int c) {
+void cs_cpu_batchnorm_eval_affine(float *scale, float *shift, const float *gamma,
+                                  const float *beta, const float *mean, const float *var, int c) {
     for (int i = 0; i < c; i++) csm_bn_fold(gamma[i], beta[i], mean[i], var[i], &scale[i], &shift[i]);
 }
 
-void cs_cpu_bn_train_affine(float *scale, float *shift, float *running_mean, float *running_var,
-                            const float *gamma, const float *beta, const float *batch_mean,
-                            const float *batch_var, int c, float unbias) {
+void cs_cpu_batchnorm_train_affine(float *scale, float *shift, float *running_mean,
+                                   float *running_var, const float *gamma, const float *beta,
+                                   const float *batch_mean, const float *batch_var, int c,
+                                   float unbias) {
     for (int i = 0; i < c; i++)
         csm_bn_train(gamma[i], beta[i], batch_mean[i], batch_var[i], unbias, &scale[i],
                      &shift[i], &running_mean[i], &running_var[i]);

@@ -58,7 +58,7 @@ static int use_onednn(const cs_conv_shape *s) {
 }
 
 const char *cs_cpu_conv_engine(const cs_conv_shape *s) { return use_onednn(s) ? "onednn" : "sgemm"; }
-int cs_cpu_conv2d_nhwc(const cs_conv_shape *s) { return use_onednn(s); }
+int cs_cpu_conv2d_supports_nhwc(const cs_conv_shape *s) { return use_onednn(s); }
 
 static size_t conv_kdim(const cs_conv_shape *s) { return (size_t)s->c * s->k * s->k; }
 static size_t conv_plane(const cs_conv_shape *s) { return (size_t)s->ho * s->wo; }
@@ -262,7 +262,7 @@ static void conv_forward(float *y, const float *x, const float *w, const float *
     }
 }
 
-size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s) {
+size_t cs_cpu_conv2d_forward_workspace(const cs_conv_shape *s) {
     return use_onednn(s) ? csk_dnnl_conv_forward_workspace(s) : sgemm_forward_workspace(s);
 }
 

@@ -76,14 +76,14 @@ static cs_tensor *conv_run(cs_ctx *ctx, const cs_tensor *x, const char *weight_n
     /* A oneDNN convolution's output stays in its NHWC for the next convolution (and, in
      * training, its BatchNorm). */
     s.x_nhwc = x->nhwc;
-    s.y_nhwc = ctx->be->conv2d_nhwc && ctx->be->conv2d_nhwc(&s);
+    s.y_nhwc = ctx->be->conv2d_supports_nhwc && ctx->be->conv2d_supports_nhwc(&s);
     if (s.x_nhwc && !s.y_nhwc) {
         NCHW(x);
         s.x_nhwc = 0;
     }
     cs_tensor *y = cs_tensor_new(ctx, x->n, o, s.ho, s.wo);
     y->nhwc = s.y_nhwc;
-    float *ws = cs_ctx_workspace(ctx, ctx->be->conv2d_workspace(&s));
+    float *ws = cs_ctx_workspace(ctx, ctx->be->conv2d_forward_workspace(&s));
     gint64 t0 = cs_profile_start(ctx);
     ctx->be->conv2d_forward(y->data, x->data, cs_param_values(ctx, w), scale,
                             b ? cs_param_values(ctx, b) : shift, &s, relu, ws);
@@ -140,9 +140,9 @@ static bn_params bn_lookup(const cs_ctx *ctx, const char *prefix, int c) {
  * then shift) in the backend's memory. */
 static cs_tensor *bn_eval_affine(cs_ctx *ctx, const bn_params *p, int c) {
     cs_tensor *affine = cs_tensor_new(ctx, 1, 2 * c, 1, 1);
-    ctx->be->bn_eval_affine(affine->data, affine->data + c, cs_param_values(ctx, p->gamma),
-                            cs_param_values(ctx, p->beta), cs_param_values(ctx, p->mean),
-                            cs_param_values(ctx, p->var), c);
+    ctx->be->batchnorm_eval_affine(affine->data, affine->data + c,
+                                   cs_param_values(ctx, p->gamma), cs_param_values(ctx, p->beta),
+                                   cs_param_values(ctx, p->mean), cs_param_values(ctx, p->var), c);
     return affine;
 }
 
@@ -168,10 +168,11 @@ static cs_tensor *bn_train(cs_ctx *ctx, const cs_tensor *x, const bn_params *p, 
     cs_tensor *affine = cs_tensor_new(ctx, 1, 2 * c, 1, 1);  /* scale, shift */
     (nhwc ? ctx->be->batchnorm_stats_nhwc : ctx->be->batchnorm_stats)(
         stats->data, stats->data + c, x->data, x->n, c, (int)plane(x));
-    ctx->be->bn_train_affine(affine->data, affine->data + c, cs_param_values(ctx, p->mean),
-                             cs_param_values(ctx, p->var), cs_param_values(ctx, p->gamma),
-                             cs_param_values(ctx, p->beta), stats->data, stats->data + c, c,
-                             m > 1 ? (float)((double)m / (double)(m - 1)) : 1.0f);
+    ctx->be->batchnorm_train_affine(affine->data, affine->data + c,
+                                    cs_param_values(ctx, p->mean), cs_param_values(ctx, p->var),
+                                    cs_param_values(ctx, p->gamma), cs_param_values(ctx, p->beta),
+                                    stats->data, stats->data + c, c,
+                                    m > 1 ? (float)((double)m / (double)(m - 1)) : 1.0f);
     *p->count->count += 1;
     cs_tensor *y = cs_tensor_new(ctx, x->n, c, x->h, x->w);
     y->nhwc = nhwc;

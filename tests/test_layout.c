@@ -107,13 +107,13 @@ static void test_conv_nhwc(GRand *rng, int bf16) {
     float *x = random_floats(rng, in), *w = random_floats(rng, (size_t)s.o * s.c * 9);
     float *scale = random_floats(rng, s.o), *shift = random_floats(rng, s.o);
     float *want = g_new(float, out), *got = g_new(float, out);
-    float *ws = g_new(float, cs_cpu_conv2d_workspace(&s) + 1);
+    float *ws = g_new(float, cs_cpu_conv2d_forward_workspace(&s) + 1);
     cs_cpu_conv2d_forward(want, x, w, scale, shift, &s, 1, ws);
     g_free(ws);
-    CHECK(cs_cpu_conv2d_nhwc(&s));
+    CHECK(cs_cpu_conv2d_supports_nhwc(&s));
     s.x_nhwc = s.y_nhwc = 1;
     float *xt = check_nhwc_of(x, s.n, s.c, s.h * s.w);
-    ws = g_new(float, cs_cpu_conv2d_workspace(&s) + 1);
+    ws = g_new(float, cs_cpu_conv2d_forward_workspace(&s) + 1);
     cs_cpu_conv2d_forward(got, xt, w, scale, shift, &s, 1, ws);
     float *back = nchw_of(got, s.n, s.o, s.ho * s.wo);
     expect_close(bf16 ? "convolution NHWC -> NHWC, bf16" : "convolution NHWC -> NHWC, fp32", back,
@@ -269,7 +269,7 @@ static void test_conv_backward_nhwc(GRand *rng, int bf16) {
     cs_cpu_conv2d_backward(dx.nchw, dw, NULL, dy, x, w, &s, ws);
     g_free(ws);
     s.x_nhwc = s.y_nhwc = 1;
-    CHECK(cs_cpu_conv2d_nhwc(&s));
+    CHECK(cs_cpu_conv2d_supports_nhwc(&s));
     float *xt = check_nhwc_of(x, s.n, s.c, s.h * s.w), *dyt = check_nhwc_of(dy, s.n, s.o, s.ho * s.wo);
     ws = g_new(float, cs_cpu_conv2d_backward_workspace(&s) + 1);
     cs_cpu_conv2d_backward(dx.nhwc, dw_t, NULL, dyt, xt, w, &s, ws);
