@@ -173,6 +173,8 @@ static cs_paramset *bn_params(void) {
     return ps;
 }
 
+static gboolean bn_nhwc;   /* the layers' maps in NHWC order, as after oneDNN convolutions */
+
 /* bn2(relu(bn1(x))) on images [first, first + n), backward from bn_out_grad. */
 static void bn_run(bn_result *res, const cs_reducer *r, int first, int n) {
     res->ps = bn_params();
@@ -181,7 +183,10 @@ static void bn_run(bn_result *res, const cs_reducer *r, int first, int n) {
     cs_ctx_set_training(ctx, TRUE);
     const size_t image = (size_t)CHANNELS * PLANE, o = (size_t)first * image;
     cs_tensor *x = cs_tensor_from(ctx, bn_input + o, n, CHANNELS, SIDE, SIDE);
-    cs_tensor *y = cs_batchnorm(ctx, cs_batchnorm(ctx, x, "bn1", 1), "bn2", 0);
+    x->nhwc = bn_nhwc;   /* the same values read as NHWC: another input, as good */
+    cs_tensor *bn = cs_batchnorm(ctx, cs_batchnorm(ctx, x, "bn1", 1), "bn2", 0);
+    CHECK(bn->nhwc == bn_nhwc);   /* the layout the test means to cover */
+    cs_tensor *y = (cs_tensor *)cs_tensor_nchw(ctx, bn);
     cs_tensor_read(ctx, y, res->out + o);
     cs_tensor_set_grad(ctx, y, bn_out_grad + o);
     cs_backward(ctx);
@@ -224,8 +229,8 @@ static void test_sync_bn(void) {
     bn_run(&alone, NULL, 0, SPLIT);
     CHECK_MSG(check_max_abs_diff(alone.out, whole_bn.out, (size_t)SPLIT * CHANNELS * PLANE) > 1e-2,
               "per-rank BatchNorm should differ from the whole batch's");
-    printf("synchronised BatchNorm: outputs within %.1e, gradient sums and running statistics "
-           "equal the whole batch's\n", d_out);
+    printf("synchronised BatchNorm (%s): outputs within %.1e, gradient sums and running "
+           "statistics equal the whole batch's\n", bn_nhwc ? "NHWC" : "NCHW", d_out);
     cs_paramset_free(alone.ps);
     cs_paramset_free(whole_bn.ps);
     cs_paramset_free(split_bn[0].ps);
@@ -237,6 +242,8 @@ int main(void) {
     g_cond_init(&pair.cond);
     make_data();
     test_losses();
+    test_sync_bn();
+    bn_nhwc = TRUE;
     test_sync_bn();
     return check_failures ? 1 : 0;
 }
