@@ -397,10 +397,18 @@ static size_t scratchpad_bytes(const cs_conv_shape *s, int pass) {
 }
 static size_t max_bytes(size_t a, size_t b) { return a > b ? a : b; }
 
-/* Workspace, forward: x in NHWC | y in NHWC | weights | oneDNN's scratchpad. */
+/* Workspace, forward: x in NHWC (unless x is already in the primitive's layout) | y in
+ * NHWC (unless the caller takes NHWC) | weights | oneDNN's scratchpad. */
+static size_t forward_x_floats(const cs_conv_shape *s) {
+    const int ready = s->bf16 ? s->x_bf16 != NULL : s->x_nhwc;
+    return ready ? 0 : floats_of(nhwc_in_bytes(s));
+}
+static size_t forward_y_floats(const cs_conv_shape *s) {
+    return s->y_nhwc ? 0 : floats_of(nhwc_out_bytes(s, 0));
+}
+
 size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {
-    return floats_of(nhwc_in_bytes(s)) + floats_of(nhwc_out_bytes(s, 0)) +
-           floats_of(weights_bytes(s, PASS_FORWARD)) +
+    return forward_x_floats(s) + forward_y_floats(s) + floats_of(weights_bytes(s, PASS_FORWARD)) +
            floats_of(scratchpad_bytes(s, PASS_FORWARD));
 }
 
@@ -453,8 +461,8 @@ void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float
                            float *workspace) {
     const int epilogue = (scale ? EPI_SCALE : 0) | (shift ? EPI_SHIFT : 0) | (relu ? EPI_RELU : 0);
     const plan *p = plan_get(s, PASS_FORWARD, epilogue);
-    float *xs = workspace, *ys = xs + floats_of(nhwc_in_bytes(s));
-    float *wscratch = ys + floats_of(nhwc_out_bytes(s, 0));
+    float *xs = workspace, *ys = xs + forward_x_floats(s);
+    float *wscratch = ys + forward_y_floats(s);
     float *pad = wscratch + floats_of(weights_bytes(s, PASS_FORWARD));
     if (dnnl_memory_desc_get_size(p->md.weights) > weights_bytes(s, PASS_FORWARD))
         g_error("internal error: oneDNN chose a larger weights layout with post-ops");
