@@ -627,6 +627,7 @@ typedef struct {
     cs_loader **loaders;
     val_result *results;      /* of the last validation */
     val_result mean;          /* loss and metrics averaged over the splits */
+    cs_train_split *reported; /* the results as the progress report shows them */
 } val_splits;
 
 /* The split names: with several folders, distinct and fit for a CSV column name. */
@@ -659,6 +660,7 @@ static gboolean val_splits_open(val_splits *v, const char *const *dirs, GError *
     v->sets = g_new0(cs_dataset *, v->n);
     v->loaders = g_new0(cs_loader *, v->n);
     v->results = g_new0(val_result, v->n);
+    v->reported = g_new0(cs_train_split, v->n);
     for (int i = 0; i < v->n; i++)
         if (!(v->sets[i] = cs_dataset_open(dirs[i], "val", error))) return FALSE;
     return TRUE;
@@ -681,8 +683,13 @@ static void val_splits_free(val_splits *v) {
         cs_loader_free(v->loaders ? v->loaders[i] : NULL);
         cs_dataset_free(v->sets ? v->sets[i] : NULL);
     }
-    g_free(v->loaders), g_free(v->sets), g_free(v->results);
+    g_free(v->loaders), g_free(v->sets), g_free(v->results), g_free(v->reported);
     g_strfreev(v->names);
+}
+
+/* The share of a split's polyp-free images marked over CS_FALSE_ALARM_AREA (NaN: none). */
+static double false_alarm_rate(const val_result *r) {
+    return r->empty_masks ? (double)r->false_alarms / r->empty_masks : NAN;
 }
 
 /* Validates every split, and their mean: of one split, that split's figures exactly. */
@@ -697,12 +704,10 @@ static gboolean validate_splits(cs_trainer *tr, val_splits *v, GError **error) {
     }
     v->mean.loss /= v->n;
     cs_metrics_scale(&v->mean.metrics, 1.0 / v->n);
+    for (int i = 0; i < v->n; i++)
+        v->reported[i] = (cs_train_split){v->names[i], v->results[i].loss, v->results[i].metrics,
+                                          false_alarm_rate(&v->results[i])};
     return TRUE;
-}
-
-/* The share of a split's polyp-free images marked over CS_FALSE_ALARM_AREA (NaN: none). */
-static double false_alarm_rate(const val_result *r) {
-    return r->empty_masks ? (double)r->false_alarms / r->empty_masks : NAN;
 }
 
 /* ---- logs ------------------------------------------------------------------------------- */
@@ -1318,6 +1323,8 @@ static void report_epoch(train_run *r, const char *message) {
     r->pr.epoch_done = TRUE;
     r->pr.val_loss = val->loss, r->pr.val_miou = val->metrics.jaccard;
     r->pr.val_dice = val->metrics.dice;
+    r->pr.n_splits = r->val.n > 1 ? r->val.n : 0;
+    r->pr.splits = r->val.reported;
     report_progress(r, message);
     r->pr.epoch_done = FALSE;
 }
