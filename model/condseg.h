@@ -207,7 +207,8 @@ typedef struct {
     double eta_seconds;         /* to the end of the epoch */
     gboolean epoch_done;        /* this report closes the epoch: the val_* fields are set */
     double val_loss, val_miou, val_dice;   /* with several splits, their means */
-    int n_splits;               /* with several splits (else 0): each one's figures */
+    int n_splits;               /* with several splits (else 0): each one's figures (valid
+                                 * during the report only) */
     const cs_train_split *splits;
     double lr;
     const char *message;        /* a notable event ("best mIoU ... saved"), or NULL */
