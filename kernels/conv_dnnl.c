@@ -435,8 +435,13 @@ size_t csk_dnnl_conv_backward_workspace(const cs_conv_shape *s) {
            nchw_in_floats(s) + backward_weights_floats(s) + backward_scratchpad_floats(s);
 }
 
-/* x as the primitive takes it: reordered into xs, or x itself when it already is. */
+/* x as the primitive takes it: reordered into xs (or the caller's bfloat16 copy), or x
+ * itself when it already is. */
 static const void *forward_input(const plan *p, const cs_conv_shape *s, const float *x, float *xs) {
+    if (s->bf16 && s->x_bf16) {
+        if (s->x_bf16_ready) return s->x_bf16;
+        xs = s->x_bf16;
+    }
     if (!s->x_nhwc) reorder_run(p->in[0], p->md.x_nchw, x, p->md.x_in, xs);
     else if (s->bf16) reorder_run(p->in_nhwc, p->md.x_f32, x, p->md.x_in, xs);
     else return x;

@@ -55,6 +55,11 @@ typedef struct {
                               * keep its reordered copy until cs_cpu_conv_forget(tag) */
     int x_nhwc, y_nhwc;      /* x / y in NHWC order instead of NCHW (where
                               * conv2d_supports_nhwc says the shape allows it) */
+    /* CPU, bf16 inference: room for x in NHWC bfloat16 (n*c*h*w values), which the
+     * convolution fills when x_bf16_ready is 0 and takes as its input when 1, so that the
+     * convolutions reading one map round it once. NULL: x is rounded into the workspace. */
+    void *x_bf16;
+    int x_bf16_ready;
 } cs_conv_shape;
 
 void cs_conv_geometry(cs_conv_shape *s);

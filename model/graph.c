@@ -147,8 +147,16 @@ static void grad_drop(cs_ctx *ctx, cs_tensor *t) {
     t->grad = NULL;
 }
 
+static size_t bf16_block_size(const cs_tensor *t) { return block_size((cs_numel(t) + 1) / 2); }
+
+void *cs_tensor_bf16_room(cs_ctx *ctx, cs_tensor *t) {
+    if (!t->bf16) t->bf16 = pool_take(ctx, bf16_block_size(t));
+    return t->bf16;
+}
+
 static void tensor_drop(cs_ctx *ctx, cs_tensor *t) {
     grad_drop(ctx, t);
+    if (t->bf16) pool_give(ctx, t->bf16, bf16_block_size(t));
     if (t->data) pool_give(ctx, t->data, block_size(cs_numel(t)));
     g_free(t);
 }

@@ -25,6 +25,8 @@ typedef struct cs_tensor {
     gboolean nhwc;            /* data (and gradient) in NHWC order: a oneDNN convolution's
                                * output, kept so for the next convolution or BatchNorm */
     struct cs_tensor *nchw;   /* training: its NCHW copy, once made (cs_tensor_nchw) */
+    void *bf16;               /* bf16 inference: its NHWC bfloat16 copy, made by the first
+                               * convolution that reads it (cs_tensor_bf16_room) */
 } cs_tensor;
 
 static inline size_t cs_numel(const cs_tensor *t) { return (size_t)t->n * t->c * t->h * t->w; }
@@ -56,6 +58,8 @@ void cs_ctx_set_weights_tag(cs_ctx *ctx, uint64_t tag);
  * (its values are unchanged); in training a copy recorded on the tape (the NHWC tensor and
  * its gradient stay as the operations that read them saw them), made once. */
 const cs_tensor *cs_tensor_nchw(cs_ctx *ctx, const cs_tensor *t);
+/* Room for t's values in bfloat16 (t->bf16, kept until t is released). */
+void *cs_tensor_bf16_room(cs_ctx *ctx, cs_tensor *t);
 /* The gradient of t (zeroed when first asked for), in the backend's memory. */
 float *cs_tensor_grad(cs_ctx *ctx, cs_tensor *t);
 /* Host <-> tensor copies (plain copies on the CPU): t's values to `host`, and `host`

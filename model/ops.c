@@ -81,6 +81,11 @@ static cs_tensor *conv_run(cs_ctx *ctx, const cs_tensor *x, const char *weight_n
         NCHW(x);
         s.x_nhwc = 0;
     }
+    /* bf16 inference rounds each map once for all the convolutions that read it. */
+    if (s.bf16 && s.y_nhwc && !ctx->training) {
+        s.x_bf16_ready = x->bf16 != NULL;
+        s.x_bf16 = cs_tensor_bf16_room(ctx, (cs_tensor *)x);
+    }
     cs_tensor *y = cs_tensor_new(ctx, x->n, o, s.ho, s.wo);
     y->nhwc = s.y_nhwc;
     float *ws = cs_ctx_workspace(ctx, ctx->be->conv2d_forward_workspace(&s));
