@@ -11,6 +11,15 @@
 # compact preset, input 128x128, no ImageNet start (none can be downloaded), learning rate
 # 1e-3 for both groups with a patience of 4 epochs, and the two corrections of the
 # original's quirks (--single-sigmoid, --fix-background).
+#
+# Negatives: this model saw Kvasir-SEG alone, where every frame holds a polyp. `--data`
+# may be repeated to mix in polyp-free frames (nopolyp/: 900 train / 100 val frames with
+# empty masks), e.g. --data "$data" --data "$CONDSEG_DATA/nopolyp" in `common` below: the
+# train splits are then one training set, each val split is logged on its own
+# (valid_<folder>_* in train_log.csv, with the false-alarm rate of nopolyp), and the mean
+# over the splits of their mIoU picks best.safetensors (README, "Training"). The last line
+# measures the false alarms either way when nopolyp/ is there: the share of its val frames
+# the model marks over 1% of.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-${CONDSEG_DATA:-../shared/data}/kvasir-seg}"
@@ -37,3 +46,7 @@ mkdir -p models
   --meta "condseg.trained_on=Kvasir-SEG train split (880 images)" \
   --meta "condseg.recipe=tools/train_default_model.sh"
 "$exe" eval -w models/condseg-default.safetensors --data "$data" --json "$runs/eval.json"
+negatives="$(dirname "$data")/nopolyp"
+if [ -d "$negatives" ]; then
+  "$exe" eval -w models/condseg-default.safetensors --data "$negatives" --json "$runs/eval_nopolyp.json"
+fi
