@@ -435,6 +435,46 @@ static void test_loader(void) {
     cs_loader_start_epoch(started, 5, 1);
     cs_loader_free(started);
 
+    /* data-parallel shares (2 parts): each batch's samples [count part / 2, count (part + 1)
+     * / 2) in order, augmented as in the whole batch; the last batch (1 sample) leaves
+     * part 0 empty */
+    cs_loader *share[2];
+    epoch_record part[2];
+    for (int p = 0; p < 2; p++) {
+        share[p] = cs_loader_new(ds, BATCH, TRUE, &opt, seed, 1 + p);
+        cs_loader_set_share(share[p], p, 2);
+        part[p] = run_epoch(share[p], 2, 0, SIZE);
+        CHECK(part[p].n_batches == 3);
+    }
+    CHECK(part[0].count[2] == 0 && part[1].count[2] == 1);
+    const size_t image_floats = (size_t)SIZE * SIZE * 3;
+    size_t whole_off = 0, off[2] = {0, 0}, data_off[2] = {0, 0}, whole_data = 0;
+    for (int b = 0; b < 3; b++) {
+        const int count = e[2].count[b];
+        CHECK_MSG(part[0].count[b] == count / 2 && part[0].count[b] + part[1].count[b] == count,
+                  "batch %d: shares of %d and %d of %d", b, part[0].count[b], part[1].count[b],
+                  count);
+        int lo = 0;
+        for (int p = 0; p < 2; p++) {
+            const int n = part[p].count[b];
+            CHECK(memcmp(part[p].indices + off[p], e[2].indices + whole_off + lo,
+                         sizeof(int) * (size_t)n) == 0);
+            CHECK_MSG(n == 0 || memcmp(part[p].data + data_off[p],
+                                       e[2].data + whole_data + (size_t)lo * image_floats,
+                                       sizeof(float) * n * image_floats) == 0,
+                      "batch %d, part %d: images differ from the whole batch's", b, p);
+            off[p] += n;
+            data_off[p] += (size_t)n * per_sample;
+            lo += n;
+        }
+        whole_off += count;
+        whole_data += (size_t)count * per_sample;
+    }
+    for (int p = 0; p < 2; p++) {
+        record_free(&part[p]);
+        cs_loader_free(share[p]);
+    }
+
     /* another seed, another order; the same index is augmented differently per epoch */
     cs_loader *other = cs_loader_new(ds, BATCH, TRUE, &opt, seed + 1, 2);
     epoch_record o = run_epoch(other, 0, 0, SIZE);
@@ -487,7 +527,7 @@ static void test_loader(void) {
     cs_loader_free(one);
     cs_loader_free(four);
     cs_dataset_free(ds);
-    printf("loader: epochs, worker counts, resume, restart and shutdown checked\n");
+    printf("loader: epochs, worker counts, resume, restart, shutdown and shares checked\n");
 out:
     g_free(dir);
     g_strfreev(ids);
