@@ -1364,8 +1364,9 @@ static gboolean train_batch(train_run *r, const cs_batch *batch, GError **error)
     run_state *st = &r->st;
     if (batch->whole_count < cs_dist_size()) {
         /* Only an epoch's last batch can be this small: every rank skips it. */
-        log_line(st, "epoch %d: its last batch (%d images) skipped: fewer images than the %d "
-                     "ranks", st->epoch + 1, batch->whole_count, cs_dist_size());
+        log_line(st, "epoch %d: its last batch (%d image%s) skipped: fewer images than the %d "
+                     "ranks", st->epoch + 1, batch->whole_count, batch->whole_count == 1 ? "" : "s",
+                 cs_dist_size());
         st->next_batch = batch->batch_index + 1;
         return TRUE;
     }

@@ -11,6 +11,7 @@ rank, so that every run takes seconds):
     normalises its 4 images with their own statistics): the difference is printed;
   - resume: a 2-rank run stopped by --max-steps and resumed on 1 rank, and a 1-rank run
     resumed on 2 ranks, end where the uninterrupted 1-rank run ends (within them);
+  - an epoch's last batch with fewer images than ranks is skipped, with a line in train.log;
   - an error on rank 0 alone (an unreadable state.safetensors) ends both ranks with its
     message; a rank killed (SIGKILL) stops the whole run with a message, and a rank that hangs
     (SIGSTOP) makes its peer give up after $CONDSEG_DIST_TIMEOUT with a message naming it.
@@ -219,6 +220,14 @@ def main():
         d = compare_runs(R("one7"), R("two7"), R("init"))
         check(one7.returncode == 0 and two7.returncode == 0 and within(d),
               "--sync-bn: 2 ranks x (3 + 4) = 1 rank x 7 (%s)" % describe(d))
+        run.data = d8
+
+        # An epoch's last batch with fewer images than ranks (9 = 8 + 1): skipped, and said.
+        run.data = make_dataset(root, a.data, ids[:9], val[:8], "d9")
+        r = run.train(2, R("nine"), 8, ["--epochs", "1"])
+        log = open(os.path.join(R("nine"), "train.log")).read()
+        check(r.returncode == 0 and "its last batch (1 image) skipped" in log and
+              len(csv_rows(R("nine"))) == 1, "a last batch smaller than the ranks is skipped")
         run.data = d8
 
         per_rank = run.train(2, R("per-rank"), 8)
