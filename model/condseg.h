@@ -156,7 +156,7 @@ enum {
 };
 /* The views `condseg predict --tta` and the plug-ins' TTA use, chosen by measurement on
  * Kvasir-SEG val (README, Test-time augmentation). */
-#define CS_TTA_DEFAULT (CS_TTA_HFLIP | CS_TTA_VFLIP)
+#define CS_TTA_DEFAULT CS_TTA_HVFLIP
 void cs_model_set_tta(cs_model *model, unsigned flips);
 unsigned cs_model_tta(const cs_model *model);
 /* How many network runs a TTA set takes: 1 + the number of views in it. */

@@ -68,7 +68,7 @@ static void query(void) {
          "inputs with float32 sums, faster on CPUs with bf16 instructions (else float32) }"},
         {GIMP_PDB_INT32, "tta",
          "Test-time augmentation { OFF (0); ON (1): the mean of the predictions of the image "
-         "and of its left-right and top-bottom mirrors, three network runs }"},
+         "and of its half-turned copy, two network runs }"},
     };
     static const GimpParamDef return_values[] = {
         {GIMP_PDB_DRAWABLE, "result",

@@ -84,10 +84,10 @@ typedef enum {
 extern const cs_gimp_choice_name cs_gimp_precision_names[CS_GIMP_N_PRECISIONS];
 
 /* The test-time augmentation toggle, in both dialogs. */
-#define CS_GIMP_TTA_LABEL "Test-time _augmentation (3 runs)"
+#define CS_GIMP_TTA_LABEL "Test-time _augmentation (2 runs)"
 #define CS_GIMP_TTA_HELP                                                                   \
-    "The mean of the predictions of the image and of its left-right and top-bottom "       \
-    "mirrors: three network runs instead of one"
+    "The mean of the predictions of the image and of its half-turned copy (mirrored "      \
+    "left-right and top-bottom at once): two network runs instead of one"
 
 #define CS_GIMP_WEIGHTS_MAX 4096
 

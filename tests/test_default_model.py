@@ -10,9 +10,9 @@
     (tests/data/default_model_expected.png), which the PyTorch reference made from the same
     weights (tools/expected_mask.py), up to a few pixels on the mask's edge where the
     probability is within float32 rounding of the threshold;
-  * `condseg predict --tta` (the image and its left-right and top-bottom mirrors): its four
+  * `condseg predict --tta` (the image and its half-turned copy): its four
     outputs (--prob --all-outputs) equal the PyTorch reference's mean over the same views
-    (tools/make_golden.py prob --tta h,v), and its --uncertainty PNG is the binary entropy
+    (tools/make_golden.py prob --tta hv), and its --uncertainty PNG is the binary entropy
     of the mask probability resized to the image, computed here directly;
   * -w still overrides the default.
 
@@ -41,7 +41,7 @@ IMAGE_ID = "cju0s690hkp960855tjuaqvv0"
 # Pixels allowed to differ, all of them on the expected mask's edge.
 MAX_EDGE_PIXELS = 20
 # The views `condseg predict --tta` averages (CS_TTA_DEFAULT), as make_golden.py names them.
-TTA_VIEWS = "h,v"
+TTA_VIEWS = "hv"
 PROB_TOL = 1e-4
 
 failures = 0

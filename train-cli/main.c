@@ -162,8 +162,8 @@ static cs_model *load_model(const char *weights, const char *device, const char 
 }
 
 #define TTA_HELP \
-    "Test-time augmentation: the mean of the predictions of the image and of its left-right " \
-    "and top-bottom mirrors (3 network runs)"
+    "Test-time augmentation: the mean of the predictions of the image and of its " \
+    "half-turned copy (mirrored left-right and top-bottom at once; 2 network runs)"
 
 /* --tta: the views of CS_TTA_DEFAULT, or none. */
 static void apply_tta(cs_model *model, gboolean tta) {
@@ -1138,24 +1138,7 @@ static int write_eval_json(const eval_options *o, JsonBuilder *b, const cs_metri
     add_metrics(b, mean);
     json_builder_end_object(b);
     json_builder_end_object(b);
-    JsonGenerator *gen = json_generator_new();
-    JsonNode *root = json_builder_get_root(b);
-    json_generator_set_root(gen, root);
-    json_generator_set_pretty(gen, TRUE);
-    gsize len;
-    char *text = json_generator_to_data(gen, &len);
-    GError *error = NULL;
-    int status = 0;
-    /* g_file_set_contents writes a temporary file and renames it. */
-    if (!g_file_set_contents(o->json_path, text, (gssize)len, &error)) {
-        fprintf(stderr, "%s: --json: %s\n", program, error->message);
-        g_error_free(error);
-        status = 1;
-    }
-    g_free(text);
-    json_node_unref(root);
-    g_object_unref(gen);
-    return status;
+    return write_json_file(b, o->json_path);
 }
 
 /* Evaluates, with the per-image work of on_eval_image; fills *mean and *n. */

@@ -460,7 +460,7 @@ def check_verdict(c, refs, got, extra, verdict):
         fails.append(f"no warning {warning!r} in the verdict")
     if verdict and not warning and "Warning" in verdict:
         fails.append("a warning in a colour image's verdict")
-    said_tta = bool(verdict) and "test-time augmentation (3 runs)" in verdict
+    said_tta = bool(verdict) and "test-time augmentation (2 runs)" in verdict
     if said_tta != bool(c.get("tta")):
         fails.append(f"the verdict {'says' if said_tta else 'does not say'} test-time "
                      f"augmentation (asked: {bool(c.get('tta'))})")
