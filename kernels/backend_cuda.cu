@@ -263,22 +263,9 @@ static void cuda_zero(void *p, size_t bytes) {
 
 static void cuda_synchronize(void) { CS_CUDA_CHECK(cudaStreamSynchronize(dev.stream)); }
 
-static cs_backend make_table(void) {
-    cs_backend b;
-    memset(&b, 0, sizeof b);
-    b.name = "cuda";
-    b.host_memory = 0;
-    b.alloc = cuda_alloc;
-    b.release = cuda_release;
-    b.upload = cuda_upload;
-    b.download = cuda_download;
-    b.zero = cuda_zero;
-    b.synchronize = cuda_synchronize;
-    CudaOps<DeviceExec>::fill(&b);
-    return b;
-}
-
-static cs_backend cuda_table = make_table();
+static const cs_backend cuda_table =
+    CudaOps<DeviceExec>::table("cuda", cuda_alloc, cuda_release, cuda_upload, cuda_download,
+                               cuda_zero, cuda_synchronize);
 
 /* ---- starting the backend -------------------------------------------------------------- */
 

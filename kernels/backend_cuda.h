@@ -4,7 +4,7 @@
  * nvcc (CONDSEG_CUDA), which defines CONDSEG_HAVE_CUDA.
  *
  * The library-facing entry points with GError (cs_backend_cuda, cs_model_set_backend)
- * are libcondseg's (model/device.c); the public device selection is condseg.h's
+ * are libcondseg's (model/device.h); the public device selection is condseg.h's
  * cs_model_set_device.
  */
 #ifndef CONDSEG_BACKEND_CUDA_H
@@ -49,19 +49,6 @@ long cs_cuda_check_divider(void);
 
 #ifdef __cplusplus
 }
-#endif
-
-#ifndef __cplusplus
-/* libcondseg (model/device.c), with GLib. */
-#include <glib.h>
-struct cs_model;
-/* The CUDA backend, or NULL with a CS_ERROR_DEVICE error saying why (no driver, no GPU,
- * or condseg built without CUDA). */
-const cs_backend *cs_backend_cuda(GError **error);
-/* Moves a model's parameters (values, and gradients if enabled) to `backend` (NULL: the
- * CPU) and gives it a fresh execution context there. Before a trainer is made. */
-gboolean cs_model_set_backend(struct cs_model *model, const cs_backend *backend,
-                              GError **error);
 #endif
 
 #endif

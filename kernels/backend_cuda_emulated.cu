@@ -101,22 +101,9 @@ static void emulated_zero(void *p, size_t bytes) {
 
 static void emulated_synchronize(void) {}
 
-static cs_backend make_table(void) {
-    cs_backend b;
-    memset(&b, 0, sizeof b);
-    b.name = "cuda-emulated";
-    b.host_memory = 0;
-    b.alloc = emulated_alloc;
-    b.release = free;
-    b.upload = emulated_copy;
-    b.download = emulated_copy;
-    b.zero = emulated_zero;
-    b.synchronize = emulated_synchronize;
-    CudaOps<HostExec>::fill(&b);
-    return b;
-}
-
-static cs_backend emulated_table = make_table();
+static const cs_backend emulated_table =
+    CudaOps<HostExec>::table("cuda-emulated", emulated_alloc, free, emulated_copy, emulated_copy,
+                             emulated_zero, emulated_synchronize);
 
 extern "C" const cs_backend *cs_cuda_emulated_backend(void) { return &emulated_table; }
 

@@ -128,8 +128,9 @@ struct BnDxF {
 
 template <class X>
 struct CudaBatchNorm {
-    static void bn_eval_affine(float *scale, float *shift, const float *gamma, const float *beta,
-                               const float *mean, const float *var, int c) {
+    static void batchnorm_eval_affine(float *scale, float *shift, const float *gamma,
+                                      const float *beta, const float *mean, const float *var,
+                                      int c) {
         BnEvalAffineF f = {scale, shift, gamma, beta, mean, var};
         X::for_each(c, f);
     }
@@ -147,10 +148,10 @@ struct CudaBatchNorm {
         csk_reduce_rows<X, SumReducer>(c, len, sq, fin);
     }
 
-    static void bn_train_affine(float *scale, float *shift, float *running_mean,
-                                float *running_var, const float *gamma, const float *beta,
-                                const float *batch_mean, const float *batch_var, int c,
-                                float unbias) {
+    static void batchnorm_train_affine(float *scale, float *shift, float *running_mean,
+                                       float *running_var, const float *gamma,
+                                       const float *beta, const float *batch_mean,
+                                       const float *batch_var, int c, float unbias) {
         BnTrainAffineF f = {scale, shift, running_mean, running_var, gamma, beta, batch_mean,
                             batch_var, unbias};
         X::for_each(c, f);

@@ -58,7 +58,7 @@ static int use_onednn(const cs_conv_shape *s) {
 }
 
 const char *cs_cpu_conv_engine(const cs_conv_shape *s) { return use_onednn(s) ? "onednn" : "sgemm"; }
-int cs_cpu_conv2d_nhwc(const cs_conv_shape *s) { return use_onednn(s); }
+int cs_cpu_conv2d_supports_nhwc(const cs_conv_shape *s) { return use_onednn(s); }
 
 static size_t conv_kdim(const cs_conv_shape *s) { return (size_t)s->c * s->k * s->k; }
 static size_t conv_plane(const cs_conv_shape *s) { return (size_t)s->ho * s->wo; }
@@ -262,7 +262,7 @@ static void conv_forward(float *y, const float *x, const float *w, const float *
     }
 }
 
-size_t cs_cpu_conv2d_workspace(const cs_conv_shape *s) {
+size_t cs_cpu_conv2d_forward_workspace(const cs_conv_shape *s) {
     return use_onednn(s) ? csk_dnnl_conv_forward_workspace(s) : sgemm_forward_workspace(s);
 }
 
@@ -303,7 +303,21 @@ static size_t sgemm_backward_workspace(const cs_conv_shape *s) {
     return need;
 }
 
+static void bias_gradient_nhwc(float *db, const float *dy, const cs_conv_shape *s) {
+    const size_t rows = (size_t)s->n * conv_plane(s);
+#pragma omp parallel for schedule(static)
+    for (int oc = 0; oc < s->o; oc++) {
+        double sum = 0.0;
+        for (size_t r = 0; r < rows; r++) sum += dy[r * s->o + oc];
+        db[oc] += (float)sum;
+    }
+}
+
 static void bias_gradient(float *db, const float *dy, const cs_conv_shape *s) {
+    if (s->y_nhwc) {
+        bias_gradient_nhwc(db, dy, s);
+        return;
+    }
     const size_t plane = conv_plane(s);
 #pragma omp parallel for schedule(static)
     for (int oc = 0; oc < s->o; oc++) {

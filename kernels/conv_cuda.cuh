@@ -196,7 +196,13 @@ static inline Col2imF csk_col2im(float *dx, const float *col, int ld, int image_
 
 template <class X>
 struct CudaConv {
-    static size_t conv2d_workspace(const cs_conv_shape *s) { return csk_plan_conv(s).workspace; }
+    static size_t conv2d_forward_workspace(const cs_conv_shape *s) {
+        return csk_plan_conv(s).workspace;
+    }
+    /* The backward pass tiles as the forward one does, in the same scratch. */
+    static size_t conv2d_backward_workspace(const cs_conv_shape *s) {
+        return csk_plan_conv(s).workspace;
+    }
 
     static void conv2d_forward(float *y, const float *x, const float *w, const float *scale,
                                const float *shift, const cs_conv_shape *s, int relu,

@@ -23,7 +23,10 @@
 #include "conv_dnnl.h"
 #include "dnnl_compat.h"
 
-enum { PASS_FORWARD, PASS_BACKWARD_DATA, PASS_BACKWARD_WEIGHTS, PASS_TO_NCHW };
+enum {
+    PASS_FORWARD, PASS_BACKWARD_DATA, PASS_BACKWARD_WEIGHTS, PASS_TO_NCHW, PASS_TO_NHWC,
+    PASS_TO_NHWC_SUM
+};
 enum { EPI_SCALE = 1, EPI_SHIFT = 2, EPI_RELU = 4 };
 
 /* Everything that makes a plan: all ints, compared and hashed as bytes. */
@@ -249,12 +252,15 @@ static plan *plan_backward(const cs_conv_shape *s, int pass) {
     return p;
 }
 
-/* The layout pass back to NCHW of an n x c x hw map (x_* and `out` only). */
-static plan *plan_to_nchw(const cs_conv_shape *s) {
+/* The layout pass back to NCHW of an n x c x hw map (x_* and `out` only), or, for its
+ * gradient, from NCHW to (or onto, +=) an NHWC map. */
+static plan *plan_layout_pass(const cs_conv_shape *s, int pass) {
     plan *p = g_new0(plan, 1);
     p->md.x_f32 = md4(s->n, s->c, s->h, 1, dnnl_f32, dnnl_nhwc);
     p->md.x_nchw = md4(s->n, s->c, s->h, 1, dnnl_f32, dnnl_nchw);
-    p->out = reorder_between(p->md.x_f32, p->md.x_nchw, 0);
+    p->out = pass == PASS_TO_NCHW ? reorder_between(p->md.x_f32, p->md.x_nchw, 0)
+                                  : reorder_between(p->md.x_nchw, p->md.x_f32,
+                                                    pass == PASS_TO_NHWC_SUM);
     return p;
 }
 
@@ -265,9 +271,9 @@ static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
     g_mutex_lock(&cache_lock);
     plan *p = g_hash_table_lookup(plans, &key);
     if (!p) {
-        p = pass == PASS_FORWARD   ? plan_forward(s, epilogue)
-            : pass == PASS_TO_NCHW ? plan_to_nchw(s)
-                                   : plan_backward(s, pass);
+        p = pass == PASS_FORWARD                                    ? plan_forward(s, epilogue)
+            : pass >= PASS_TO_NCHW                             ? plan_layout_pass(s, pass)
+                                                               : plan_backward(s, pass);
         g_hash_table_insert(plans, g_memdup2(&key, sizeof key), p);
     }
     g_mutex_unlock(&cache_lock);
@@ -429,8 +435,13 @@ size_t csk_dnnl_conv_backward_workspace(const cs_conv_shape *s) {
            nchw_in_floats(s) + backward_weights_floats(s) + backward_scratchpad_floats(s);
 }
 
-/* x as the primitive takes it: reordered into xs, or x itself when it already is. */
+/* x as the primitive takes it: reordered into xs (or the caller's bfloat16 copy), or x
+ * itself when it already is. */
 static const void *forward_input(const plan *p, const cs_conv_shape *s, const float *x, float *xs) {
+    if (s->bf16 && s->x_bf16) {
+        if (s->x_bf16_ready) return s->x_bf16;
+        xs = s->x_bf16;
+    }
     if (!s->x_nhwc) reorder_run(p->in[0], p->md.x_nchw, x, p->md.x_in, xs);
     else if (s->bf16) reorder_run(p->in_nhwc, p->md.x_f32, x, p->md.x_in, xs);
     else return x;
@@ -477,6 +488,12 @@ void cs_cpu_nhwc_to_nchw(float *y, const float *x, int n, int c, int hw) {
     reorder_run(p->out, p->md.x_f32, x, p->md.x_nchw, y);
 }
 
+void cs_cpu_nchw_to_nhwc(float *y, const float *x, int n, int c, int hw, int accumulate) {
+    const cs_conv_shape s = {.n = n, .c = c, .h = hw, .w = 1};
+    const plan *p = plan_get(&s, accumulate ? PASS_TO_NHWC_SUM : PASS_TO_NHWC, 0);
+    reorder_run(p->out, p->md.x_nchw, x, p->md.x_f32, y);
+}
+
 /* Runs a backward plan on (src or diff_src, weights or diff_weights, diff_dst). */
 static void run_backward(const plan *p, int first_arg, csd_md first_md, const void *first,
                          int weights_arg, const void *weights, const void *dys, void *pad,
@@ -501,25 +518,28 @@ void csk_dnnl_conv_backward(float *dx, float *dw, const float *dy, const float *
     float *pad = scratch + backward_weights_floats(s);
     const size_t avail = 4 * backward_scratchpad_floats(s);
 
-    /* dw += dW (the blocked gradient reordered onto it), from x and dy in NHWC float32. */
+    /* dw += dW (the blocked gradient reordered onto it), from x and dy in NHWC float32
+     * (maps already in NHWC are used as they are). */
     const cs_conv_shape f = as_float32(s);
     const plan *pw = plan_get(&f, PASS_BACKWARD_WEIGHTS, 0);
-    reorder_run(pw->in[0], pw->md.x_nchw, x, pw->md.x_in, xs);
-    reorder_run(pw->in[1], pw->md.y_nchw, dy, pw->md.y_in, dys);
-    run_backward(pw, DNNL_ARG_SRC, pw->md.x_in, xs, DNNL_ARG_DIFF_WEIGHTS, scratch, dys, pad,
-                 avail);
+    const float *x_nhwc = x, *dy_nhwc = dy;
+    if (!s->x_nhwc) reorder_run(pw->in[0], pw->md.x_nchw, x, pw->md.x_in, xs), x_nhwc = xs;
+    if (!s->y_nhwc) reorder_run(pw->in[1], pw->md.y_nchw, dy, pw->md.y_in, dys), dy_nhwc = dys;
+    run_backward(pw, DNNL_ARG_SRC, pw->md.x_in, x_nhwc, DNNL_ARG_DIFF_WEIGHTS, scratch, dy_nhwc,
+                 pad, avail);
     weights_reorder_run(pw, dw, scratch, 1);
     if (!dx) return;
 
     /* dx += dX, from the same dy (rounded to bfloat16 in bf16). */
     const plan *pd = plan_get(s, PASS_BACKWARD_DATA, 0);
-    const void *dy_in = dys;
+    const void *dy_in = dy_nhwc;
     if (s->bf16) {
-        reorder_run(pd->in[1], pd->md.y_f32, dys, pd->md.y_in, dys_bf16);
+        reorder_run(pd->in[1], pd->md.y_f32, dy_nhwc, pd->md.y_in, dys_bf16);
         dy_in = dys_bf16;
     }
     const void *wr = weights_for(pd, s, w, scratch);
     run_backward(pd, DNNL_ARG_DIFF_SRC, pd->md.x_f32, dxs, DNNL_ARG_WEIGHTS, wr, dy_in, pad,
                  avail);
-    reorder_run(pd->out, pd->md.x_f32, dxs, pd->md.x_nchw, dx);
+    if (s->x_nhwc) cs_cpu_accumulate(dx, dxs, (size_t)s->n * s->c * s->h * s->w);
+    else reorder_run(pd->out, pd->md.x_f32, dxs, pd->md.x_nchw, dx);
 }

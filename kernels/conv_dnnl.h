@@ -1,6 +1,6 @@
 /* conv_dnnl.h — the oneDNN engine of the CPU convolutions (conv_dnnl.c), called by
  * conv_cpu.c's dispatch; same operands and conventions as cs_cpu_conv2d_forward/_backward
- * in kernels.h. */
+ * (backend_ops.h). */
 #ifndef CONDSEG_CONV_DNNL_H
 #define CONDSEG_CONV_DNNL_H
 
@@ -10,7 +10,7 @@
 size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s);
 size_t csk_dnnl_conv_backward_workspace(const cs_conv_shape *s);
 
-/* y = conv(x, w) * scale + shift (+ ReLU); scale/shift as in kernels.h. */
+/* y = conv(x, w) * scale + shift (+ ReLU); scale/shift as in backend_ops.h. */
 void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float *scale,
                            const float *shift, const cs_conv_shape *s, int relu,
                            float *workspace);

@@ -80,6 +80,10 @@ typedef struct {
     double dice;        /* "mDSC", "F1" */
     double recall, precision, accuracy, f2;
 } cs_metrics;
+/* Empty masks and predictions: a ratio 0/0 is worth 1 (model/metrics.c lists the cases).
+ * A frame whose mask is empty is a false alarm when the prediction marks more than this
+ * share of it. */
+#define CS_FALSE_ALARM_AREA 0.01
 
 /* ---------------------------------------------------------------------------------
  * The networks */
@@ -177,11 +181,14 @@ void cs_prob_to_mask(const float *prob, int prob_w, int prob_h, float threshold,
  * Training (spec §4-§6): both stages, on a dataset in the original layout
  * (DIR/images/, DIR/masks/, DIR/train.txt, DIR/val.txt). A run directory holds
  * train_log.csv (the original's columns), train.log, best.safetensors (best validation
- * mIoU), last.safetensors and state.safetensors (optimiser and loop state, for --resume). */
+ * mIoU), last.safetensors and state.safetensors (optimiser and loop state, for --resume).
+ * Several datasets: their train splits are mixed into one training set, each val split is
+ * validated and logged on its own, and the mean over the splits of their validation loss
+ * (the LR plateau) and mIoU (best.safetensors, early stopping) steer the run. */
 
 typedef struct {
     int stage;                  /* 1: consistency reinforcement of the encoder; 2: ConDSeg */
-    const char *data_dir;
+    const char *const *data_dirs; /* NULL-terminated list of dataset folders (one or more) */
     const char *run_dir;
     const char *init_weights;   /* NULL: PyTorch's default initialisation */
     const char *preset;         /* NULL: "condseg-r50" */
@@ -232,13 +239,19 @@ gboolean cs_train(const cs_train_options *opt, gboolean resume, cs_train_report_
 
 /* Evaluation as the original's test.py (spec §6.4, §7): every image of a split at batch
  * 1, metrics per image, averaged. `per_image` (may be NULL) is called with each image's
- * id, metrics and probability map (S x S, S = cs_model_input_size()); `save_masks_dir` (may be NULL) receives each
- * prediction as a PNG mask at the image's resolution. */
+ * id, metrics and probability map (S x S, S = cs_model_input_size()); `save_masks_dir`
+ * (may be NULL) receives each prediction as a PNG mask at the image's resolution. */
 typedef void (*cs_eval_image_fn)(const char *id, const cs_metrics *m, const float *prob,
                                  void *user_data);
+typedef struct {
+    cs_metrics mean;          /* per-image means */
+    int n_images;
+    int n_empty_masks;        /* frames without a polyp (empty mask) */
+    int n_false_alarms;       /* of those, the ones marked over CS_FALSE_ALARM_AREA */
+} cs_eval_summary;
 gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
                      const char *save_masks_dir, cs_eval_image_fn per_image, void *user_data,
-                     cs_metrics *mean, int *n_images, GError **error);
+                     cs_eval_summary *summary, GError **error);
 
 /* Progress of a forward pass (0..1), for front ends that show a bar. */
 typedef void (*cs_progress_fn)(double fraction, void *user_data);

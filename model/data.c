@@ -210,6 +210,38 @@ void cs_dataset_free(cs_dataset *ds) {
     g_free(ds);
 }
 
+/* Moves entry `from` of `src` to entry `to` of `dst` (the strings change owner). */
+static void move_entry(cs_dataset *dst, int to, cs_dataset *src, int from) {
+    dst->ids[to] = src->ids[from], dst->images[to] = src->images[from];
+    dst->masks[to] = src->masks[from];
+    src->ids[from] = src->images[from] = src->masks[from] = NULL;
+}
+
+cs_dataset *cs_dataset_open_many(const char *const *dirs, const char *split, GError **error) {
+    g_return_val_if_fail(dirs && dirs[0], NULL);
+    GPtrArray *parts = g_ptr_array_new_with_free_func((GDestroyNotify)cs_dataset_free);
+    int total = 0;
+    for (const char *const *dir = dirs; *dir; dir++) {
+        cs_dataset *part = cs_dataset_open(*dir, split, error);
+        if (!part) {
+            g_ptr_array_free(parts, TRUE);
+            return NULL;
+        }
+        g_ptr_array_add(parts, part);
+        total += part->n;
+    }
+    cs_dataset *all = g_new0(cs_dataset, 1);
+    all->ids = g_new0(char *, total + 1);
+    all->images = g_new0(char *, total + 1);
+    all->masks = g_new0(char *, total + 1);
+    for (guint p = 0; p < parts->len; p++) {
+        cs_dataset *part = g_ptr_array_index(parts, p);
+        for (int i = 0; i < part->n; i++) move_entry(all, all->n++, part, i);
+    }
+    g_ptr_array_free(parts, TRUE);
+    return all;
+}
+
 int cs_dataset_size(const cs_dataset *ds) { return ds ? ds->n : 0; }
 
 const char *cs_dataset_id(const cs_dataset *ds, int index) {

@@ -24,6 +24,9 @@ typedef struct cs_dataset cs_dataset;
  * naming the file: the list exists and is not empty; every image and mask exists, is a
  * readable image, and the two have the same size (header-only reads where possible). */
 cs_dataset *cs_dataset_open(const char *dir, const char *split, GError **error);
+/* Split `split` of several datasets (a NULL-terminated list of folders, each checked as
+ * cs_dataset_open does) as one: their entries in the order of the list. */
+cs_dataset *cs_dataset_open_many(const char *const *dirs, const char *split, GError **error);
 void cs_dataset_free(cs_dataset *ds);
 int cs_dataset_size(const cs_dataset *ds);
 const char *cs_dataset_id(const cs_dataset *ds, int index);

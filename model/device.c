@@ -6,6 +6,7 @@
 #include "backend.h"
 #include "backend_cuda.h"
 #include "condseg.h"
+#include "device.h"
 #include "graph.h"
 #include "model_internal.h"
 #include "params.h"

@@ -1,7 +1,7 @@
 /* eval.c — evaluation as the original's test.py does it (spec §6.4, §7): every image of a
  * split, preprocessed like training without augmentation, batch 1, metrics per image on
- * the 256x256 maps, averaged over images. The samples are decoded ahead by the loader's
- * worker threads. */
+ * the 256x256 maps, averaged over images, and the false alarms on frames without a polyp.
+ * The samples are decoded ahead by the loader's worker threads. */
 #include <errno.h>
 #include <string.h>
 
@@ -28,7 +28,7 @@ static gboolean save_mask(const cs_dataset *ds, int index, const float *prob, in
 
 gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
                      const char *save_masks_dir, cs_eval_image_fn per_image, void *user_data,
-                     cs_metrics *mean, int *n_images, GError **error) {
+                     cs_eval_summary *summary, GError **error) {
     cs_dataset *ds = cs_dataset_open(data_dir, split ? split : "val", error);
     if (!ds) return FALSE;
     if (save_masks_dir && g_mkdir_with_parents(save_masks_dir, 0755) != 0) {
@@ -43,8 +43,7 @@ gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
     cs_loader *loader = cs_loader_new(ds, 1, FALSE, &opt, 0, 0);
     cs_loader_start_epoch(loader, 0, 0);
     float *prob = g_new(float, plane);
-    cs_metrics sum = {0};
-    int count = 0;
+    cs_eval_summary sum = {0};
     gboolean ok = TRUE;
     const cs_batch *batch;
     GError *local = NULL;
@@ -53,8 +52,10 @@ gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
         if (!ok) break;
         cs_metrics m;
         cs_metrics_image(prob, batch->y1, plane, &m);
-        cs_metrics_accumulate(&sum, &m);
-        count++;
+        cs_metrics_accumulate(&sum.mean, &m);
+        sum.n_images++;
+        sum.n_empty_masks += cs_mask_is_empty(batch->y1, plane);
+        sum.n_false_alarms += cs_is_false_alarm(prob, batch->y1, plane);
         const int index = batch->indices[0];
         if (per_image) per_image(cs_dataset_id(ds, index), &m, prob, user_data);
         if (save_masks_dir) ok = save_mask(ds, index, prob, size, save_masks_dir, error);
@@ -64,9 +65,8 @@ gboolean cs_evaluate(cs_model *model, const char *data_dir, const char *split,
         ok = FALSE;
     }
     if (ok) {
-        cs_metrics_scale(&sum, count ? 1.0 / count : 0.0);
-        *mean = sum;
-        if (n_images) *n_images = count;
+        cs_metrics_scale(&sum.mean, sum.n_images ? 1.0 / sum.n_images : 0.0);
+        *summary = sum;
     }
     g_free(prob);
     cs_loader_free(loader);

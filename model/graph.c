@@ -147,8 +147,16 @@ static void grad_drop(cs_ctx *ctx, cs_tensor *t) {
     t->grad = NULL;
 }
 
+static size_t bf16_block_size(const cs_tensor *t) { return block_size((cs_numel(t) + 1) / 2); }
+
+void *cs_tensor_bf16_room(cs_ctx *ctx, cs_tensor *t) {
+    if (!t->bf16) t->bf16 = pool_take(ctx, bf16_block_size(t));
+    return t->bf16;
+}
+
 static void tensor_drop(cs_ctx *ctx, cs_tensor *t) {
     grad_drop(ctx, t);
+    if (t->bf16) pool_give(ctx, t->bf16, bf16_block_size(t));
     if (t->data) pool_give(ctx, t->data, block_size(cs_numel(t)));
     g_free(t);
 }
@@ -204,7 +212,7 @@ void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data) {
 
 void cs_probe(cs_ctx *ctx, const char *name, const cs_tensor *t) {
     if (!ctx->probe) return;
-    cs_tensor_make_nchw(ctx, t);
+    t = cs_tensor_nchw(ctx, t);
     if (ctx->be->host_memory) {
         ctx->probe(name, t, ctx->probe_user);
         return;
@@ -253,28 +261,54 @@ cs_tensor *cs_tensor_from(cs_ctx *ctx, const float *data, int n, int c, int h, i
     return t;
 }
 
-void cs_tensor_make_nchw(cs_ctx *ctx, const cs_tensor *t) {
-    if (!t->nhwc) return;
+/* The bytes of t reordered to NCHW in place. */
+static void make_nchw(cs_ctx *ctx, cs_tensor *t) {
+    const size_t bytes = block_size(cs_numel(t));
+    float *nchw = pool_take(ctx, bytes);
+    PROFILED("NHWC to NCHW", ctx->be->nhwc_to_nchw(nchw, t->data, t->n, t->c, t->h * t->w));
+    pool_give(ctx, t->data, bytes);
+    t->data = nchw;
+    t->nhwc = FALSE;
+}
+
+static void nchw_copy_backward(cs_ctx *ctx, const cs_node *node) {
+    cs_tensor *x = node->in[0];
+    if (!x->requires_grad) return;
+    /* The first gradient to arrive is written, not added onto zeros. */
+    const int first = x->grad == NULL;
+    if (first) x->grad = pool_take(ctx, block_size(cs_numel(x)));
+    ctx->be->nchw_to_nhwc(x->grad, node->out->grad, x->n, x->c, x->h * x->w, !first);
+}
+
+const cs_tensor *cs_tensor_nchw(cs_ctx *ctx, const cs_tensor *t) {
+    if (!t->nhwc) return t;
     /* The layout belongs to the storage, not to the value the const promises. */
     cs_tensor *m = (cs_tensor *)t;
     if (m->c == 1 || m->h * m->w == 1) { /* the same bytes in both orders */
         m->nhwc = FALSE;
-        return;
+        return m;
     }
-    const size_t bytes = block_size(cs_numel(m));
-    float *nchw = pool_take(ctx, bytes);
-    PROFILED("NHWC to NCHW", ctx->be->nhwc_to_nchw(nchw, m->data, m->n, m->c, m->h * m->w));
-    pool_give(ctx, m->data, bytes);
-    m->data = nchw;
-    m->nhwc = FALSE;
+    if (!ctx->training) {
+        make_nchw(ctx, m);
+        return m;
+    }
+    if (!m->nchw) {
+        cs_tensor *y = cs_tensor_new(ctx, m->n, m->c, m->h, m->w);
+        PROFILED("NHWC to NCHW", ctx->be->nhwc_to_nchw(y->data, m->data, m->n, m->c, m->h * m->w));
+        cs_tape_record(ctx, "NHWC to NCHW", nchw_copy_backward, y)->in[0] = m;
+        m->nchw = y;
+    }
+    return m->nchw;
 }
 
 void cs_tensor_read(cs_ctx *ctx, const cs_tensor *t, float *host) {
-    cs_tensor_make_nchw(ctx, t);
+    t = cs_tensor_nchw(ctx, t);
     ctx->be->download(host, t->data, sizeof(float) * cs_numel(t));
 }
 
 void cs_tensor_set_grad(cs_ctx *ctx, cs_tensor *t, const float *host) {
+    if (t->nhwc && t->c > 1 && t->h * t->w > 1)
+        g_error("internal error: a host gradient for an NHWC map");
     ctx->be->upload(cs_tensor_grad(ctx, t), host, sizeof(float) * cs_numel(t));
 }
 

@@ -17,13 +17,16 @@
 #include "params.h"
 
 /* An activation: n x c x h x w float32, NCHW; in training, its gradient. */
-typedef struct {
+typedef struct cs_tensor {
     float *data;
     float *grad;              /* allocated (zeroed) when the backward pass first needs it */
     int n, c, h, w;
     gboolean requires_grad;   /* FALSE for inputs */
-    gboolean nhwc;            /* data in NHWC order: an inference convolution's output, kept so
-                               * for the next convolution (cs_tensor_make_nchw) */
+    gboolean nhwc;            /* data (and gradient) in NHWC order: a oneDNN convolution's
+                               * output, kept so for the next convolution or BatchNorm */
+    struct cs_tensor *nchw;   /* training: its NCHW copy, once made (cs_tensor_nchw) */
+    void *bf16;               /* bf16 inference: its NHWC bfloat16 copy, made by the first
+                               * convolution that reads it (cs_tensor_bf16_room) */
 } cs_tensor;
 
 static inline size_t cs_numel(const cs_tensor *t) { return (size_t)t->n * t->c * t->h * t->w; }
@@ -50,9 +53,13 @@ void cs_ctx_set_bf16(cs_ctx *ctx, gboolean bf16);
 /* Nonzero: the weights do not change while the tag lives (cs_cpu_conv_new_tag), so
  * inference may keep them reordered for the convolutions; 0 (the default): they may. */
 void cs_ctx_set_weights_tag(cs_ctx *ctx, uint64_t tag);
-/* Puts t's data in NCHW order if it is not (its values are unchanged): what every
- * operation but the convolutions and the elementwise ones needs. */
-void cs_tensor_make_nchw(cs_ctx *ctx, const cs_tensor *t);
+/* t in NCHW order, what every operation but the convolutions, BatchNorm and the
+ * elementwise ones needs: t itself when it is, or when inference may convert it in place
+ * (its values are unchanged); in training a copy recorded on the tape (the NHWC tensor and
+ * its gradient stay as the operations that read them saw them), made once. */
+const cs_tensor *cs_tensor_nchw(cs_ctx *ctx, const cs_tensor *t);
+/* Room for t's values in bfloat16 (t->bf16, kept until t is released). */
+void *cs_tensor_bf16_room(cs_ctx *ctx, cs_tensor *t);
 /* The gradient of t (zeroed when first asked for), in the backend's memory. */
 float *cs_tensor_grad(cs_ctx *ctx, cs_tensor *t);
 /* Host <-> tensor copies (plain copies on the CPU): t's values to `host`, and `host`

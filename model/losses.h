@@ -49,4 +49,12 @@ void cs_metrics_image(const float *pred, const float *target, size_t n, cs_metri
 void cs_metrics_accumulate(cs_metrics *sum, const cs_metrics *m);
 void cs_metrics_scale(cs_metrics *m, double factor);
 
+/* Whether no target pixel is > 0.5 (a frame without a polyp). */
+gboolean cs_mask_is_empty(const float *target, size_t n);
+/* The share of the n pixels with pred > 0.5. */
+double cs_marked_fraction(const float *pred, size_t n);
+/* A false alarm: the mask is empty and the prediction marks more than
+ * CS_FALSE_ALARM_AREA (condseg.h) of the frame. */
+gboolean cs_is_false_alarm(const float *pred, const float *target, size_t n);
+
 #endif

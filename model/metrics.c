@@ -1,7 +1,20 @@
 /* metrics.c — the evaluation metrics of spec §7, computed exactly as the original code
  * does: both maps thresholded with a strict > 0.5, integer pixel counts, ε = 1e-15 in
- * every ratio (so two empty maps score 1), F2 from precision and recall, and the
- * pixel accuracy. Averaging (per-image means, or means of batch means) is the caller's. */
+ * every ratio, F2 from precision and recall, and the pixel accuracy; and the false alarm
+ * of a frame without a polyp. Averaging (per-image means, or means of batch means) is
+ * the caller's.
+ *
+ * Empty masks and empty predictions (polyp-free frames, missed polyps): ε makes every
+ * ratio whose numerator and denominator are both 0 worth 1 ("nothing to find and nothing
+ * found" is perfect), the convention of MONAI's DiceMetric (ignore_empty=False) and of
+ * scikit-learn's zero_division=1, and the original's:
+ *   mask empty, prediction empty:      Dice = IoU = recall = precision = F2 = 1
+ *   mask empty, prediction marks some: Dice = IoU = precision = F2 = 0 (1e-15 / nP),
+ *                                      recall = 1 (no polyp pixel was missed)
+ *   mask marked, prediction empty:     Dice = IoU = recall = F2 = 0,
+ *                                      precision = 1 (no pixel was marked wrongly)
+ * So on a split of polyp-free frames the mean IoU is the share of frames left wholly
+ * unmarked; the false-alarm rate (below) is the tolerant figure. */
 #include "losses.h"
 
 #define METRIC_EPS 1e-15
@@ -41,4 +54,20 @@ void cs_metrics_scale(cs_metrics *m, double factor) {
     m->precision *= factor;
     m->accuracy *= factor;
     m->f2 *= factor;
+}
+
+gboolean cs_mask_is_empty(const float *target, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (target[k] > 0.5f) return FALSE;
+    return TRUE;
+}
+
+double cs_marked_fraction(const float *pred, size_t n) {
+    size_t marked = 0;
+    for (size_t k = 0; k < n; k++) marked += (size_t)(pred[k] > 0.5f);
+    return n ? (double)marked / (double)n : 0.0;
+}
+
+gboolean cs_is_false_alarm(const float *pred, const float *target, size_t n) {
+    return cs_mask_is_empty(target, n) && cs_marked_fraction(pred, n) > CS_FALSE_ALARM_AREA;
 }

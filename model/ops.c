@@ -18,9 +18,14 @@ static void check_same_shape(const cs_tensor *a, const cs_tensor *b, const char 
 
 static size_t plane(const cs_tensor *t) { return (size_t)t->h * t->w; }
 
-/* An input of an operation that needs NCHW (every one but the convolutions and the
- * elementwise ones, which work in either layout). */
-#define NCHW(t) cs_tensor_make_nchw(ctx, (t))
+/* An input of an operation that needs NCHW (every one but the convolutions, BatchNorm and
+ * the elementwise ones, which work in either layout): t becomes its NCHW form. */
+#define NCHW(t) ((t) = cs_tensor_nchw(ctx, (t)))
+
+/* Whether an operation may run its NHWC kernel `fn` on x: when the backend has it and, in
+ * training, its NHWC backward `bwd` too. */
+#define NHWC_FORWARD(x, fn, bwd) \
+    ((x)->nhwc && ctx->be->fn && (!ctx->training || ctx->be->bwd))
 
 /* ---- convolution ------------------------------------------------------------------- */
 
@@ -52,6 +57,8 @@ static void conv_backward(cs_ctx *ctx, const cs_node *node) {
     const int k = w->ndim == 4 ? (int)w->shape[2] : 1;
     cs_conv_shape s = conv_shape(ctx, x, (int)w->shape[0], k, node->iarg[0], node->iarg[1],
                                  node->iarg[2]);
+    s.x_nhwc = x->nhwc;
+    s.y_nhwc = node->out->nhwc;
     ctx->be->conv2d_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, w),
                              b ? cs_param_grad(ctx, b) : NULL, node->out->grad, x->data,
                              cs_param_values(ctx, w), &s,
@@ -66,16 +73,22 @@ static cs_tensor *conv_run(cs_ctx *ctx, const cs_tensor *x, const char *weight_n
     const cs_param *w = conv_weight(ctx, weight_name, x, &o, &k);
     const cs_param *b = bias_name ? cs_param_get(ctx->params, bias_name) : NULL;
     cs_conv_shape s = conv_shape(ctx, x, o, k, stride, pad, dil);
-    /* Inference keeps a oneDNN convolution's output in its NHWC for the next one. */
+    /* A oneDNN convolution's output stays in its NHWC for the next convolution (and, in
+     * training, its BatchNorm). */
     s.x_nhwc = x->nhwc;
-    s.y_nhwc = !ctx->training && ctx->be->conv2d_nhwc && ctx->be->conv2d_nhwc(&s);
+    s.y_nhwc = ctx->be->conv2d_supports_nhwc && ctx->be->conv2d_supports_nhwc(&s);
     if (s.x_nhwc && !s.y_nhwc) {
         NCHW(x);
         s.x_nhwc = 0;
     }
+    /* bf16 inference rounds each map once for all the convolutions that read it. */
+    if (s.bf16 && s.y_nhwc && !ctx->training) {
+        s.x_bf16_ready = x->bf16 != NULL;
+        s.x_bf16 = cs_tensor_bf16_room(ctx, (cs_tensor *)x);
+    }
     cs_tensor *y = cs_tensor_new(ctx, x->n, o, s.ho, s.wo);
     y->nhwc = s.y_nhwc;
-    float *ws = cs_ctx_workspace(ctx, ctx->be->conv2d_workspace(&s));
+    float *ws = cs_ctx_workspace(ctx, ctx->be->conv2d_forward_workspace(&s));
     gint64 t0 = cs_profile_start(ctx);
     ctx->be->conv2d_forward(y->data, x->data, cs_param_values(ctx, w), scale,
                             b ? cs_param_values(ctx, b) : shift, &s, relu, ws);
@@ -132,9 +145,9 @@ static bn_params bn_lookup(const cs_ctx *ctx, const char *prefix, int c) {
  * then shift) in the backend's memory. */
 static cs_tensor *bn_eval_affine(cs_ctx *ctx, const bn_params *p, int c) {
     cs_tensor *affine = cs_tensor_new(ctx, 1, 2 * c, 1, 1);
-    ctx->be->bn_eval_affine(affine->data, affine->data + c, cs_param_values(ctx, p->gamma),
-                            cs_param_values(ctx, p->beta), cs_param_values(ctx, p->mean),
-                            cs_param_values(ctx, p->var), c);
+    ctx->be->batchnorm_eval_affine(affine->data, affine->data + c,
+                                   cs_param_values(ctx, p->gamma), cs_param_values(ctx, p->beta),
+                                   cs_param_values(ctx, p->mean), cs_param_values(ctx, p->var), c);
     return affine;
 }
 
@@ -142,11 +155,11 @@ static void bn_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     const int c = x->c;
     const float *stats = node->saved_tensor->data;
-    ctx->be->batchnorm_backward(cs_grad_of(ctx, x), cs_param_grad(ctx, node->param[0]),
-                                cs_param_grad(ctx, node->param[1]), node->out->grad, x->data,
-                                node->iarg[0] ? node->out->data : NULL,
-                                cs_param_values(ctx, node->param[0]), stats, stats + c, x->n, c,
-                                (int)plane(x));
+    (x->nhwc ? ctx->be->batchnorm_backward_nhwc : ctx->be->batchnorm_backward)(
+        cs_grad_of(ctx, x), cs_param_grad(ctx, node->param[0]),
+        cs_param_grad(ctx, node->param[1]), node->out->grad, x->data,
+        node->iarg[0] ? node->out->data : NULL, cs_param_values(ctx, node->param[0]), stats,
+        stats + c, x->n, c, (int)plane(x));
 }
 
 /* Training mode: normalise with the batch statistics, update the running statistics
@@ -154,17 +167,23 @@ static void bn_backward(cs_ctx *ctx, const cs_node *node) {
 static cs_tensor *bn_train(cs_ctx *ctx, const cs_tensor *x, const bn_params *p, int relu) {
     const int c = x->c;
     const size_t m = (size_t)x->n * plane(x);
+    const gboolean nhwc = x->nhwc && ctx->be->batchnorm_stats_nhwc;
+    if (!nhwc) NCHW(x);
     cs_tensor *stats = cs_tensor_new(ctx, 1, 2 * c, 1, 1);   /* batch mean, biased var */
     cs_tensor *affine = cs_tensor_new(ctx, 1, 2 * c, 1, 1);  /* scale, shift */
-    ctx->be->batchnorm_stats(stats->data, stats->data + c, x->data, x->n, c, (int)plane(x));
-    ctx->be->bn_train_affine(affine->data, affine->data + c, cs_param_values(ctx, p->mean),
-                             cs_param_values(ctx, p->var), cs_param_values(ctx, p->gamma),
-                             cs_param_values(ctx, p->beta), stats->data, stats->data + c, c,
-                             m > 1 ? (float)((double)m / (double)(m - 1)) : 1.0f);
+    (nhwc ? ctx->be->batchnorm_stats_nhwc : ctx->be->batchnorm_stats)(
+        stats->data, stats->data + c, x->data, x->n, c, (int)plane(x));
+    ctx->be->batchnorm_train_affine(affine->data, affine->data + c,
+                                    cs_param_values(ctx, p->mean), cs_param_values(ctx, p->var),
+                                    cs_param_values(ctx, p->gamma), cs_param_values(ctx, p->beta),
+                                    stats->data, stats->data + c, c,
+                                    m > 1 ? (float)((double)m / (double)(m - 1)) : 1.0f);
     *p->count->count += 1;
     cs_tensor *y = cs_tensor_new(ctx, x->n, c, x->h, x->w);
-    PROFILED("batchnorm", ctx->be->channel_affine(y->data, x->data, affine->data,
-                                                  affine->data + c, x->n, c, (int)plane(x), relu));
+    y->nhwc = nhwc;
+    PROFILED("batchnorm", (nhwc ? ctx->be->channel_affine_nhwc : ctx->be->channel_affine)(
+                              y->data, x->data, affine->data, affine->data + c, x->n, c,
+                              (int)plane(x), relu));
     cs_node *node = cs_tape_record(ctx, "batchnorm", bn_backward, y);
     node->in[0] = (cs_tensor *)x;
     node->param[0] = p->gamma;
@@ -259,15 +278,16 @@ cs_tensor *cs_add(cs_ctx *ctx, const cs_tensor *a, const cs_tensor *b, int relu)
 
 static void mul_channel_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0], *s = node->in[1];
-    ctx->be->mul_channel_backward(cs_grad_of(ctx, x), cs_grad_of(ctx, s), node->out->grad, x->data,
-                                s->data, x->n, x->c, (int)plane(x));
+    (x->nhwc ? ctx->be->mul_channel_backward_nhwc : ctx->be->mul_channel_backward)(
+        cs_grad_of(ctx, x), cs_grad_of(ctx, s), node->out->grad, x->data, s->data, x->n, x->c,
+        (int)plane(x));
 }
 
 cs_tensor *cs_mul_channel(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *s) {
     if (s->n != x->n || s->c != x->c || s->h != 1 || s->w != 1)
         g_error("internal error: channel product with a %dx%dx%dx%d factor", s->n, s->c, s->h,
                 s->w);
-    const gboolean nhwc = x->nhwc && ctx->be->mul_channel_nhwc;
+    const gboolean nhwc = NHWC_FORWARD(x, mul_channel_nhwc, mul_channel_backward_nhwc);
     if (!nhwc) NCHW(x);
     NCHW(s);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
@@ -281,15 +301,16 @@ cs_tensor *cs_mul_channel(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *s) {
 
 static void mul_spatial_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0], *m = node->in[1];
-    ctx->be->mul_spatial_backward(cs_grad_of(ctx, x), cs_grad_of(ctx, m), node->out->grad, x->data,
-                                m->data, x->n, x->c, (int)plane(x));
+    (x->nhwc ? ctx->be->mul_spatial_backward_nhwc : ctx->be->mul_spatial_backward)(
+        cs_grad_of(ctx, x), cs_grad_of(ctx, m), node->out->grad, x->data, m->data, x->n, x->c,
+        (int)plane(x));
 }
 
 cs_tensor *cs_mul_spatial(cs_ctx *ctx, const cs_tensor *x, const cs_tensor *m) {
     if (m->n != x->n || m->c != 1 || m->h != x->h || m->w != x->w)
         g_error("internal error: spatial product with a %dx%dx%dx%d factor", m->n, m->c, m->h,
                 m->w);
-    const gboolean nhwc = x->nhwc && ctx->be->mul_spatial_nhwc;
+    const gboolean nhwc = NHWC_FORWARD(x, mul_spatial_nhwc, mul_spatial_backward_nhwc);
     if (!nhwc) NCHW(x);
     NCHW(m);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h, x->w);
@@ -305,8 +326,9 @@ static void concat_backward(cs_ctx *ctx, const cs_node *node) {
     const cs_tensor *y = node->out;
     for (int i = 0, c0 = 0; i < node->n_in; c0 += node->in[i]->c, i++) {
         float *d = cs_grad_of(ctx, node->in[i]);
-        if (d) ctx->be->copy_channels_backward(d, node->in[i]->c, y->grad, y->c, c0, y->n,
-                                             (int)plane(y));
+        if (d)
+            (y->nhwc ? ctx->be->copy_channels_backward_nhwc : ctx->be->copy_channels_backward)(
+                d, node->in[i]->c, y->grad, y->c, c0, y->n, (int)plane(y));
     }
 }
 
@@ -319,21 +341,21 @@ cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts) {
             g_error("internal error: concatenating maps of different sizes");
         c += parts[i]->c;
     }
-    const cs_tensor *p0 = parts[0];
-    gboolean nhwc = ctx->be->copy_channels_nhwc != NULL;
-    for (int i = 0; i < count; i++) nhwc = nhwc && parts[i]->nhwc;
-    cs_tensor *y = cs_tensor_new(ctx, p0->n, c, p0->h, p0->w);
+    const cs_tensor *in[4];
+    gboolean nhwc = TRUE;
+    for (int i = 0; i < count; i++) nhwc = nhwc && NHWC_FORWARD(parts[i], copy_channels_nhwc, copy_channels_backward_nhwc);
+    for (int i = 0; i < count; i++) in[i] = nhwc ? parts[i] : cs_tensor_nchw(ctx, parts[i]);
+    cs_tensor *y = cs_tensor_new(ctx, in[0]->n, c, in[0]->h, in[0]->w);
     y->nhwc = nhwc;
-    for (int i = 0, c0 = 0; i < count; c0 += parts[i]->c, i++) {
-        if (!nhwc) NCHW(parts[i]);
+    for (int i = 0, c0 = 0; i < count; c0 += in[i]->c, i++) {
         PROFILED("concat", (nhwc ? ctx->be->copy_channels_nhwc : ctx->be->copy_channels)(
-                               y->data, c, c0, parts[i]->data, parts[i]->c, p0->n,
-                               (int)plane(p0)));
+                               y->data, c, c0, in[i]->data, in[i]->c, in[0]->n,
+                               (int)plane(in[0])));
     }
     cs_node *node = cs_tape_record(ctx, "concat", concat_backward, y);
     if (node) {
         node->n_in = count;
-        for (int i = 0; i < count; i++) node->in[i] = (cs_tensor *)parts[i];
+        for (int i = 0; i < count; i++) node->in[i] = (cs_tensor *)in[i];
     }
     return y;
 }
@@ -343,12 +365,13 @@ cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts) {
 static void upsample_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     float *dx = cs_grad_of(ctx, x);
-    if (dx) ctx->be->upsample_bilinear_backward(dx, node->out->grad, x->n, x->c, x->h, x->w,
-                                              node->out->h, node->out->w);
+    if (dx)
+        (x->nhwc ? ctx->be->upsample_bilinear_backward_nhwc : ctx->be->upsample_bilinear_backward)(
+            dx, node->out->grad, x->n, x->c, x->h, x->w, node->out->h, node->out->w);
 }
 
 cs_tensor *cs_upsample(cs_ctx *ctx, const cs_tensor *x, int factor) {
-    const gboolean nhwc = x->nhwc && ctx->be->upsample_bilinear_nhwc;
+    const gboolean nhwc = NHWC_FORWARD(x, upsample_bilinear_nhwc, upsample_bilinear_backward_nhwc);
     if (!nhwc) NCHW(x);
     cs_tensor *y = cs_tensor_new(ctx, x->n, x->c, x->h * factor, x->w * factor);
     y->nhwc = nhwc;
@@ -384,13 +407,26 @@ static void reduce_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     float *dx = cs_grad_of(ctx, x);
     if (!dx) return;
+    const cs_backend *be = ctx->be;
     const float *dy = node->out->grad;
-    const int hw = (int)plane(x);
+    const int hw = (int)plane(x), nhwc = x->nhwc;
     switch (node->iarg[0]) {
-    case REDUCE_GLOBAL_AVG: ctx->be->global_avgpool_backward(dx, dy, x->n, x->c, hw); break;
-    case REDUCE_GLOBAL_MAX: ctx->be->global_maxpool_backward(dx, dy, x->data, x->n, x->c, hw); break;
-    case REDUCE_CHANNEL_MEAN: ctx->be->channel_mean_backward(dx, dy, x->n, x->c, hw); break;
-    default: ctx->be->channel_max_backward(dx, dy, x->data, x->n, x->c, hw); break;
+    case REDUCE_GLOBAL_AVG:
+        (nhwc ? be->global_avgpool_backward_nhwc : be->global_avgpool_backward)(dx, dy, x->n,
+                                                                               x->c, hw);
+        break;
+    case REDUCE_GLOBAL_MAX:
+        (nhwc ? be->global_maxpool_backward_nhwc : be->global_maxpool_backward)(
+            dx, dy, x->data, x->n, x->c, hw);
+        break;
+    case REDUCE_CHANNEL_MEAN:
+        (nhwc ? be->channel_mean_backward_nhwc : be->channel_mean_backward)(dx, dy, x->n, x->c,
+                                                                           hw);
+        break;
+    default:
+        (nhwc ? be->channel_max_backward_nhwc : be->channel_max_backward)(dx, dy, x->data, x->n,
+                                                                         x->c, hw);
+        break;
     }
 }
 
@@ -410,7 +446,9 @@ static cs_tensor *reduce(cs_ctx *ctx, const cs_tensor *x, int kind) {
     static const char *const names[] = {"global_avgpool", "global_maxpool", "channel_mean",
                                         "channel_max"};
     const int global = kind == REDUCE_GLOBAL_AVG || kind == REDUCE_GLOBAL_MAX;
-    reduce_fn fn = x->nhwc ? reduce_kernel(ctx->be, kind, TRUE) : NULL;
+    /* Every reduction's NHWC backward comes with its forward (backend.h). */
+    const int nhwc_ok = !ctx->training || ctx->be->global_avgpool_backward_nhwc;
+    reduce_fn fn = x->nhwc && nhwc_ok ? reduce_kernel(ctx->be, kind, TRUE) : NULL;
     if (!fn) {
         NCHW(x);
         fn = reduce_kernel(ctx->be, kind, FALSE);

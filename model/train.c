@@ -32,7 +32,7 @@
 #define LOG_FILE "train.log"
 #define CSV_HEADER                                                                        \
     "epoch,train_loss,train_mIoU,train_f1,train_recall,train_precision,valid_loss,"      \
-    "valid_mIoU,valid_f1,valid_recall,valid_precision\n"
+    "valid_mIoU,valid_f1,valid_recall,valid_precision"
 
 void cs_train_options_defaults(cs_train_options *opt, int stage) {
     memset(opt, 0, sizeof *opt);
@@ -52,7 +52,7 @@ void cs_train_options_defaults(cs_train_options *opt, int stage) {
 
 typedef struct {
     cs_train_options opt;     /* strings below */
-    char *data_dir, *run_dir, *init_weights, *preset;
+    char **data_dirs, *run_dir, *init_weights, *preset;
     int epoch;                /* 0-based epoch in progress */
     int next_batch;           /* its first batch not yet trained on */
     long step;                /* optimiser steps so far */
@@ -66,16 +66,16 @@ typedef struct {
 
 static void state_set_strings(run_state *st, const cs_train_options *opt) {
     st->opt = *opt;
-    st->data_dir = g_strdup(opt->data_dir);
+    st->data_dirs = g_strdupv((char **)opt->data_dirs);
     st->run_dir = g_strdup(opt->run_dir);
     st->init_weights = g_strdup(opt->init_weights);
     st->preset = g_strdup(opt->preset ? opt->preset : cs_preset_condseg_r50.name);
-    st->opt.data_dir = st->data_dir, st->opt.run_dir = st->run_dir;
+    st->opt.data_dirs = (const char *const *)st->data_dirs, st->opt.run_dir = st->run_dir;
     st->opt.init_weights = st->init_weights, st->opt.preset = st->preset;
 }
 
 static void state_clear(run_state *st) {
-    g_free(st->data_dir), g_free(st->run_dir), g_free(st->init_weights), g_free(st->preset);
+    g_strfreev(st->data_dirs), g_free(st->run_dir), g_free(st->init_weights), g_free(st->preset);
 }
 
 /* The state as JSON (metadata of state.safetensors). Doubles are written with 17
@@ -88,7 +88,11 @@ static char *state_to_json(const run_state *st, const cs_adam *adam) {
 #define STR(k, v) (json_builder_set_member_name(b, k), json_builder_add_string_value(b, v))
 #define BOOL(k, v) (json_builder_set_member_name(b, k), json_builder_add_boolean_value(b, v))
     INT("stage", st->opt.stage);
-    STR("data_dir", st->opt.data_dir);
+    json_builder_set_member_name(b, "data_dirs");
+    json_builder_begin_array(b);
+    for (const char *const *dir = st->opt.data_dirs; *dir; dir++)
+        json_builder_add_string_value(b, *dir);
+    json_builder_end_array(b);
     STR("preset", st->opt.preset);
     if (st->opt.init_weights) STR("init_weights", st->opt.init_weights);
     INT("epochs", st->opt.epochs);
@@ -137,6 +141,32 @@ static char *state_to_json(const run_state *st, const cs_adam *adam) {
     return text;
 }
 
+/* The run's dataset folders: "data_dirs" (a list of strings), or the "data_dir" of a
+ * run saved before several were possible; NULL when neither is there and well-formed. */
+static GStrv data_dirs_from_json(JsonObject *o) {
+    if (json_object_has_member(o, "data_dir") &&
+        JSON_NODE_HOLDS_VALUE(json_object_get_member(o, "data_dir")) &&
+        json_node_get_value_type(json_object_get_member(o, "data_dir")) == G_TYPE_STRING) {
+        const char *one[] = {json_object_get_string_member(o, "data_dir"), NULL};
+        return g_strdupv((char **)one);
+    }
+    JsonNode *node = json_object_get_member(o, "data_dirs");
+    if (!node || !JSON_NODE_HOLDS_ARRAY(node)) return NULL;
+    JsonArray *list = json_node_get_array(node);
+    const guint n = json_array_get_length(list);
+    GStrv dirs = g_new0(char *, n + 1);
+    for (guint i = 0; i < n; i++) {
+        JsonNode *item = json_array_get_element(list, i);
+        if (!JSON_NODE_HOLDS_VALUE(item) || json_node_get_value_type(item) != G_TYPE_STRING) {
+            g_strfreev(dirs);
+            return NULL;
+        }
+        dirs[i] = g_strdup(json_node_get_string(item));
+    }
+    if (n == 0) g_clear_pointer(&dirs, g_strfreev);
+    return dirs;
+}
+
 static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, const char *path,
                                 GError **error) {
     if (!cs_json_check_bounds(path, json, strlen(json), error)) return FALSE;
@@ -150,7 +180,7 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
         return FALSE;
     }
     JsonObject *o = json_node_get_object(json_parser_get_root(parser));
-    static const char *const required[] = {"stage", "data_dir", "epoch", "next_batch", "step",
+    static const char *const required[] = {"stage", "epoch", "next_batch", "step",
                                            "batch", "lr", "seed", "adam_step"};
     for (size_t i = 0; i < G_N_ELEMENTS(required); i++) {
         if (!json_object_has_member(o, required[i])) {
@@ -165,7 +195,14 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
 #define B(k) json_object_get_boolean_member(o, k)
     cs_train_options opt;
     cs_train_options_defaults(&opt, I("stage"));
-    opt.data_dir = json_object_get_string_member(o, "data_dir");
+    GStrv dirs = data_dirs_from_json(o);
+    if (!dirs) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s: the saved training state has no 'data_dirs' list of folder names", path);
+        g_object_unref(parser);
+        return FALSE;
+    }
+    opt.data_dirs = (const char *const *)dirs;
     opt.preset = json_object_get_string_member_with_default(o, "preset", NULL);
     opt.init_weights = json_object_get_string_member_with_default(o, "init_weights", NULL);
     opt.epochs = I("epochs");
@@ -189,6 +226,7 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
     state_clear(st);
     state_set_strings(st, &opt);
     g_free(run_dir);
+    g_strfreev(dirs);
     st->epoch = I("epoch");
     st->next_batch = I("next_batch");
     st->step = (long)json_object_get_int_member(o, "step");
@@ -485,15 +523,33 @@ static double train_step(step_buffers *sb, const cs_batch *batch, int epoch) {
     return loss;
 }
 
+/* The validation of one split. */
+typedef struct {
+    double loss;              /* mean batch loss */
+    cs_metrics metrics;       /* mean of batch means, as the original's loop (spec §7) */
+    int empty_masks;          /* images without a polyp */
+    int false_alarms;         /* of those, the ones marked over CS_FALSE_ALARM_AREA */
+} val_result;
+
+/* Counts the batch's images without a polyp, and its false alarms. */
+static void count_false_alarms(const float *mask, const float *y1, int count, size_t plane,
+                               val_result *r) {
+    for (int b = 0; b < count; b++) {
+        r->empty_masks += cs_mask_is_empty(y1 + (size_t)b * plane, plane);
+        r->false_alarms += cs_is_false_alarm(mask + (size_t)b * plane, y1 + (size_t)b * plane,
+                                             plane);
+    }
+}
+
 /* Evaluation mode over a whole split: the mean batch loss and the mean of batch means of
  * the metrics, as the original's training loop computes them (spec §7). */
-static gboolean validate(cs_trainer *tr, cs_loader *loader, double *loss_out, cs_metrics *metrics,
-                         GError **error) {
+static gboolean validate(cs_trainer *tr, cs_loader *loader, val_result *r, GError **error) {
     cs_model *m = tr->model;
     const cs_batch *batch;
     double sum_loss = 0.0;
     cs_metrics sum = {0};
     int batches = 0;
+    *r = (val_result){0};
     cs_loader_start_epoch(loader, 0, 0);
     GError *local = NULL;
     while ((batch = cs_loader_next(loader, &local))) {
@@ -514,6 +570,7 @@ static gboolean validate(cs_trainer *tr, cs_loader *loader, double *loss_out, cs
         cs_metrics bm;
         batch_metrics(ptr[0], batch->y1, n, plane, &bm);
         cs_metrics_accumulate(&sum, &bm);
+        count_false_alarms(ptr[0], batch->y1, n, plane, r);
         batches++;
         g_free(out);
     }
@@ -521,10 +578,98 @@ static gboolean validate(cs_trainer *tr, cs_loader *loader, double *loss_out, cs
         g_propagate_error(error, local);
         return FALSE;
     }
-    *loss_out = batches ? sum_loss / batches : NAN;
+    r->loss = batches ? sum_loss / batches : NAN;
     cs_metrics_scale(&sum, batches ? 1.0 / batches : 0.0);
-    *metrics = sum;
+    r->metrics = sum;
     return TRUE;
+}
+
+/* ---- the validation splits ---------------------------------------------------------------- */
+
+/* One per dataset folder, named by the folder; with several, their mean steers the run. */
+typedef struct {
+    int n;
+    char **names;             /* the folders' base names (train.log, train_log.csv) */
+    cs_dataset **sets;
+    cs_loader **loaders;
+    val_result *results;      /* of the last validation */
+    val_result mean;          /* loss and metrics averaged over the splits */
+} val_splits;
+
+/* The split names: with several folders, distinct and fit for a CSV column name. */
+static gboolean split_names(const char *const *dirs, char ***names_out, GError **error) {
+    const int n = (int)g_strv_length((char **)dirs);
+    char **names = g_new0(char *, n + 1);
+    for (int i = 0; i < n; i++) names[i] = g_path_get_basename(dirs[i]);
+    for (int i = 0; n > 1 && i < n; i++) {
+        const char *problem = strpbrk(names[i], ",\"\n\r") ? "holds a ',', '\"' or a line break"
+                              : NULL;
+        for (int j = 0; j < i && !problem; j++)
+            if (!strcmp(names[i], names[j])) problem = "is the name of another --data folder too";
+        if (problem) {
+            g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                        "--data '%s': the folder's name '%s' %s; with several --data folders "
+                        "each name labels its validation columns in train_log.csv",
+                        dirs[i], names[i], problem);
+            g_strfreev(names);
+            return FALSE;
+        }
+    }
+    *names_out = names;
+    return TRUE;
+}
+
+/* Opens every folder's val split (checked before anything is written). */
+static gboolean val_splits_open(val_splits *v, const char *const *dirs, GError **error) {
+    if (!split_names(dirs, &v->names, error)) return FALSE;
+    v->n = (int)g_strv_length(v->names);
+    v->sets = g_new0(cs_dataset *, v->n);
+    v->loaders = g_new0(cs_loader *, v->n);
+    v->results = g_new0(val_result, v->n);
+    for (int i = 0; i < v->n; i++)
+        if (!(v->sets[i] = cs_dataset_open(dirs[i], "val", error))) return FALSE;
+    return TRUE;
+}
+
+static void val_splits_start_loaders(val_splits *v, int batch, const cs_sample_options *samples,
+                                     uint64_t seed, int workers) {
+    for (int i = 0; i < v->n; i++)
+        v->loaders[i] = cs_loader_new(v->sets[i], batch, FALSE, samples, seed, workers);
+}
+
+static int val_splits_images(const val_splits *v) {
+    int total = 0;
+    for (int i = 0; i < v->n; i++) total += cs_dataset_size(v->sets[i]);
+    return total;
+}
+
+static void val_splits_free(val_splits *v) {
+    for (int i = 0; i < v->n; i++) {
+        cs_loader_free(v->loaders ? v->loaders[i] : NULL);
+        cs_dataset_free(v->sets ? v->sets[i] : NULL);
+    }
+    g_free(v->loaders), g_free(v->sets), g_free(v->results);
+    g_strfreev(v->names);
+}
+
+/* Validates every split, and their mean: of one split, that split's figures exactly. */
+static gboolean validate_splits(cs_trainer *tr, val_splits *v, GError **error) {
+    v->mean = (val_result){0};
+    for (int i = 0; i < v->n; i++) {
+        if (!validate(tr, v->loaders[i], &v->results[i], error)) return FALSE;
+        v->mean.loss += v->results[i].loss;
+        cs_metrics_accumulate(&v->mean.metrics, &v->results[i].metrics);
+        v->mean.empty_masks += v->results[i].empty_masks;
+        v->mean.false_alarms += v->results[i].false_alarms;
+    }
+    v->mean.loss /= v->n;
+    cs_metrics_scale(&v->mean.metrics, 1.0 / v->n);
+    return TRUE;
+}
+
+/* The share of a split's polyp-free images marked over CS_FALSE_ALARM_AREA (NaN: none). */
+static double false_alarm_rate(const val_result *r) {
+    return r->empty_masks ? (double)r->false_alarms / r->empty_masks : NAN;
 }
 
 /* ---- logs ------------------------------------------------------------------------------- */
@@ -554,11 +699,61 @@ static void log_line(const run_state *st, const char *format, ...) {
     g_date_time_unref(now);
 }
 
+/* With several splits, a train.log line for each after the epoch's line of their means. */
+static void log_split_lines(const run_state *st, const val_splits *v) {
+    for (int i = 0; v->n > 1 && i < v->n; i++) {
+        const val_result *r = &v->results[i];
+        char *alarms = r->empty_masks ? g_strdup_printf(" | false alarms %d of %d polyp-free "
+                                                        "images (marked over %.0f%%)",
+                                                        r->false_alarms, r->empty_masks,
+                                                        100 * CS_FALSE_ALARM_AREA)
+                                      : g_strdup("");
+        log_line(st, "  val %s: loss %.4f mIoU %.4f F1 %.4f recall %.4f precision %.4f%s",
+                 v->names[i], r->loss, r->metrics.jaccard, r->metrics.dice, r->metrics.recall,
+                 r->metrics.precision, alarms);
+        g_free(alarms);
+    }
+}
+
 /* ---- resuming ------------------------------------------------------------------------------ */
 
 static gboolean write_text_content(FILE *fp, const void *content, char **reason) {
     (void)reason; /* errno tells */
     return fputs(content, fp) >= 0;
+}
+
+/* train_log.csv's header: the original's columns (with several splits, their means), then,
+ * with several splits, each split's: valid_<name>_loss, _mIoU, _f1, _recall, _precision
+ * and _false_alarm (the share of its polyp-free images marked over 1%; nan when none). */
+static char *csv_header(const val_splits *v) {
+    GString *h = g_string_new(CSV_HEADER);
+    for (int i = 0; v->n > 1 && i < v->n; i++) {
+        static const char *const columns[] = {"loss", "mIoU", "f1", "recall", "precision",
+                                              "false_alarm"};
+        for (size_t c = 0; c < G_N_ELEMENTS(columns); c++)
+            g_string_append_printf(h, ",valid_%s_%s", v->names[i], columns[c]);
+    }
+    g_string_append_c(h, '\n');
+    return g_string_free(h, FALSE);
+}
+
+static void append_val_columns(GString *row, const val_result *r) {
+    g_string_append_printf(row, ",%.17g,%.17g,%.17g,%.17g,%.17g", r->loss, r->metrics.jaccard,
+                           r->metrics.dice, r->metrics.recall, r->metrics.precision);
+}
+
+/* One epoch's row, in csv_header's columns. */
+static char *csv_row(int epoch, double train_loss, const cs_metrics *train, const val_splits *v) {
+    GString *row = g_string_new(NULL);
+    g_string_append_printf(row, "%d,%.17g,%.17g,%.17g,%.17g,%.17g", epoch, train_loss,
+                           train->jaccard, train->dice, train->recall, train->precision);
+    append_val_columns(row, &v->mean);
+    for (int i = 0; v->n > 1 && i < v->n; i++) {
+        append_val_columns(row, &v->results[i]);
+        g_string_append_printf(row, ",%.17g", false_alarm_rate(&v->results[i]));
+    }
+    g_string_append_c(row, '\n');
+    return g_string_free(row, FALSE);
 }
 
 /* train_log.csv replaced whole (temporary file + rename): its header alone at the start
@@ -574,13 +769,14 @@ static gboolean write_csv(const char *run_dir, const char *text, GError **error)
  * has completed: a row appended before a kill (or a full disk) stopped the checkpoint
  * that followed it is written again by the epoch's rerun, not duplicated. A row cut
  * short (no newline) goes too. */
-static gboolean truncate_csv(const char *run_dir, int epochs_done, GError **error) {
+static gboolean truncate_csv(const char *run_dir, int epochs_done, const char *header,
+                             GError **error) {
     char *path = g_build_filename(run_dir, CSV_FILE, NULL);
     char *text = NULL;
     gsize length = 0;
     if (!g_file_get_contents(path, &text, &length, NULL)) text = g_strdup("");
     g_free(path);
-    GString *kept = g_string_new(CSV_HEADER);
+    GString *kept = g_string_new(header);
     const char *line = text, *end;
     while ((end = memchr(line, '\n', length - (gsize)(line - text)))) {
         char *rest = NULL;
@@ -674,7 +870,7 @@ static char *kept_state(long saved_step, const char *run_dir) {
 static gboolean validate_options(const cs_train_options *o, GError **error) {
     const char *bad = NULL;
     if (o->stage != 1 && o->stage != 2) bad = "--stage: expected 1 or 2";
-    else if (!o->data_dir) bad = "--data: a dataset folder is required";
+    else if (!o->data_dirs || !o->data_dirs[0]) bad = "--data: a dataset folder is required";
     else if (!o->run_dir) bad = "--out: a run folder is required";
     else if (o->epochs < 1) bad = "--epochs: expected a positive number";
     else if (o->batch < 1) bad = "--batch: expected a positive number";
@@ -694,8 +890,10 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     cs_model *model = NULL;
     cs_trainer *trainer = NULL;
     cs_adam *adam = NULL;
-    cs_dataset *train_set = NULL, *val_set = NULL;
-    cs_loader *train_loader = NULL, *val_loader = NULL;
+    cs_dataset *train_set = NULL;
+    cs_loader *train_loader = NULL;
+    val_splits val = {0};
+    char *header = NULL;
     cs_safetensors *state_file = NULL;
     step_buffers sb = {0};
     GString *init_log = g_string_new(NULL);
@@ -730,10 +928,9 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     const cs_train_options *o = &st.opt;
 
     /* Data first: a broken dataset is reported before anything is written or computed. */
-    train_set = cs_dataset_open(o->data_dir, "train", error);
-    if (!train_set) goto done;
-    val_set = cs_dataset_open(o->data_dir, "val", error);
-    if (!val_set) goto done;
+    train_set = cs_dataset_open_many(o->data_dirs, "train", error);
+    if (!train_set || !val_splits_open(&val, o->data_dirs, error)) goto done;
+    header = csv_header(&val);
     if (!resume && g_mkdir_with_parents(o->run_dir, 0755) != 0) {
         g_set_error(error, CS_ERROR, CS_ERROR_IO, "--out '%s': cannot create the folder: %s",
                     o->run_dir, g_strerror(errno));
@@ -799,21 +996,23 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
     const cs_sample_options val_samples = {.aug = CS_AUG_NONE, .size = o->image_size,
                                            .fix_background = o->fix_background};
     train_loader = cs_loader_new(train_set, o->batch, TRUE, &train_samples, o->seed, o->workers);
-    val_loader = cs_loader_new(val_set, o->batch, FALSE, &val_samples, o->seed, o->workers);
+    val_splits_start_loaders(&val, o->batch, &val_samples, o->seed, o->workers);
     const size_t plane = (size_t)o->image_size * o->image_size;
     sb = (step_buffers){.trainer = trainer, .st = &st,
                         .outputs = g_new(float, (size_t)o->batch * 4 * plane),
                         .x_aug = g_new(float, (size_t)o->batch * 3 * plane)};
 
     if (!resume) {
-        if (!write_csv(o->run_dir, CSV_HEADER, error)) goto done;
+        if (!write_csv(o->run_dir, header, error)) goto done;
         cs_model_info info;
         cs_model_get_info(model, &info);
+        char *data = g_strjoinv(", ", (char **)o->data_dirs);
         log_line(&st, "condseg %s: stage %d training of %s (%s, %" G_GINT64_FORMAT
                       " parameters) on %s: %d training / %d validation images",
                  cs_version(), o->stage, o->stage == 1 ? "the stage-1 network" : "ConDSeg",
-                 info.preset, info.n_parameters, o->data_dir, cs_dataset_size(train_set),
-                 cs_dataset_size(val_set));
+                 info.preset, info.n_parameters, data, cs_dataset_size(train_set),
+                 val_splits_images(&val));
+        g_free(data);
         char encoder_lr[48] = "";
         if (o->stage == 2) g_snprintf(encoder_lr, sizeof encoder_lr, " (encoder %g)", o->lr_backbone);
         log_line(&st, "batch %d, %d epochs, lr %g%s, seed %" G_GUINT64_FORMAT
@@ -823,7 +1022,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                  o->single_sigmoid ? ", single sigmoid" : "");
         if (init_log->len) log_line(&st, "%s", g_strchomp(init_log->str));
     } else {
-        if (!truncate_csv(o->run_dir, st.epoch, error)) goto done;
+        if (!truncate_csv(o->run_dir, st.epoch, header, error)) goto done;
         log_line(&st, "resumed at epoch %d, batch %d (step %ld)", st.epoch + 1, st.next_batch,
                  st.step);
     }
@@ -899,9 +1098,9 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
         }
 
         /* End of the epoch: validation, scheduler, checkpoint, early stopping. */
-        double val_loss;
-        cs_metrics val;
-        if (!validate(trainer, val_loader, &val_loss, &val, error)) goto done;
+        if (!validate_splits(trainer, &val, error)) goto done;
+        const double val_loss = val.mean.loss;
+        const cs_metrics val_mean = val.mean.metrics;
         if (!isfinite(val_loss)) {
             char *kept = kept_state(saved_step, o->run_dir);
             g_set_error(error, CS_ERROR, CS_ERROR_ARG,
@@ -916,10 +1115,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             st.sum_metrics.jaccard / st.batches_done, st.sum_metrics.dice / st.batches_done,
             st.sum_metrics.recall / st.batches_done, st.sum_metrics.precision / st.batches_done, 0, 0};
         const double train_loss = st.sum_loss / st.batches_done;
-        char *row = g_strdup_printf("%d,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g\n",
-                                    st.epoch + 1, train_loss, train_mean.jaccard, train_mean.dice,
-                                    train_mean.recall, train_mean.precision, val_loss, val.jaccard,
-                                    val.dice, val.recall, val.precision);
+        char *row = csv_row(st.epoch + 1, train_loss, &train_mean, &val);
         gboolean written = append_text(o->run_dir, CSV_FILE, row, error);
         g_free(row);
         if (!written) {
@@ -931,7 +1127,7 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
             log_line(&st, "validation loss stalled for %d epochs: learning rates now %g (encoder %g)",
                      o->patience_lr + 1, adam->lr[1], adam->lr[0]);
         }
-        if (val.jaccard > st.best_miou) {
+        if (val_mean.jaccard > st.best_miou) {
             char *best = g_build_filename(o->run_dir, BEST_FILE, NULL);
             const gboolean saved = save_weights(model, best, st.step, error);
             g_free(best);
@@ -939,21 +1135,23 @@ gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_rep
                 log_line(&st, "%s", (*error)->message);
                 goto done;
             }
-            log_line(&st, "validation mIoU improved from %.4f to %.4f: saved %s", st.best_miou,
-                     val.jaccard, BEST_FILE);
+            log_line(&st, "validation mIoU%s improved from %.4f to %.4f: saved %s",
+                     val.n > 1 ? " (mean of the splits)" : "", st.best_miou, val_mean.jaccard,
+                     BEST_FILE);
             message = "best validation mIoU so far: saved best.safetensors";
-            st.best_miou = val.jaccard;
+            st.best_miou = val_mean.jaccard;
             st.stop_counter = 0;
-        } else if (val.jaccard < st.best_miou) {
+        } else if (val_mean.jaccard < st.best_miou) {
             st.stop_counter++;
         }
         log_line(&st, "epoch %d/%d: train loss %.4f mIoU %.4f F1 %.4f | val loss %.4f mIoU %.4f "
                       "F1 %.4f recall %.4f precision %.4f | %.0f s",
                  st.epoch + 1, o->epochs, train_loss, train_mean.jaccard, train_mean.dice,
-                 val_loss, val.jaccard, val.dice, val.recall, val.precision,
+                 val_loss, val_mean.jaccard, val_mean.dice, val_mean.recall, val_mean.precision,
                  (g_get_monotonic_time() - t_epoch) / 1e6);
+        log_split_lines(&st, &val);
         pr.epoch_done = TRUE;
-        pr.val_loss = val_loss, pr.val_miou = val.jaccard, pr.val_dice = val.dice;
+        pr.val_loss = val_loss, pr.val_miou = val_mean.jaccard, pr.val_dice = val_mean.dice;
         pr.message = message;
         pr.lr = adam->lr[1];
         if (report) report(&pr, user_data);
@@ -985,9 +1183,9 @@ done:
     g_free(sb.outputs);
     g_free(sb.x_aug);
     cs_loader_free(train_loader);
-    cs_loader_free(val_loader);
     cs_dataset_free(train_set);
-    cs_dataset_free(val_set);
+    val_splits_free(&val);
+    g_free(header);
     cs_trainer_free(trainer);
     cs_model_free(model);
     if (state_file) cs_st_close(state_file);

@@ -99,7 +99,7 @@ static conv_result run_case(const conv_case *cc, const cs_conv_shape *shape, con
     conv_result r = {g_new0(float, out), g_new0(float, in), g_new0(float, (size_t)s.o * s.c * s.k * s.k)};
     float *xf = cc->nhwc ? check_nhwc_of(x, s.n, s.c, s.h * s.w) : NULL;
     s.x_nhwc = s.y_nhwc = cc->nhwc;
-    float *ws = g_new(float, cs_cpu_conv2d_workspace(&s) + 1);
+    float *ws = g_new(float, cs_cpu_conv2d_forward_workspace(&s) + 1);
     cs_cpu_conv2d_forward(r.y, xf ? xf : x, w, scale, shift, &s, cc->relu, ws);
     g_free(ws);
     if (cc->nhwc) {

@@ -29,6 +29,7 @@
 #include "backend_cuda.h"
 #include "check.h"
 #include "condseg.h"
+#include "device.h"
 #include "graph.h"
 #include "model_internal.h"
 #include "net.h"
@@ -139,7 +140,7 @@ static void test_conv_case(const conv_case *cc, size_t limit) {
     pair scale = pair_random(s.o, 0.5f, 1.5f), shift = pair_random(s.o, -0.5f, 0.5f);
     const size_t ws_cpu = cpu->conv2d_backward_workspace(&s);
     const size_t ws_dev = dev->conv2d_backward_workspace(&s);
-    CHECK(dev->conv2d_workspace(&s) <= ws_dev);
+    CHECK(dev->conv2d_forward_workspace(&s) <= ws_dev);
     float *wsc = g_new(float, ws_cpu + 1);
     float *wsd = dev->alloc(sizeof(float) * (ws_dev + 1));
     const char *name = label("conv %dx%dx%dx%d o%d k%d s%d p%d d%d limit %zu", s.n, s.c, s.h,
@@ -229,17 +230,16 @@ static void test_batchnorm(int n, int c, int hw) {
     pair rmean = pair_random(c, -1, 1), rvar = pair_random(c, 0.5f, 2);
     const double m = (double)n * hw;
     const float unbias = m > 1 ? (float)(m / (m - 1)) : 1.0f; /* as ops.c */
-    cpu->bn_train_affine(scale.cpu, shift.cpu, rmean.cpu, rvar.cpu, gamma.cpu, beta.cpu, mean.cpu,
-                         var.cpu, c, unbias);
-    dev->bn_train_affine(scale.dev, shift.dev, rmean.dev, rvar.dev, gamma.dev, beta.dev, mean.dev,
-                         var.dev, c, unbias);
+    cpu->batchnorm_train_affine(scale.cpu, shift.cpu, rmean.cpu, rvar.cpu, gamma.cpu, beta.cpu,
+                                mean.cpu, var.cpu, c, unbias);
+    dev->batchnorm_train_affine(scale.dev, shift.dev, rmean.dev, rvar.dev, gamma.dev, beta.dev,
+                                mean.dev, var.dev, c, unbias);
     pair_check(label("%s train scale", base), &scale, TOL_OP);
     pair_check(label("%s train shift", base), &shift, TOL_OP);
     pair_check(label("%s running mean", base), &rmean, TOL_OP);
     pair_check(label("%s running var", base), &rvar, TOL_OP);
-    cpu->bn_eval_affine(scale.cpu, shift.cpu, gamma.cpu, beta.cpu, rmean.cpu, rvar.cpu, c);
-    dev->bn_eval_affine(scale.dev, shift.dev, gamma.dev, beta.dev, rmean.dev,
-                        rvar.dev, c);
+    cpu->batchnorm_eval_affine(scale.cpu, shift.cpu, gamma.cpu, beta.cpu, rmean.cpu, rvar.cpu, c);
+    dev->batchnorm_eval_affine(scale.dev, shift.dev, gamma.dev, beta.dev, rmean.dev, rvar.dev, c);
     pair_check(label("%s eval scale", base), &scale, TOL_OP);
     pair_check(label("%s eval shift", base), &shift, TOL_OP);
     dev->upload(scale.dev, scale.cpu, sizeof(float) * c);

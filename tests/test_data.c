@@ -11,7 +11,10 @@
  *     resuming mid-epoch, restarting and freeing mid-epoch, a file that breaks after
  *     opening reported by cs_loader_next;
  *   - cs_dataset_open's checks, each with its error code and message: missing mask and
- *     image, size mismatch, empty and missing split list, corrupt and unreadable image.
+ *     image, size mismatch, empty and missing split list, corrupt and unreadable image;
+ *   - polyp-free frames (nopolyp/, all-black masks) through every augmentation: y1 = 0 and
+ *     y2 = 1 everywhere; cs_dataset_open_many: the splits of two folders as one, in order,
+ *     every index once per shuffled epoch, a broken folder named.
  */
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -618,6 +621,97 @@ static void test_bad_data(void) {
     g_strfreev(ids);
 }
 
+// ---------------------------------------------------------------------------------
+// polyp-free frames and several datasets
+
+static void test_empty_masks(const char *nopolyp) {
+    enum { SIZE = 48 };
+    const size_t plane = SIZE * SIZE;
+    GError *error = NULL;
+    cs_dataset *ds = cs_dataset_open(nopolyp, "val", &error);
+    CHECK_MSG(ds != NULL, "%s: %s", nopolyp, error ? error->message : "");
+    if (!ds) {
+        g_clear_error(&error);
+        return;
+    }
+    float *image = g_new(float, 3 * plane), *y1 = g_new(float, plane), *y2 = g_new(float, plane);
+    int checked = 0;
+    for (int mode = CS_AUG_NONE; mode <= CS_AUG_STAGE2; mode++) {
+        for (int fix = 0; fix <= 1; fix++) {
+            const cs_sample_options opt = {.aug = (cs_aug_mode)mode, .size = SIZE,
+                                           .fix_background = fix};
+            for (uint64_t seed = 0; seed < 12; seed++) {
+                const int index = (int)(seed % 3);
+                if (!cs_dataset_load_sample(ds, index, &opt, seed, image, y1, y2, &error)) break;
+                gboolean ok = TRUE;
+                for (size_t k = 0; k < plane; k++) ok = ok && y1[k] == 0.0f && y2[k] == 1.0f;
+                for (size_t k = 0; k < 3 * plane; k++)
+                    ok = ok && image[k] >= 0.0f && image[k] <= 1.0f;
+                CHECK_MSG(ok, "polyp-free sample %d, mode %d, fix %d, seed %d: y1 not 0, y2 "
+                              "not 1 or image outside [0, 1]", index, mode, fix, (int)seed);
+                checked++;
+            }
+        }
+    }
+    CHECK_MSG(error == NULL && checked == 72, "polyp-free samples: %s",
+              error ? error->message : "not all loaded");
+    g_clear_error(&error);
+    g_free(image), g_free(y1), g_free(y2);
+    cs_dataset_free(ds);
+}
+
+static void test_open_many(const char *nopolyp) {
+    GError *error = NULL;
+    const char *dirs[] = {kvasir_dir, nopolyp, NULL};
+    cs_dataset *a = cs_dataset_open(kvasir_dir, "val", NULL), *b = cs_dataset_open(nopolyp, "val", NULL);
+    cs_dataset *both = cs_dataset_open_many(dirs, "val", &error);
+    CHECK_MSG(a && b && both, "open_many: %s", error ? error->message : "a part did not open");
+    if (a && b && both) {
+        const int na = cs_dataset_size(a), nb = cs_dataset_size(b);
+        CHECK(cs_dataset_size(both) == na + nb);
+        gboolean same = TRUE;
+        for (int i = 0; i < na + nb; i++) {
+            const cs_dataset *part = i < na ? a : b;
+            const int j = i < na ? i : i - na;
+            same = same && !strcmp(cs_dataset_id(both, i), cs_dataset_id(part, j)) &&
+                   !strcmp(cs_dataset_image_path(both, i), cs_dataset_image_path(part, j)) &&
+                   !strcmp(cs_dataset_mask_path(both, i), cs_dataset_mask_path(part, j));
+        }
+        CHECK_MSG(same, "open_many: the entries are the two splits' in order");
+        /* a shuffled epoch over both visits every index once: batches of 64 ids */
+        const cs_sample_options opt = {.aug = CS_AUG_NONE, .size = 16};
+        cs_loader *loader = cs_loader_new(both, 64, TRUE, &opt, 3, 2);
+        cs_loader_start_epoch(loader, 0, 0);
+        int *seen = g_new0(int, na + nb), visits = 0, from_b = 0, first_b = -1;
+        for (const cs_batch *batch; (batch = cs_loader_next(loader, &error));) {
+            for (int i = 0; i < batch->count; i++, visits++) {
+                const int index = batch->indices[i];
+                seen[index]++;
+                from_b += index >= na;
+                if (first_b < 0 && index >= na) first_b = visits;
+            }
+        }
+        gboolean once = visits == na + nb;
+        for (int i = 0; i < na + nb; i++) once = once && seen[i] == 1;
+        CHECK_MSG(once && from_b == nb && error == NULL && first_b < na,
+                  "open_many: a shuffled epoch visits each of the %d + %d images once, mixed "
+                  "(first of the second folder at position %d)", na, nb, first_b);
+        g_clear_error(&error);
+        g_free(seen);
+        cs_loader_free(loader);
+    }
+    cs_dataset_free(a), cs_dataset_free(b), cs_dataset_free(both);
+    /* a broken folder in the list: named, nothing returned */
+    char *missing = g_build_filename(temp_root, "no-such-dataset", NULL);
+    const char *broken[] = {kvasir_dir, missing, NULL};
+    cs_dataset *none = cs_dataset_open_many(broken, "val", &error);
+    CHECK_MSG(none == NULL && error && strstr(error->message, "no-such-dataset"),
+              "open_many with a missing folder: %s", error ? error->message : "no error");
+    g_clear_error(&error);
+    cs_dataset_free(none);
+    g_free(missing);
+}
+
 int main(void) {
     const char *data = g_getenv("CONDSEG_DATA");
     kvasir_dir = g_build_filename(data ? data : "../shared/data", "kvasir-seg", NULL);
@@ -635,6 +729,10 @@ int main(void) {
     test_loader();
     test_loader_error();
     test_bad_data();
+    char *nopolyp = g_build_filename(data ? data : "../shared/data", "nopolyp", NULL);
+    test_empty_masks(nopolyp);
+    test_open_many(nopolyp);
+    g_free(nopolyp);
 
     check_remove_tree(temp_root);
     g_free(temp_root);

@@ -1,8 +1,11 @@
-/* test_layout.c — the NHWC forms that inference uses between oneDNN convolutions, against
- * the NCHW operations they replace (the same arithmetic, so max |diff| <= 1e-6 x scale):
- * the layout pass back to NCHW, bilinear upsampling (x2, x4, odd sizes, batches), channel
- * concatenation, the global poolings, channel reductions and products of the attention
- * blocks (bit-identical), and a convolution taking and giving NHWC (fp32 and bf16). */
+/* test_layout.c — the NHWC forms used between oneDNN convolutions, against the NCHW
+ * operations they replace (the same arithmetic, so max |diff| <= 1e-6 x scale): the layout
+ * pass back to NCHW and its gradient, bilinear upsampling (x2, x4, odd sizes, batches),
+ * channel concatenation, the global poolings, channel reductions and products of the
+ * attention blocks (bit-identical), a convolution taking and giving NHWC (fp32 and bf16);
+ * for training, the backward pass of each of them (onto a nonzero gradient: they
+ * accumulate), BatchNorm's statistics, affine map and backward, and the convolution's
+ * backward on NHWC x and dy. */
 #include <string.h>
 
 #include "check.h"
@@ -104,19 +107,189 @@ static void test_conv_nhwc(GRand *rng, int bf16) {
     float *x = random_floats(rng, in), *w = random_floats(rng, (size_t)s.o * s.c * 9);
     float *scale = random_floats(rng, s.o), *shift = random_floats(rng, s.o);
     float *want = g_new(float, out), *got = g_new(float, out);
-    float *ws = g_new(float, cs_cpu_conv2d_workspace(&s) + 1);
+    float *ws = g_new(float, cs_cpu_conv2d_forward_workspace(&s) + 1);
     cs_cpu_conv2d_forward(want, x, w, scale, shift, &s, 1, ws);
     g_free(ws);
-    CHECK(cs_cpu_conv2d_nhwc(&s));
+    CHECK(cs_cpu_conv2d_supports_nhwc(&s));
     s.x_nhwc = s.y_nhwc = 1;
     float *xt = check_nhwc_of(x, s.n, s.c, s.h * s.w);
-    ws = g_new(float, cs_cpu_conv2d_workspace(&s) + 1);
+    ws = g_new(float, cs_cpu_conv2d_forward_workspace(&s) + 1);
     cs_cpu_conv2d_forward(got, xt, w, scale, shift, &s, 1, ws);
     float *back = nchw_of(got, s.n, s.o, s.ho * s.wo);
     expect_close(bf16 ? "convolution NHWC -> NHWC, bf16" : "convolution NHWC -> NHWC, fp32", back,
                  want, out);
+    if (bf16) {
+        /* The caller's bfloat16 copy of x: filled by a first call, then the input (x itself
+         * is not read: zeros there change nothing). */
+        float *again = g_new(float, out), *zeros = g_new0(float, in);
+        s.x_bf16 = g_malloc(2 * in);
+        cs_cpu_conv2d_forward(again, xt, w, scale, shift, &s, 1, ws);
+        CHECK_MSG(memcmp(again, got, sizeof(float) * out) == 0, "bf16 copy of x: first call");
+        s.x_bf16_ready = 1;
+        cs_cpu_conv2d_forward(again, zeros, w, scale, shift, &s, 1, ws);
+        CHECK_MSG(memcmp(again, got, sizeof(float) * out) == 0, "bf16 copy of x: taken as x");
+        g_free(again), g_free(zeros), g_free(s.x_bf16);
+    }
     g_free(ws), g_free(x), g_free(w), g_free(scale), g_free(shift), g_free(want), g_free(got);
     g_free(xt), g_free(back);
+}
+
+
+/* ---- backward passes ------------------------------------------------------------------- */
+
+/* A gradient buffer of an n x c x hw map, nonzero (gradients accumulate), in both layouts:
+ * nchw[] for the NCHW kernel, nhwc[] for the NHWC one. */
+typedef struct {
+    float *nchw, *nhwc;
+    int n, c, hw;
+} grad_pair;
+
+static grad_pair grad_pair_new(GRand *rng, int n, int c, int hw) {
+    grad_pair g = {random_floats(rng, (size_t)n * c * hw), NULL, n, c, hw};
+    g.nhwc = check_nhwc_of(g.nchw, n, c, hw);
+    return g;
+}
+
+/* Compares the NHWC result (back in NCHW) with the NCHW one and frees both. */
+static void grad_pair_check(grad_pair *g, const char *what) {
+    float *back = nchw_of(g->nhwc, g->n, g->c, g->hw);
+    expect_close(what, back, g->nchw, (size_t)g->n * g->c * g->hw);
+    g_free(back), g_free(g->nchw), g_free(g->nhwc);
+}
+
+static void test_to_nchw_backward(GRand *rng, int n, int c, int hw) {
+    float *dy = random_floats(rng, (size_t)n * c * hw);
+    grad_pair dx = grad_pair_new(rng, n, c, hw);
+    cs_cpu_accumulate(dx.nchw, dy, (size_t)n * c * hw);
+    cs_cpu_nchw_to_nhwc(dx.nhwc, dy, n, c, hw, 1);
+    grad_pair_check(&dx, "gradient of the layout pass, accumulated");
+    float *nhwc = g_new(float, (size_t)n * c * hw), *want = check_nhwc_of(dy, n, c, hw);
+    cs_cpu_nchw_to_nhwc(nhwc, dy, n, c, hw, 0);
+    CHECK_MSG(memcmp(nhwc, want, sizeof(float) * n * c * hw) == 0,
+              "NCHW -> NHWC of %dx%dx%d is not the transposition", n, c, hw);
+    g_free(dy), g_free(nhwc), g_free(want);
+}
+
+static void test_upsample_backward(GRand *rng, int n, int c, int h, int w, int ho, int wo) {
+    float *dy = random_floats(rng, (size_t)n * c * ho * wo), *dyt = check_nhwc_of(dy, n, c, ho * wo);
+    grad_pair dx = grad_pair_new(rng, n, c, h * w);
+    cs_cpu_upsample_bilinear_backward(dx.nchw, dy, n, c, h, w, ho, wo);
+    cs_cpu_upsample_bilinear_backward_nhwc(dx.nhwc, dyt, n, c, h, w, ho, wo);
+    char *what = g_strdup_printf("upsample backward %dx%dx%dx%d -> %dx%d", n, c, h, w, ho, wo);
+    grad_pair_check(&dx, what);
+    g_free(what), g_free(dy), g_free(dyt);
+}
+
+static void test_concat_backward(GRand *rng, int n, int hw) {
+    const int ca = 5, cb = 16, cy = ca + cb;
+    float *dy = random_floats(rng, (size_t)n * cy * hw), *dyt = check_nhwc_of(dy, n, cy, hw);
+    grad_pair da = grad_pair_new(rng, n, ca, hw), db = grad_pair_new(rng, n, cb, hw);
+    cs_cpu_copy_channels_backward(da.nchw, ca, dy, cy, 0, n, hw);
+    cs_cpu_copy_channels_backward_nhwc(da.nhwc, ca, dyt, cy, 0, n, hw);
+    cs_cpu_copy_channels_backward(db.nchw, cb, dy, cy, ca, n, hw);
+    cs_cpu_copy_channels_backward_nhwc(db.nhwc, cb, dyt, cy, ca, n, hw);
+    grad_pair_check(&da, "concatenation backward, first part");
+    grad_pair_check(&db, "concatenation backward, second part");
+    g_free(dy), g_free(dyt);
+}
+
+/* The four reductions' backward passes; x has repeated values, so that the maxima's ties
+ * must go where the NCHW forms send them. */
+static void test_reduce_backward(GRand *rng, int n, int c, int hw) {
+    const size_t count = (size_t)n * c * hw;
+    float *x = random_floats(rng, count);
+    for (size_t i = 0; i < count; i++) x[i] = (float)(int)(4.0f * x[i]);
+    float *xt = check_nhwc_of(x, n, c, hw);
+    float *dg = random_floats(rng, (size_t)n * c), *dp = random_floats(rng, (size_t)n * hw);
+    grad_pair g = grad_pair_new(rng, n, c, hw);
+    cs_cpu_global_avgpool_backward(g.nchw, dg, n, c, hw);
+    cs_cpu_global_avgpool_backward_nhwc(g.nhwc, dg, n, c, hw);
+    grad_pair_check(&g, "global average backward");
+    g = grad_pair_new(rng, n, c, hw);
+    cs_cpu_global_maxpool_backward(g.nchw, dg, x, n, c, hw);
+    cs_cpu_global_maxpool_backward_nhwc(g.nhwc, dg, xt, n, c, hw);
+    grad_pair_check(&g, "global maximum backward");
+    g = grad_pair_new(rng, n, c, hw);
+    cs_cpu_channel_mean_backward(g.nchw, dp, n, c, hw);
+    cs_cpu_channel_mean_backward_nhwc(g.nhwc, dp, n, c, hw);
+    grad_pair_check(&g, "channel mean backward");
+    g = grad_pair_new(rng, n, c, hw);
+    cs_cpu_channel_max_backward(g.nchw, dp, x, n, c, hw);
+    cs_cpu_channel_max_backward_nhwc(g.nhwc, dp, xt, n, c, hw);
+    grad_pair_check(&g, "channel maximum backward");
+    g_free(x), g_free(xt), g_free(dg), g_free(dp);
+}
+
+static void test_products_backward(GRand *rng, int n, int c, int hw) {
+    const size_t count = (size_t)n * c * hw;
+    float *x = random_floats(rng, count), *xt = check_nhwc_of(x, n, c, hw);
+    float *dy = random_floats(rng, count), *dyt = check_nhwc_of(dy, n, c, hw);
+    float *s = random_floats(rng, (size_t)n * c), *m = random_floats(rng, (size_t)n * hw);
+    float *ds = random_floats(rng, (size_t)n * c), *ds2 = g_memdup2(ds, sizeof(float) * n * c);
+    float *dm = random_floats(rng, (size_t)n * hw), *dm2 = g_memdup2(dm, sizeof(float) * n * hw);
+    grad_pair dx = grad_pair_new(rng, n, c, hw);
+    cs_cpu_mul_channel_backward(dx.nchw, ds, dy, x, s, n, c, hw);
+    cs_cpu_mul_channel_backward_nhwc(dx.nhwc, ds2, dyt, xt, s, n, c, hw);
+    grad_pair_check(&dx, "channel product backward, dx");
+    expect_close("channel product backward, ds", ds2, ds, (size_t)n * c);
+    dx = grad_pair_new(rng, n, c, hw);
+    cs_cpu_mul_spatial_backward(dx.nchw, dm, dy, x, m, n, c, hw);
+    cs_cpu_mul_spatial_backward_nhwc(dx.nhwc, dm2, dyt, xt, m, n, c, hw);
+    grad_pair_check(&dx, "spatial product backward, dx");
+    expect_close("spatial product backward, dm", dm2, dm, (size_t)n * hw);
+    g_free(x), g_free(xt), g_free(dy), g_free(dyt), g_free(s), g_free(m);
+    g_free(ds), g_free(ds2), g_free(dm), g_free(dm2);
+}
+
+/* Training BatchNorm on NHWC: statistics, the affine map (+ReLU) and the backward. */
+static void test_batchnorm_nhwc(GRand *rng, int n, int c, int hw) {
+    const size_t count = (size_t)n * c * hw;
+    float *x = random_floats(rng, count), *xt = check_nhwc_of(x, n, c, hw);
+    float *stats = g_new(float, 2 * c), *stats_t = g_new(float, 2 * c);
+    cs_cpu_batchnorm_stats(stats, stats + c, x, n, c, hw);
+    cs_cpu_batchnorm_stats_nhwc(stats_t, stats_t + c, xt, n, c, hw);
+    expect_close("BatchNorm statistics in NHWC", stats_t, stats, 2 * (size_t)c);
+    float *scale = random_floats(rng, c), *shift = random_floats(rng, c);
+    float *y = g_new(float, count), *yt = g_new(float, count);
+    cs_cpu_channel_affine(y, x, scale, shift, n, c, hw, 1);
+    cs_cpu_channel_affine_nhwc(yt, xt, scale, shift, n, c, hw, 1);
+    float *back = nchw_of(yt, n, c, hw);
+    expect_close("BatchNorm affine map + ReLU in NHWC", back, y, count);
+    float *dy = random_floats(rng, count), *dyt = check_nhwc_of(dy, n, c, hw);
+    float *dgb = random_floats(rng, 2 * c), *dgb_t = g_memdup2(dgb, sizeof(float) * 2 * c);
+    grad_pair dx = grad_pair_new(rng, n, c, hw);
+    cs_cpu_batchnorm_backward(dx.nchw, dgb, dgb + c, dy, x, y, scale, stats, stats + c, n, c, hw);
+    cs_cpu_batchnorm_backward_nhwc(dx.nhwc, dgb_t, dgb_t + c, dyt, xt, yt, scale, stats,
+                                   stats + c, n, c, hw);
+    grad_pair_check(&dx, "BatchNorm backward in NHWC, dx");
+    expect_close("BatchNorm backward in NHWC, dgamma and dbeta", dgb_t, dgb, 2 * (size_t)c);
+    g_free(x), g_free(xt), g_free(stats), g_free(stats_t), g_free(scale), g_free(shift);
+    g_free(y), g_free(yt), g_free(back), g_free(dy), g_free(dyt), g_free(dgb), g_free(dgb_t);
+}
+
+/* The convolution's backward with x and dy in NHWC (dx then NHWC too) against NCHW. */
+static void test_conv_backward_nhwc(GRand *rng, int bf16) {
+    cs_conv_shape s = {.n = 2, .c = 24, .h = 15, .w = 13, .o = 40, .k = 3, .stride = 2, .pad = 1,
+                       .dil = 1, .bf16 = bf16};
+    cs_conv_geometry(&s);
+    const size_t in = (size_t)s.n * s.c * s.h * s.w, out = (size_t)s.n * s.o * s.ho * s.wo,
+                 nw = (size_t)s.o * s.c * 9;
+    float *x = random_floats(rng, in), *w = random_floats(rng, nw), *dy = random_floats(rng, out);
+    float *dw = random_floats(rng, nw), *dw_t = g_memdup2(dw, sizeof(float) * nw);
+    grad_pair dx = grad_pair_new(rng, s.n, s.c, s.h * s.w);
+    float *ws = g_new(float, cs_cpu_conv2d_backward_workspace(&s) + 1);
+    cs_cpu_conv2d_backward(dx.nchw, dw, NULL, dy, x, w, &s, ws);
+    g_free(ws);
+    s.x_nhwc = s.y_nhwc = 1;
+    CHECK(cs_cpu_conv2d_supports_nhwc(&s));
+    float *xt = check_nhwc_of(x, s.n, s.c, s.h * s.w), *dyt = check_nhwc_of(dy, s.n, s.o, s.ho * s.wo);
+    ws = g_new(float, cs_cpu_conv2d_backward_workspace(&s) + 1);
+    cs_cpu_conv2d_backward(dx.nhwc, dw_t, NULL, dyt, xt, w, &s, ws);
+    grad_pair_check(&dx, bf16 ? "convolution backward on NHWC, dx, bf16"
+                              : "convolution backward on NHWC, dx, fp32");
+    expect_close(bf16 ? "convolution backward on NHWC, dw, bf16"
+                      : "convolution backward on NHWC, dw, fp32", dw_t, dw, nw);
+    g_free(ws), g_free(x), g_free(w), g_free(dy), g_free(dw), g_free(dw_t), g_free(xt), g_free(dyt);
 }
 
 int main(void) {
@@ -137,6 +310,15 @@ int main(void) {
     test_products(rng, 2, 19, 45);
     test_conv_nhwc(rng, 0);
     if (!cs_cpu_bf16_unsupported()) test_conv_nhwc(rng, 1);
+    test_to_nchw_backward(rng, 2, 37, 45);
+    test_upsample_backward(rng, 1, 16, 8, 8, 16, 16);
+    test_upsample_backward(rng, 2, 21, 5, 6, 20, 24);
+    test_concat_backward(rng, 2, 33);
+    test_reduce_backward(rng, 2, 40, 77);
+    test_products_backward(rng, 2, 19, 45);
+    test_batchnorm_nhwc(rng, 2, 37, 45);
+    test_conv_backward_nhwc(rng, 0);
+    if (!cs_cpu_bf16_unsupported()) test_conv_backward_nhwc(rng, 1);
     g_rand_free(rng);
     return check_summary("test_layout");
 }

@@ -259,7 +259,9 @@ static void test_finite_differences(void) {
     const int batch = 2, h = 5, w = 6;
     const size_t n = (size_t)batch * h * w;
     float *buf = g_new(float, 6 * n);
-    for (int single = 0; single <= 1; single++) {
+    /* empty: a polyp-free frame, y1 = 0 and the background target y2 = 1 everywhere */
+    for (int cell = 0; cell < 4; cell++) {
+        const int single = cell & 1, empty = cell >> 1;
         for (int variant = 0; variant < 4; variant++) {
             fd_problem p = {0};
             p.batch = batch;
@@ -271,6 +273,7 @@ static void test_finite_differences(void) {
             p.y1 = buf + 4 * n;
             p.y2 = buf + 5 * n;
             fill_target(rng, p.y1, n);
+            if (empty) memset(p.y1, 0, sizeof(float) * n);
             for (size_t k = 0; k < n; k++) p.y2[k] = 1.0f - p.y1[k];
             for (int i = 0; i < 4; i++) fill_prob(rng, p.in[i], n, 0.03, 0.97);
             if (variant == 0) {
@@ -288,8 +291,9 @@ static void test_finite_differences(void) {
             }
             static const char *const names[4] = {"dicebce", "stage2", "stage2 (small fg)",
                                                  "stage1"};
-            char *label = g_strdup_printf("FD %s, %s", names[variant],
-                                          single ? "single sigmoid" : "double sigmoid");
+            char *label = g_strdup_printf("FD %s, %s%s", names[variant],
+                                          single ? "single sigmoid" : "double sigmoid",
+                                          empty ? ", empty mask" : "");
             p.label = label;
             fd_check(&p);
             g_free(label);
@@ -452,6 +456,33 @@ static void test_train_step(int stage) {
     cs_st_close(st);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * 4. an empty mask (a polyp-free frame): DiceBCE against its closed form
+ * -------------------------------------------------------------------------------------
+ * With y = 0, §5.1 reduces to BCE = mean(-log(1 - s)) and Dice = 1 - 1 / (Σ s + 1), s = σ(p)
+ * (p itself with the single sigmoid): finite for every p in [0, 1], and smallest where
+ * nothing is marked. */
+static void test_empty_mask(void) {
+    float p[16], zero[16] = {0}, all_zero_p[16] = {0};
+    for (int k = 0; k < 16; k++) p[k] = (float)k / 15.0f; /* 0 ... 1, ends included */
+    for (int single = 0; single <= 1; single++) {
+        const cs_loss_options opt = {.single_sigmoid = single};
+        double bce = 0, sum_s = 0;
+        for (int k = 0; k < 16; k++) {
+            const double s = single ? p[k] : 1.0 / (1.0 + exp(-(double)p[k]));
+            bce += fmin(-log(1.0 - s), 100.0); /* PyTorch clamps each log at -100 */
+            sum_s += s;
+        }
+        const double want = bce / 16 + 1.0 - 1.0 / (sum_s + 1.0);
+        const double got = cs_loss_dicebce(p, zero, 16, &opt, NULL);
+        printf("  empty mask, %s: DiceBCE %.12g, closed form %.12g\n",
+               single ? "single sigmoid" : "double sigmoid", got, want);
+        CHECK_MSG(isfinite(got) && fabs(got - want) <= 1e-12 * want,
+                  "empty-mask DiceBCE %.17g vs %.17g", got, want);
+        CHECK(cs_loss_dicebce(all_zero_p, zero, 16, &opt, NULL) < got);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "train")) {
         test_train_step(1);
@@ -461,5 +492,6 @@ int main(int argc, char **argv) {
     test_golden();
     test_finite_differences();
     test_single_sigmoid_pytorch();
+    test_empty_mask();
     return check_summary("test_losses");
 }

@@ -1,8 +1,9 @@
 /* test_metrics.c — the evaluation metrics of spec §7 (model/metrics.c) against the NumPy
  * reference of tools/metrics_ref.py: Kvasir-SEG validation masks as targets with synthetic
  * predictions (shifted, eroded, dilated, blurred, empty, full, exact 0.5 values) and the
- * empty/full-target corner cases. Per-image values, the per-image mean (test.py) and the
- * mean of batch means (training loops) must agree to 1e-12 relative. */
+ * empty/full-target corner cases, real empty masks of polyp-free frames. Per-image values,
+ * the per-image mean (test.py) and the mean of batch means (training loops) must agree to
+ * 1e-12 relative, and each case's false alarm (empty mask, over 1% marked) exactly. */
 #include <string.h>
 
 #include "golden.h"
@@ -62,19 +63,22 @@ int main(void) {
     double *ref = golden_doubles(st, "metrics", &n_metrics);
     double *ref_mean = golden_doubles(st, "mean", &n_mean);
     double *ref_bmean = golden_doubles(st, "batch_mean", &n_bmean);
+    size_t n_alarm = 0;
+    double *ref_alarm = golden_doubles(st, "false_alarm", &n_alarm);
     const cs_st_tensor *tp = golden_tensor(st, "pred");
     const char *batch_meta = cs_st_metadata(st, "batch");
-    if (!pred || !target || !ref || !ref_mean || !ref_bmean || !tp || !batch_meta)
+    if (!pred || !target || !ref || !ref_mean || !ref_bmean || !ref_alarm || !tp || !batch_meta)
         return check_summary("test_metrics");
     const size_t images = (size_t)tp->shape[0];
     const size_t plane = n_pred / images;
     const int batch = atoi(batch_meta);
-    CHECK(n_target == n_pred && n_metrics == 6 * images && n_mean == 6 && n_bmean == 6);
+    CHECK(n_target == n_pred && n_metrics == 6 * images && n_mean == 6 && n_bmean == 6 &&
+          n_alarm == images);
     CHECK(images >= 10 && batch > 0);
 
     double worst = 0;
     cs_metrics sum = {0}, batch_sum = {0}, batch_means = {0};
-    int n_batches = 0, in_batch = 0;
+    int n_batches = 0, in_batch = 0, n_alarms = 0;
     for (size_t i = 0; i < images && n_target == n_pred; i++) {
         cs_metrics m;
         cs_metrics_image(pred + i * plane, target + i * plane, plane, &m);
@@ -84,6 +88,10 @@ int main(void) {
         worst = fmax(worst, err);
         CHECK_MSG(err <= METRIC_TOL, "image %zu: relative error %.3e (jaccard %.17g vs %.17g)",
                   i, err, row[0], ref[6 * i]);
+        const gboolean alarm = cs_is_false_alarm(pred + i * plane, target + i * plane, plane);
+        CHECK_MSG(alarm == (ref_alarm[i] == 1.0), "image %zu: false alarm %d, reference %g", i,
+                  alarm, ref_alarm[i]);
+        n_alarms += alarm;
         cs_metrics_accumulate(&sum, &m);
         /* training-loop averaging: the mean of each batch, then the mean of those */
         cs_metrics_accumulate(&batch_sum, &m);
@@ -95,8 +103,9 @@ int main(void) {
             n_batches++;
         }
     }
-    printf("  %zu images: worst per-image relative error %.2e %s\n", images, worst,
-           worst <= METRIC_TOL ? "ok" : "FAIL");
+    printf("  %zu images: worst per-image relative error %.2e %s; %d false alarms\n", images,
+           worst, worst <= METRIC_TOL ? "ok" : "FAIL", n_alarms);
+    CHECK(n_alarms >= 4); /* the reference's cases around the 1% line are there */
 
     double row[6];
     cs_metrics_scale(&sum, 1.0 / (double)images);
@@ -123,13 +132,22 @@ int main(void) {
     CHECK(m.jaccard == 1 && m.accuracy == 1);
     cs_metrics_image(one, zero, 4, &m); /* G empty, P full */
     CHECK(m.jaccard < 1e-15 && m.dice < 1e-15 && m.recall == 1 && m.precision < 1e-15 &&
-          m.accuracy == 0);
+          m.accuracy == 0 && m.f2 < 1e-14);
+    cs_metrics_image(zero, one, 4, &m); /* G full, P empty */
+    CHECK(m.jaccard < 1e-15 && m.dice < 1e-15 && m.recall < 1e-15 && m.precision == 1 &&
+          m.accuracy == 0 && m.f2 < 1e-14);
+    /* false alarms: an empty mask with over 1% marked; never where the mask is not empty */
+    CHECK(cs_is_false_alarm(one, zero, 4) && !cs_is_false_alarm(zero, zero, 4) &&
+          !cs_is_false_alarm(one, one, 4) && !cs_is_false_alarm(half, zero, 4));
+    CHECK(cs_mask_is_empty(half, 4) && !cs_mask_is_empty(one, 4));
+    CHECK(cs_marked_fraction(one, 4) == 1 && cs_marked_fraction(half, 4) == 0);
 
     g_free(pred);
     g_free(target);
     g_free(ref);
     g_free(ref_mean);
     g_free(ref_bmean);
+    g_free(ref_alarm);
     cs_st_close(st);
     return check_summary("test_metrics");
 }

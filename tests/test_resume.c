@@ -47,7 +47,8 @@ static void make_dataset(const char *dir) {
 static gboolean train(const char *data, const char *run, gboolean resume, long max_steps) {
     cs_train_options o;
     cs_train_options_defaults(&o, 2);
-    o.data_dir = data, o.run_dir = run, o.preset = "condseg-compact";
+    const char *data_dirs[] = {data, NULL};
+    o.data_dirs = data_dirs, o.run_dir = run, o.preset = "condseg-compact";
     o.image_size = 32, o.batch = 2, o.epochs = resume ? 0 : 2, o.seed = 5, o.workers = 1;
     o.max_steps = max_steps, o.device = "cpu";
     GError *error = NULL;

@@ -867,7 +867,8 @@ static void on_train_progress(const cs_train_progress *p, void *user_data) {
 typedef struct {
     int stage, epochs, batch, image_size, workers, threads;
     int patience_lr, patience_stop;   /* -1: not given */
-    char *data, *out, *init, *resume, *seed_text, *preset, *device, *precision;
+    char **data;                      /* --data, repeatable */
+    char *out, *init, *resume, *seed_text, *preset, *device, *precision;
     gint64 max_steps;
     gboolean no_augment, fix_background, single_sigmoid;
     double lr, lr_backbone;
@@ -883,8 +884,10 @@ static GOptionContext *train_context(train_args *a) {
     const GOptionEntry entries[] = {
         {"stage", 0, 0, G_OPTION_ARG_INT, &a->stage,
          "1: consistency reinforcement of the encoder; 2: the full ConDSeg network", "1|2"},
-        {"data", 'd', 0, G_OPTION_ARG_FILENAME, &a->data,
-         "Dataset folder: images/, masks/, train.txt, val.txt (here, or in $CONDSEG_DATA)", "DIR"},
+        {"data", 'd', 0, G_OPTION_ARG_FILENAME_ARRAY, &a->data,
+         "Dataset folder: images/, masks/, train.txt, val.txt (here, or in $CONDSEG_DATA); "
+         "repeat it to train on several (their train splits mixed, each val split reported)",
+         "DIR"},
         {"out", 'o', 0, G_OPTION_ARG_FILENAME, &a->out, "Run folder (created)", "RUNDIR"},
         {"init", 0, 0, G_OPTION_ARG_FILENAME, &a->init,
          "Initial weights: a network of this stage (all of it), stage-1 weights (their "
@@ -933,11 +936,16 @@ static GOptionContext *train_context(train_args *a) {
         "Examples:\n"
         "  condseg train --stage 1 --data kvasir-seg --out runs/s1 --epochs 50\n"
         "  condseg train --stage 2 --data kvasir-seg --out runs/s2 --init runs/s1/best.safetensors\n"
-        "  condseg train --resume runs/s2\n\n"
+        "  condseg train --resume runs/s2\n"
+        "  condseg train --stage 2 --data kvasir-seg --data nopolyp --out runs/s2n\n\n"
         "The run folder receives train_log.csv, train.log, best.safetensors (best validation\n"
         "mIoU), last.safetensors and state.safetensors. Ctrl-C saves and stops; a second\n"
         "Ctrl-C aborts at once. --data is looked for in the current folder, then in\n"
-        "$CONDSEG_DATA.\n");
+        "$CONDSEG_DATA. With several --data folders the training set is all their train\n"
+        "splits, each val split is logged on its own (valid_<folder>_* columns, with the\n"
+        "false-alarm rate: the share of its polyp-free images marked over 1%), and the mean\n"
+        "over the splits of their validation loss and mIoU drives the learning-rate drops,\n"
+        "best.safetensors and early stopping; --resume keeps the list.\n");
 }
 
 static int parse_train(int argc, char **argv, train_args *a) {
@@ -963,9 +971,11 @@ static int new_run_options(train_args *a, cs_train_options *opt) {
         if (!*a->seed_text || *end)
             return usage_error("--seed: expected a non-negative integer, got '%s'", a->seed_text);
     }
-    char *found = find_data_dir(a->data);
-    if (found) g_free(a->data), a->data = found;
-    opt->data_dir = a->data;
+    for (char **dir = a->data; *dir; dir++) {
+        char *found = find_data_dir(*dir);
+        if (found) g_free(*dir), *dir = found;
+    }
+    opt->data_dirs = (const char *const *)a->data;
     opt->run_dir = a->out;
     opt->init_weights = a->init;
     opt->preset = a->preset;
@@ -1021,7 +1031,7 @@ static int cmd_train(int argc, char **argv) {
     if (!status) status = train_options(&a, &opt);
     if (!status) status = select_device(a.device, NULL, &opt.device);
     if (!status) status = run_train(&opt, a.resume != NULL, a.threads);
-    g_free(a.data), g_free(a.out), g_free(a.init), g_free(a.resume), g_free(a.seed_text);
+    g_strfreev(a.data), g_free(a.out), g_free(a.init), g_free(a.resume), g_free(a.seed_text);
     g_free(a.preset), g_free(a.device), g_free(a.precision);
     return status;
 }
@@ -1069,7 +1079,10 @@ static GOptionContext *eval_context(eval_options *o) {
         "Metrics as the original ConDSeg code's test.py: per image on the network's SxS maps\n"
         "(S the size the weights were trained at: 256 for the paper's, 128 for the default\n"
         "model), a pixel counts as foreground above 0.5; mIoU, mDSC, recall, precision,\n"
-        "accuracy and F2 are means over the images.\n\n"
+        "accuracy and F2 are means over the images. An empty mask or prediction: a ratio 0/0\n"
+        "counts 1 (nothing to find and nothing found is right). When the split holds\n"
+        "polyp-free images (empty masks, e.g. --data nopolyp), the false-alarm rate is\n"
+        "printed too: the share of them whose predicted mask covers over 1% of the frame.\n\n"
         "Example (Kvasir-SEG's validation split, $CONDSEG_DATA holding kvasir-seg/):\n"
         "  condseg eval -w models/condseg-default.safetensors\n");
 }
@@ -1122,8 +1135,22 @@ static void on_eval_image(const char *id, const cs_metrics *m, const float *prob
     json_builder_end_object(d->json);
 }
 
+/* The false alarms on the split's polyp-free images (empty masks), when it has any. */
+static void add_false_alarms(JsonBuilder *b, const cs_eval_summary *s) {
+    if (!s->n_empty_masks) return;
+    const struct { const char *name; double value; } fields[] = {
+        {"empty_masks", s->n_empty_masks}, {"false_alarms", s->n_false_alarms},
+        {"false_alarm_rate", (double)s->n_false_alarms / s->n_empty_masks},
+        {"false_alarm_area", CS_FALSE_ALARM_AREA}};
+    for (size_t i = 0; i < G_N_ELEMENTS(fields); i++) {
+        json_builder_set_member_name(b, fields[i].name);
+        if (i < 2) json_builder_add_int_value(b, (gint64)fields[i].value);
+        else json_builder_add_double_value(b, fields[i].value);
+    }
+}
+
 /* Closes the JSON document begun by run_eval and writes it atomically. */
-static int write_eval_json(const eval_options *o, JsonBuilder *b, const cs_metrics *mean, int n) {
+static int write_eval_json(const eval_options *o, JsonBuilder *b, const cs_eval_summary *s) {
     json_builder_end_array(b);
     const char *const names[] = {"weights", "data", "split"};
     const char *const values[] = {o->weights, o->data, o->split};
@@ -1132,18 +1159,19 @@ static int write_eval_json(const eval_options *o, JsonBuilder *b, const cs_metri
         json_builder_add_string_value(b, values[i]);
     }
     json_builder_set_member_name(b, "count");
-    json_builder_add_int_value(b, n);
+    json_builder_add_int_value(b, s->n_images);
     json_builder_set_member_name(b, "mean");
     json_builder_begin_object(b);
-    add_metrics(b, mean);
+    add_metrics(b, &s->mean);
     json_builder_end_object(b);
+    add_false_alarms(b, s);
     json_builder_end_object(b);
     return write_json_file(b, o->json_path);
 }
 
-/* Evaluates, with the per-image work of on_eval_image; fills *mean and *n. */
+/* Evaluates, with the per-image work of on_eval_image; fills *summary. */
 static int evaluate(const eval_options *o, cs_model *model, eval_display *display,
-                    cs_metrics *mean, int *n) {
+                    cs_eval_summary *summary) {
     display->verbose = o->verbose;
     display->prob_dir = o->prob_dir;
     display->size = cs_model_input_size(model);
@@ -1159,7 +1187,7 @@ static int evaluate(const eval_options *o, cs_model *model, eval_display *displa
         json_builder_begin_array(display->json);
     }
     GError *error = NULL;
-    if (!cs_evaluate(model, o->data, o->split, o->masks, on_eval_image, display, mean, n, &error))
+    if (!cs_evaluate(model, o->data, o->split, o->masks, on_eval_image, display, summary, &error))
         return report_error(error);
     return display->failed ? 1 : 0;
 }
@@ -1171,15 +1199,19 @@ static int run_eval(const eval_options *o) {
     if (!model) return status;
     apply_tta(model, o->tta);
     eval_display display = {0};
-    cs_metrics mean;
-    int n = 0;
-    status = evaluate(o, model, &display, &mean, &n);
+    cs_eval_summary summary = {0};
+    status = evaluate(o, model, &display, &summary);
     if (status == 0 || display.failed) {
-        printf("%s on %s (%s, %d images%s)\n", o->weights, o->data, o->split, n,
+        const cs_metrics *mean = &summary.mean;
+        printf("%s on %s (%s, %d images%s)\n", o->weights, o->data, o->split, summary.n_images,
                o->tta ? ", test-time augmentation" : "");
         printf("  mIoU %.4f  mDSC %.4f  recall %.4f  precision %.4f  accuracy %.4f  F2 %.4f\n",
-               mean.jaccard, mean.dice, mean.recall, mean.precision, mean.accuracy, mean.f2);
-        if (display.json && write_eval_json(o, display.json, &mean, n)) status = 1;
+               mean->jaccard, mean->dice, mean->recall, mean->precision, mean->accuracy, mean->f2);
+        if (summary.n_empty_masks)
+            printf("  false alarms %.1f%%: %d of %d polyp-free images (empty masks) marked over "
+                   "%.0f%% of the frame\n", 100.0 * summary.n_false_alarms / summary.n_empty_masks,
+                   summary.n_false_alarms, summary.n_empty_masks, 100 * CS_FALSE_ALARM_AREA);
+        if (display.json && write_eval_json(o, display.json, &summary)) status = 1;
     }
     if (display.json) g_object_unref(display.json);
     cs_model_free(model);
