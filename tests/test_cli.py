@@ -141,6 +141,10 @@ def check_judging(exe, data, polyp_img, tmp):
     rc, _, err = run([exe, "predict", "-o", one, "--overlay", one, polyp_img], env=env)
     check(rc == 2 and "--overlay" in err and "would overwrite" in err,
           f"--overlay onto the mask is refused ({err.strip()!r})")
+    clash = os.path.join(tmp, "clash.png")
+    rc, _, err = run([exe, "predict", "-o", clash, "--json", clash, polyp_img], env=env)
+    check(rc == 2 and "would overwrite" in err and "--json" in err and not os.path.exists(clash),
+          f"a mask onto --json's file is refused, nothing written ({err.strip()!r})")
 
 
 def main():

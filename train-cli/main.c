@@ -454,6 +454,18 @@ static int refuse_colliding_outputs(const predict_options *o, const gboolean *is
     for (int i = 0; i < n_inputs; i++)
         g_hash_table_insert(outputs, resolved_path(inputs[i]), g_strconcat("input:", inputs[i], NULL));
     gboolean ok = TRUE;
+    if (o->json_path) {   /* --json is one more output, of no image */
+        char *key = resolved_path(o->json_path);
+        const char *owner = g_hash_table_lookup(outputs, key);
+        if (owner) {
+            fprintf(stderr, "%s: --json '%s' would overwrite the input image '%s': nothing was "
+                            "written\n", program, o->json_path, strchr(owner, ':') + 1);
+            ok = FALSE;
+            g_free(key);
+        } else {
+            g_hash_table_insert(outputs, key, g_strdup("output:--json"));
+        }
+    }
     for (int i = 0; i < n_inputs && ok; i++) ok = claim_outputs(o, is_dir, inputs[i], outputs);
     g_hash_table_destroy(outputs);
     return ok ? 0 : EXIT_USAGE;
