@@ -13,10 +13,11 @@
  * every call, or, in bfloat16, once per weights tag (inference: once per model). Plans
  * hold no per-call state, so convolutions may run concurrently.
  *
- * In bfloat16 the weight gradient is computed from float32 x and dy: oneDNN 2.6's bf16
- * backward-weights kernel ran at half the speed of its float32 one on these shapes (AMX
- * brgemm exists for the forward and backward-data passes only), so bf16 there would cost
- * time and precision both.
+ * In bfloat16 the weight gradient is computed from float32 x and dy. oneDNN 2.6's bf16
+ * backward-weights kernel (jit:avx512_core_amx_bf16) ran at half the speed of its float32
+ * one on NCHW-fed shapes; on the NHWC maps training now keeps, it made a compact training
+ * step's convolution backward 23% faster and the paper network's no faster (CONDSEG_PROFILE,
+ * same load), for a weight gradient 2e-3 (rel-L2) off instead of 1e-5: not worth it.
  */
 #include <string.h>
 
@@ -397,10 +398,18 @@ static size_t scratchpad_bytes(const cs_conv_shape *s, int pass) {
 }
 static size_t max_bytes(size_t a, size_t b) { return a > b ? a : b; }
 
-/* Workspace, forward: x in NHWC | y in NHWC | weights | oneDNN's scratchpad. */
+/* Workspace, forward: x in NHWC (unless x is already in the primitive's layout) | y in
+ * NHWC (unless the caller takes NHWC) | weights | oneDNN's scratchpad. */
+static size_t forward_x_floats(const cs_conv_shape *s) {
+    const int ready = s->bf16 ? s->x_bf16 != NULL : s->x_nhwc;
+    return ready ? 0 : floats_of(nhwc_in_bytes(s));
+}
+static size_t forward_y_floats(const cs_conv_shape *s) {
+    return s->y_nhwc ? 0 : floats_of(nhwc_out_bytes(s, 0));
+}
+
 size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {
-    return floats_of(nhwc_in_bytes(s)) + floats_of(nhwc_out_bytes(s, 0)) +
-           floats_of(weights_bytes(s, PASS_FORWARD)) +
+    return forward_x_floats(s) + forward_y_floats(s) + floats_of(weights_bytes(s, PASS_FORWARD)) +
            floats_of(scratchpad_bytes(s, PASS_FORWARD));
 }
 
@@ -453,8 +462,8 @@ void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float
                            float *workspace) {
     const int epilogue = (scale ? EPI_SCALE : 0) | (shift ? EPI_SHIFT : 0) | (relu ? EPI_RELU : 0);
     const plan *p = plan_get(s, PASS_FORWARD, epilogue);
-    float *xs = workspace, *ys = xs + floats_of(nhwc_in_bytes(s));
-    float *wscratch = ys + floats_of(nhwc_out_bytes(s, 0));
+    float *xs = workspace, *ys = xs + forward_x_floats(s);
+    float *wscratch = ys + forward_y_floats(s);
     float *pad = wscratch + floats_of(weights_bytes(s, PASS_FORWARD));
     if (dnnl_memory_desc_get_size(p->md.weights) > weights_bytes(s, PASS_FORWARD))
         g_error("internal error: oneDNN chose a larger weights layout with post-ops");

@@ -214,6 +214,14 @@ typedef struct {
 /* Fills the original's settings for `stage`. */
 void cs_train_options_defaults(cs_train_options *opt, int stage);
 
+/* One validation split's figures at an epoch's end (several --data folders). */
+typedef struct {
+    const char *name;           /* the folder's base name */
+    double loss;
+    cs_metrics metrics;         /* mean of batch means; accuracy and F2 not computed */
+    double false_alarm_rate;    /* of its polyp-free images; NaN when it has none */
+} cs_train_split;
+
 typedef struct {
     int epoch, epochs;          /* 1-based */
     int batch_index, batches;   /* within the epoch, 1-based */
@@ -222,7 +230,10 @@ typedef struct {
     double seconds;             /* since this session started */
     double eta_seconds;         /* to the end of the epoch */
     gboolean epoch_done;        /* this report closes the epoch: the val_* fields are set */
-    double val_loss, val_miou, val_dice;
+    double val_loss, val_miou, val_dice;   /* with several splits, their means */
+    int n_splits;               /* with several splits (else 0): each one's figures (valid
+                                 * during the report only) */
+    const cs_train_split *splits;
     double lr;
     const char *message;        /* a notable event ("best mIoU ... saved"), or NULL */
 } cs_train_progress;

@@ -18,8 +18,10 @@ struct cs_ctx {
     uint64_t weights_tag;         /* cs_conv_shape.weights_tag of inference runs */
     GPtrArray *live;              /* cs_tensor *, in creation order (scopes index it) */
     GPtrArray *tape;              /* cs_node *, in execution order */
-    GHashTable *free_blocks;      /* block size -> GSList of free blocks */
-    size_t pool_bytes, pool_peak;
+    GTree *free_blocks;           /* block size -> GSList of free blocks */
+    GHashTable *block_sizes;      /* block handed out -> its size */
+    size_t pool_bytes, pool_peak;   /* held by the pool (in use + kept) */
+    size_t in_use, in_use_peak;     /* handed out */
     float *workspace;             /* conv scratch, grown on demand */
     size_t workspace_floats;
     cs_probe_fn probe;

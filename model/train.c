@@ -7,7 +7,13 @@
  * state.safetensors (the weights, Adam's moments, the loop's position and the options, as
  * JSON metadata: the one commit point of a checkpoint). Every file is written atomically;
  * a resume drops the train_log.csv rows its checkpoint does not cover and the temporary
- * files a kill left behind. */
+ * files a kill left behind. Several dataset folders: their train splits are one training
+ * set, their val splits are validated one by one, and the means over the splits steer.
+ *
+ * The run (cs_train, at the end) is shaped like llm.c's main loop: run_open (a new run or
+ * a resumed one: state, data, network, trainer, loaders, logs), then train_epoch and
+ * end_epoch (validation, log row, LR plateau, best checkpoint, state, early stopping)
+ * until the last epoch, and run_close. */
 #include <errno.h>
 #include <glib/gstdio.h>   /* g_unlink */
 #include <json-glib/json-glib.h>
@@ -41,7 +47,7 @@ void cs_train_options_defaults(cs_train_options *opt, int stage) {
     opt->batch = stage == 1 ? 8 : 12;
     opt->lr = 1e-4;
     opt->lr_backbone = 1e-4;
-    opt->seed = stage == 1 ? 0 : 0;
+    opt->seed = 0;
     opt->augment = TRUE;
     opt->image_size = CS_INPUT_SIZE;
     opt->patience_lr = 30;
@@ -62,6 +68,8 @@ typedef struct {
     double sum_loss;          /* this epoch so far: sums of batch losses and batch means */
     cs_metrics sum_metrics;
     int batches_done;
+    long adam_step;           /* a resumed run's optimiser step and learning rates, as saved */
+    double adam_lr[2];        /* (encoder, rest) */
 } run_state;
 
 static void state_set_strings(run_state *st, const cs_train_options *opt) {
@@ -78,38 +86,40 @@ static void state_clear(run_state *st) {
     g_strfreev(st->data_dirs), g_free(st->run_dir), g_free(st->init_weights), g_free(st->preset);
 }
 
-/* The state as JSON (metadata of state.safetensors). Doubles are written with 17
- * significant digits by json-glib, so they come back exactly. */
-static char *state_to_json(const run_state *st, const cs_adam *adam) {
-    JsonBuilder *b = json_builder_new();
-    json_builder_begin_object(b);
 #define INT(k, v) (json_builder_set_member_name(b, k), json_builder_add_int_value(b, v))
 #define DBL(k, v) (json_builder_set_member_name(b, k), json_builder_add_double_value(b, v))
 #define STR(k, v) (json_builder_set_member_name(b, k), json_builder_add_string_value(b, v))
 #define BOOL(k, v) (json_builder_set_member_name(b, k), json_builder_add_boolean_value(b, v))
-    INT("stage", st->opt.stage);
+
+/* The run's options (options_from_json reads them back). */
+static void options_to_json(JsonBuilder *b, const cs_train_options *opt) {
+    INT("stage", opt->stage);
     json_builder_set_member_name(b, "data_dirs");
     json_builder_begin_array(b);
-    for (const char *const *dir = st->opt.data_dirs; *dir; dir++)
+    for (const char *const *dir = opt->data_dirs; *dir; dir++)
         json_builder_add_string_value(b, *dir);
     json_builder_end_array(b);
-    STR("preset", st->opt.preset);
-    if (st->opt.init_weights) STR("init_weights", st->opt.init_weights);
-    INT("epochs", st->opt.epochs);
-    INT("batch", st->opt.batch);
-    DBL("lr", st->opt.lr);
-    DBL("lr_backbone", st->opt.lr_backbone);
+    STR("preset", opt->preset);
+    if (opt->init_weights) STR("init_weights", opt->init_weights);
+    INT("epochs", opt->epochs);
+    INT("batch", opt->batch);
+    DBL("lr", opt->lr);
+    DBL("lr_backbone", opt->lr_backbone);
     /* 64-bit seeds do not fit a JSON double: as a string. */
     char seed[32];
-    g_snprintf(seed, sizeof seed, "%" G_GUINT64_FORMAT, st->opt.seed);
+    g_snprintf(seed, sizeof seed, "%" G_GUINT64_FORMAT, opt->seed);
     STR("seed", seed);
-    BOOL("augment", st->opt.augment);
-    INT("image_size", st->opt.image_size);
-    INT("patience_lr", st->opt.patience_lr);
-    INT("patience_stop", st->opt.patience_stop);
-    BOOL("fix_background", st->opt.fix_background);
-    BOOL("single_sigmoid", st->opt.single_sigmoid);
-    STR("precision", st->opt.precision ? st->opt.precision : "fp32");
+    BOOL("augment", opt->augment);
+    INT("image_size", opt->image_size);
+    INT("patience_lr", opt->patience_lr);
+    INT("patience_stop", opt->patience_stop);
+    BOOL("fix_background", opt->fix_background);
+    BOOL("single_sigmoid", opt->single_sigmoid);
+    STR("precision", opt->precision ? opt->precision : "fp32");
+}
+
+/* The loop's position, running sums and the optimiser's (position_from_json's). */
+static void position_to_json(JsonBuilder *b, const run_state *st, const cs_adam *adam) {
     INT("epoch", st->epoch);
     INT("next_batch", st->next_batch);
     INT("step", st->step);
@@ -126,10 +136,20 @@ static char *state_to_json(const run_state *st, const cs_adam *adam) {
     INT("adam_step", adam->step);
     DBL("adam_lr_backbone", adam->lr[0]);
     DBL("adam_lr", adam->lr[1]);
+}
+
 #undef INT
 #undef DBL
 #undef STR
 #undef BOOL
+
+/* The state as JSON (metadata of state.safetensors). Doubles are written with 17
+ * significant digits by json-glib, so they come back exactly. */
+static char *state_to_json(const run_state *st, const cs_adam *adam) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    options_to_json(b, &st->opt);
+    position_to_json(b, st, adam);
     json_builder_end_object(b);
     JsonGenerator *gen = json_generator_new();
     JsonNode *root = json_builder_get_root(b);
@@ -167,66 +187,34 @@ static GStrv data_dirs_from_json(JsonObject *o) {
     return dirs;
 }
 
-static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, const char *path,
-                                GError **error) {
-    if (!cs_json_check_bounds(path, json, strlen(json), error)) return FALSE;
-    JsonParser *parser = json_parser_new();
-    gboolean ok = json_parser_load_from_data(parser, json, -1, NULL) &&
-                  JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser));
-    if (!ok) {
-        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s: the saved training state is not valid JSON",
-                    path);
-        g_object_unref(parser);
-        return FALSE;
-    }
-    JsonObject *o = json_node_get_object(json_parser_get_root(parser));
-    static const char *const required[] = {"stage", "epoch", "next_batch", "step",
-                                           "batch", "lr", "seed", "adam_step"};
-    for (size_t i = 0; i < G_N_ELEMENTS(required); i++) {
-        if (!json_object_has_member(o, required[i])) {
-            g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
-                        "%s: the saved training state has no '%s'", path, required[i]);
-            g_object_unref(parser);
-            return FALSE;
-        }
-    }
 #define I(k) ((int)json_object_get_int_member(o, k))
 #define D(k) json_object_get_double_member(o, k)
 #define B(k) json_object_get_boolean_member(o, k)
-    cs_train_options opt;
-    cs_train_options_defaults(&opt, I("stage"));
-    GStrv dirs = data_dirs_from_json(o);
-    if (!dirs) {
-        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
-                    "%s: the saved training state has no 'data_dirs' list of folder names", path);
-        g_object_unref(parser);
-        return FALSE;
-    }
-    opt.data_dirs = (const char *const *)dirs;
-    opt.preset = json_object_get_string_member_with_default(o, "preset", NULL);
-    opt.init_weights = json_object_get_string_member_with_default(o, "init_weights", NULL);
-    opt.epochs = I("epochs");
-    opt.batch = I("batch");
-    opt.lr = D("lr");
-    opt.lr_backbone = D("lr_backbone");
-    opt.seed = g_ascii_strtoull(json_object_get_string_member(o, "seed"), NULL, 10);
-    opt.augment = B("augment");
-    opt.image_size = I("image_size");
-    opt.patience_lr = I("patience_lr");
-    opt.patience_stop = I("patience_stop");
-    opt.fix_background = B("fix_background");
-    opt.single_sigmoid = B("single_sigmoid");
+
+/* The run's options as saved (their strings stay owned by `o`, data_dirs by the caller). */
+static void options_from_json(JsonObject *o, GStrv dirs, cs_train_options *opt) {
+    cs_train_options_defaults(opt, I("stage"));
+    opt->data_dirs = (const char *const *)dirs;
+    opt->preset = json_object_get_string_member_with_default(o, "preset", NULL);
+    opt->init_weights = json_object_get_string_member_with_default(o, "init_weights", NULL);
+    opt->epochs = I("epochs");
+    opt->batch = I("batch");
+    opt->lr = D("lr");
+    opt->lr_backbone = D("lr_backbone");
+    opt->seed = g_ascii_strtoull(json_object_get_string_member(o, "seed"), NULL, 10);
+    opt->augment = B("augment");
+    opt->image_size = I("image_size");
+    opt->patience_lr = I("patience_lr");
+    opt->patience_stop = I("patience_stop");
+    opt->fix_background = B("fix_background");
+    opt->single_sigmoid = B("single_sigmoid");
     /* Runs saved before the setting existed computed in fp32. */
     const char *precision = json_object_get_string_member_with_default(o, "precision", "fp32");
-    opt.precision = strcmp(precision, "bf16") == 0 ? "bf16" : "fp32";
-    /* The run folder is where the state was found, not where it was saved: kept (a
-     * copy taken before state_clear frees the old strings, opt's included). */
-    char *run_dir = g_strdup(st->opt.run_dir);
-    opt.run_dir = run_dir;
-    state_clear(st);
-    state_set_strings(st, &opt);
-    g_free(run_dir);
-    g_strfreev(dirs);
+    opt->precision = strcmp(precision, "bf16") == 0 ? "bf16" : "fp32";
+}
+
+/* The loop's position, its running sums and the optimiser's (applied once it exists). */
+static void position_from_json(JsonObject *o, run_state *st) {
     st->epoch = I("epoch");
     st->next_batch = I("next_batch");
     st->step = (long)json_object_get_int_member(o, "step");
@@ -241,14 +229,59 @@ static gboolean state_from_json(run_state *st, cs_adam *adam, const char *json, 
     st->sum_metrics.recall = D("sum_recall");
     st->sum_metrics.precision = D("sum_precision");
     st->batches_done = I("batches_done");
-    if (adam) {
-        adam->step = json_object_get_int_member(o, "adam_step");
-        adam->lr[0] = D("adam_lr_backbone");
-        adam->lr[1] = D("adam_lr");
-    }
+    st->adam_step = json_object_get_int_member(o, "adam_step");
+    st->adam_lr[0] = D("adam_lr_backbone");
+    st->adam_lr[1] = D("adam_lr");
+}
+
 #undef I
 #undef D
 #undef B
+
+/* The saved state's members, or NULL (error set) when it is not a JSON object holding at
+ * least these and a list of dataset folders (*dirs). */
+static JsonParser *parse_state(const char *json, const char *path, GStrv *dirs, GError **error) {
+    if (!cs_json_check_bounds(path, json, strlen(json), error)) return NULL;
+    JsonParser *parser = json_parser_new();
+    if (!json_parser_load_from_data(parser, json, -1, NULL) ||
+        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser))) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s: the saved training state is not valid JSON",
+                    path);
+        g_object_unref(parser);
+        return NULL;
+    }
+    JsonObject *o = json_node_get_object(json_parser_get_root(parser));
+    static const char *const required[] = {"stage", "epoch", "next_batch", "step",
+                                           "batch", "lr", "seed", "adam_step"};
+    const char *missing = NULL;
+    for (size_t i = 0; i < G_N_ELEMENTS(required) && !missing; i++)
+        if (!json_object_has_member(o, required[i])) missing = required[i];
+    if (!missing && !(*dirs = data_dirs_from_json(o))) missing = "data_dirs";
+    if (missing) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s: the saved training state has no '%s'",
+                    path, missing);
+        g_clear_object(&parser);
+    }
+    return parser;
+}
+
+/* Replaces st's options and position by the saved ones. The run folder stays where the
+ * state was found, not where it was saved. */
+static gboolean state_from_json(run_state *st, const char *json, const char *path,
+                                GError **error) {
+    GStrv dirs = NULL;
+    JsonParser *parser = parse_state(json, path, &dirs, error);
+    if (!parser) return FALSE;
+    JsonObject *o = json_node_get_object(json_parser_get_root(parser));
+    cs_train_options opt;
+    options_from_json(o, dirs, &opt);
+    char *run_dir = g_strdup(st->opt.run_dir); /* a copy: state_clear frees the old one */
+    opt.run_dir = run_dir;
+    state_clear(st);
+    state_set_strings(st, &opt);
+    position_from_json(o, st);
+    g_free(run_dir);
+    g_strfreev(dirs);
     g_object_unref(parser);
     return TRUE;
 }
@@ -594,6 +627,7 @@ typedef struct {
     cs_loader **loaders;
     val_result *results;      /* of the last validation */
     val_result mean;          /* loss and metrics averaged over the splits */
+    cs_train_split *reported; /* the results as the progress report shows them */
 } val_splits;
 
 /* The split names: with several folders, distinct and fit for a CSV column name. */
@@ -626,6 +660,7 @@ static gboolean val_splits_open(val_splits *v, const char *const *dirs, GError *
     v->sets = g_new0(cs_dataset *, v->n);
     v->loaders = g_new0(cs_loader *, v->n);
     v->results = g_new0(val_result, v->n);
+    v->reported = g_new0(cs_train_split, v->n);
     for (int i = 0; i < v->n; i++)
         if (!(v->sets[i] = cs_dataset_open(dirs[i], "val", error))) return FALSE;
     return TRUE;
@@ -648,8 +683,13 @@ static void val_splits_free(val_splits *v) {
         cs_loader_free(v->loaders ? v->loaders[i] : NULL);
         cs_dataset_free(v->sets ? v->sets[i] : NULL);
     }
-    g_free(v->loaders), g_free(v->sets), g_free(v->results);
+    g_free(v->loaders), g_free(v->sets), g_free(v->results), g_free(v->reported);
     g_strfreev(v->names);
+}
+
+/* The share of a split's polyp-free images marked over CS_FALSE_ALARM_AREA (NaN: none). */
+static double false_alarm_rate(const val_result *r) {
+    return r->empty_masks ? (double)r->false_alarms / r->empty_masks : NAN;
 }
 
 /* Validates every split, and their mean: of one split, that split's figures exactly. */
@@ -664,12 +704,10 @@ static gboolean validate_splits(cs_trainer *tr, val_splits *v, GError **error) {
     }
     v->mean.loss /= v->n;
     cs_metrics_scale(&v->mean.metrics, 1.0 / v->n);
+    for (int i = 0; i < v->n; i++)
+        v->reported[i] = (cs_train_split){v->names[i], v->results[i].loss, v->results[i].metrics,
+                                          false_alarm_rate(&v->results[i])};
     return TRUE;
-}
-
-/* The share of a split's polyp-free images marked over CS_FALSE_ALARM_AREA (NaN: none). */
-static double false_alarm_rate(const val_result *r) {
-    return r->empty_masks ? (double)r->false_alarms / r->empty_masks : NAN;
 }
 
 /* ---- logs ------------------------------------------------------------------------------- */
@@ -882,316 +920,448 @@ static gboolean validate_options(const cs_train_options *o, GError **error) {
     return bad == NULL;
 }
 
-gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_report_fn report,
-                  void *user_data, volatile int *stop, GError **error) {
-    run_state st = {0};
-    state_set_strings(&st, options);
-    cs_plateau_init(&st.plateau, 0.1, options->patience_lr);
-    cs_model *model = NULL;
-    cs_trainer *trainer = NULL;
-    cs_adam *adam = NULL;
-    cs_dataset *train_set = NULL;
-    cs_loader *train_loader = NULL;
-    val_splits val = {0};
-    char *header = NULL;
-    cs_safetensors *state_file = NULL;
-    step_buffers sb = {0};
-    GString *init_log = g_string_new(NULL);
-    gboolean ok = FALSE;
-    char *state_path = g_build_filename(options->run_dir, STATE_FILE, NULL);
-    char *last_path = g_build_filename(options->run_dir, LAST_FILE, NULL);
-    const gint64 t_start = g_get_monotonic_time();
+/* Everything a run holds from its opening to its end (llm.c's shape: open the run, then
+ * train an epoch and end it, until the last epoch, early stopping or a pause). */
+typedef struct {
+    run_state st;
+    cs_model *model;
+    cs_trainer *trainer;
+    cs_adam *adam;
+    cs_dataset *train_set;
+    cs_loader *train_loader;
+    val_splits val;
+    char *csv_header;
+    step_buffers sb;
+    long saved_step;          /* the step of the state on disk (-1: nothing saved yet) */
+    gint64 t_start, t_epoch;  /* this session's start, the epoch's (monotonic, µs) */
+    int first_batch;          /* the first batch this session trained in the epoch */
+    cs_train_progress pr;
+    cs_train_report_fn report;
+    void *user_data;
+    volatile int *stop;
+} train_run;
 
+/* What the caller may change in a resumed run (and sets in a new one). */
+static void apply_caller_settings(run_state *st, const cs_train_options *options) {
+    if (options->precision) st->opt.precision = options->precision;
+    if (options->epochs > 0) st->opt.epochs = options->epochs;
+    st->opt.max_steps = options->max_steps;
+    st->opt.workers = options->workers;
+}
+
+/* ---- opening the run ----------------------------------------------------------------------- */
+
+/* The state to start from: the caller's options for a new run (in a folder without one),
+ * or the saved state of the run in options->run_dir (*state_file, left open). */
+static gboolean open_state(run_state *st, const cs_train_options *options, gboolean resume,
+                           cs_safetensors **state_file, GError **error) {
+    state_set_strings(st, options);
+    cs_plateau_init(&st->plateau, 0.1, options->patience_lr);
+    char *state_path = g_build_filename(options->run_dir, STATE_FILE, NULL);
+    gboolean ok;
     if (resume) {
-        state_file = cs_st_open(state_path, error);
-        if (!state_file) goto done;
-        const char *json = cs_st_metadata(state_file, "condseg.training_state");
-        if (!json) {
+        *state_file = cs_st_open(state_path, error);
+        const char *json = *state_file ? cs_st_metadata(*state_file, "condseg.training_state") : NULL;
+        if (*state_file && !json)
             g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s holds no training state", state_path);
-            goto done;
-        }
-        if (!state_from_json(&st, NULL, json, state_path, error)) goto done;
-        /* The caller may extend a run, and change its precision. */
-        if (options->precision) st.opt.precision = options->precision;
-        if (options->epochs > 0) st.opt.epochs = options->epochs;
-        st.opt.max_steps = options->max_steps;
-        st.opt.workers = options->workers;
+        ok = json && state_from_json(st, json, state_path, error);
+        if (ok) apply_caller_settings(st, options);
     } else {
-        if (!validate_options(options, error)) goto done;
-        if (g_file_test(state_path, G_FILE_TEST_EXISTS)) {
+        ok = validate_options(options, error);
+        if (ok && g_file_test(state_path, G_FILE_TEST_EXISTS)) {
             g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                         "--out '%s' already holds a training run: continue it with --resume, "
                         "or choose another folder", options->run_dir);
-            goto done;
+            ok = FALSE;
         }
     }
-    const cs_train_options *o = &st.opt;
+    g_free(state_path);
+    return ok;
+}
 
-    /* Data first: a broken dataset is reported before anything is written or computed. */
-    train_set = cs_dataset_open_many(o->data_dirs, "train", error);
-    if (!train_set || !val_splits_open(&val, o->data_dirs, error)) goto done;
-    header = csv_header(&val);
+/* Data first: a broken dataset is reported before anything is written or computed. */
+static gboolean open_data(train_run *r, gboolean resume, GError **error) {
+    const cs_train_options *o = &r->st.opt;
+    r->train_set = cs_dataset_open_many(o->data_dirs, "train", error);
+    if (!r->train_set || !val_splits_open(&r->val, o->data_dirs, error)) return FALSE;
+    r->csv_header = csv_header(&r->val);
     if (!resume && g_mkdir_with_parents(o->run_dir, 0755) != 0) {
         g_set_error(error, CS_ERROR, CS_ERROR_IO, "--out '%s': cannot create the folder: %s",
                     o->run_dir, g_strerror(errno));
-        goto done;
+        return FALSE;
     }
+    return TRUE;
+}
 
+/* The network: the saved one of a resumed run, or a new one (with --init's weights). */
+static gboolean make_model(train_run *r, const cs_safetensors *state_file, GString *init_log,
+                           GError **error) {
+    const cs_train_options *o = &r->st.opt;
     const cs_arch arch = o->stage == 1 ? CS_ARCH_STAGE1 : CS_ARCH_CONDSEG;
-    if (resume) {
-        model = resume_model(state_file, last_path, st.step, error);
-        if (!model) goto done;
-        if (model->arch != arch) {
-            g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
-                        "%s holds a %s network but its training state is for stage %d: the "
-                        "run cannot be resumed", state_path, cs_arch_name(model->arch), o->stage);
-            goto done;
-        }
-    } else {
-        model = cs_model_new(arch, o->preset, o->seed, error);
-        if (!model) goto done;
-        model->input_size = o->image_size; /* recorded with the weights */
-        if (o->init_weights && !load_initial_weights(model, o->init_weights, init_log, error))
-            goto done;
-        cs_paramset_sync_to_backend(model->params);
+    if (!state_file) {
+        r->model = cs_model_new(arch, o->preset, o->seed, error);
+        if (!r->model) return FALSE;
+        r->model->input_size = o->image_size; /* recorded with the weights */
+        if (o->init_weights && !load_initial_weights(r->model, o->init_weights, init_log, error))
+            return FALSE;
+        cs_paramset_sync_to_backend(r->model->params);
+        return TRUE;
     }
-    /* The device (CUDA backend): the model moves before the trainer allocates there. */
-    if (!cs_model_set_device(model, options->device, NULL, error)) goto done;
-    char *precision_note = NULL;
-    if (!cs_model_set_precision(model, o->precision, &precision_note, error)) goto done;
-    if (precision_note) g_string_append_printf(init_log, "--precision: %s\n", precision_note);
-    g_free(precision_note);
-    st.opt.precision = cs_model_precision(model); /* what runs, and is saved */
-    trainer = cs_trainer_new(model, o->stage == 1 ? o->lr : o->lr_backbone, o->lr,
-                             o->single_sigmoid);
-    adam = cs_trainer_adam(trainer);
-    if (resume) {
-        const cs_st_tensor *m = cs_st_find(state_file, ADAM_PREFIX "m"),
-                           *v = cs_st_find(state_file, ADAM_PREFIX "v");
-        if (!m || !v || m->numel != adam->n || v->numel != adam->n) {
-            g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
-                        "%s: the optimiser moments do not fit the network", state_path);
-            goto done;
-        }
-        float *moments = g_new(float, 2 * (size_t)adam->n);
-        const gboolean read = cs_st_read_f32(state_file, m, moments, error) &&
-                              cs_st_read_f32(state_file, v, moments + adam->n, error);
-        if (read) {
-            adam->be->upload(adam->m, moments, sizeof(float) * (size_t)adam->n);
-            adam->be->upload(adam->v, moments + adam->n, sizeof(float) * (size_t)adam->n);
-        }
-        g_free(moments);
-        if (!read ||
-            !state_from_json(&st, adam, cs_st_metadata(state_file, "condseg.training_state"),
-                             state_path, error))
-            goto done;
-        if (options->epochs > 0) st.opt.epochs = options->epochs;
-        st.opt.max_steps = options->max_steps;
-        st.opt.precision = cs_model_precision(model);
+    char *last_path = g_build_filename(o->run_dir, LAST_FILE, NULL);
+    r->model = resume_model(state_file, last_path, r->st.step, error);
+    g_free(last_path);
+    if (r->model && r->model->arch != arch) {
+        g_set_error(error, CS_ERROR, CS_ERROR_FORMAT,
+                    "%s holds a %s network but its training state is for stage %d: the run "
+                    "cannot be resumed", cs_st_path(state_file), cs_arch_name(r->model->arch),
+                    o->stage);
+        return FALSE;
     }
+    return r->model != NULL;
+}
 
+/* The device (CUDA backend: the model moves before the trainer allocates there), the
+ * precision, and the trainer. */
+static gboolean make_trainer(train_run *r, const char *device, GString *init_log,
+                             GError **error) {
+    char *note = NULL;
+    if (!cs_model_set_device(r->model, device, NULL, error) ||
+        !cs_model_set_precision(r->model, r->st.opt.precision, &note, error))
+        return FALSE;
+    if (note) g_string_append_printf(init_log, "--precision: %s\n", note);
+    g_free(note);
+    r->st.opt.precision = cs_model_precision(r->model); /* what runs, and is saved */
+    const cs_train_options *o = &r->st.opt;
+    r->trainer = cs_trainer_new(r->model, o->stage == 1 ? o->lr : o->lr_backbone, o->lr,
+                                o->single_sigmoid);
+    r->adam = cs_trainer_adam(r->trainer);
+    return TRUE;
+}
+
+/* A resumed run's optimiser: Adam's moments from the state file, its step and rates. */
+static gboolean restore_optimiser(cs_adam *adam, const cs_safetensors *file, const run_state *st,
+                                  GError **error) {
+    const cs_st_tensor *m = cs_st_find(file, ADAM_PREFIX "m"), *v = cs_st_find(file, ADAM_PREFIX "v");
+    if (!m || !v || m->numel != adam->n || v->numel != adam->n) {
+        g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
+                    "%s: the optimiser moments do not fit the network", cs_st_path(file));
+        return FALSE;
+    }
+    float *moments = g_new(float, 2 * (size_t)adam->n);
+    const gboolean read = cs_st_read_f32(file, m, moments, error) &&
+                          cs_st_read_f32(file, v, moments + adam->n, error);
+    if (read) {
+        adam->be->upload(adam->m, moments, sizeof(float) * (size_t)adam->n);
+        adam->be->upload(adam->v, moments + adam->n, sizeof(float) * (size_t)adam->n);
+        adam->step = st->adam_step;
+        adam->lr[0] = st->adam_lr[0], adam->lr[1] = st->adam_lr[1];
+    }
+    g_free(moments);
+    return read;
+}
+
+/* The loaders (training: shuffled and augmented), and the step's buffers. */
+static void start_loaders(train_run *r) {
+    const cs_train_options *o = &r->st.opt;
     const cs_sample_options train_samples = {
         .aug = !o->augment ? CS_AUG_NONE : o->stage == 1 ? CS_AUG_STAGE1 : CS_AUG_STAGE2,
         .size = o->image_size, .fix_background = o->fix_background};
     const cs_sample_options val_samples = {.aug = CS_AUG_NONE, .size = o->image_size,
                                            .fix_background = o->fix_background};
-    train_loader = cs_loader_new(train_set, o->batch, TRUE, &train_samples, o->seed, o->workers);
-    val_splits_start_loaders(&val, o->batch, &val_samples, o->seed, o->workers);
+    r->train_loader = cs_loader_new(r->train_set, o->batch, TRUE, &train_samples, o->seed,
+                                    o->workers);
+    val_splits_start_loaders(&r->val, o->batch, &val_samples, o->seed, o->workers);
     const size_t plane = (size_t)o->image_size * o->image_size;
-    sb = (step_buffers){.trainer = trainer, .st = &st,
-                        .outputs = g_new(float, (size_t)o->batch * 4 * plane),
-                        .x_aug = g_new(float, (size_t)o->batch * 3 * plane)};
+    r->sb = (step_buffers){.trainer = r->trainer, .st = &r->st,
+                           .outputs = g_new(float, (size_t)o->batch * 4 * plane),
+                           .x_aug = g_new(float, (size_t)o->batch * 3 * plane)};
+}
 
-    if (!resume) {
-        if (!write_csv(o->run_dir, header, error)) goto done;
-        cs_model_info info;
-        cs_model_get_info(model, &info);
-        char *data = g_strjoinv(", ", (char **)o->data_dirs);
-        log_line(&st, "condseg %s: stage %d training of %s (%s, %" G_GINT64_FORMAT
-                      " parameters) on %s: %d training / %d validation images",
-                 cs_version(), o->stage, o->stage == 1 ? "the stage-1 network" : "ConDSeg",
-                 info.preset, info.n_parameters, data, cs_dataset_size(train_set),
-                 val_splits_images(&val));
-        g_free(data);
-        char encoder_lr[48] = "";
-        if (o->stage == 2) g_snprintf(encoder_lr, sizeof encoder_lr, " (encoder %g)", o->lr_backbone);
-        log_line(&st, "batch %d, %d epochs, lr %g%s, seed %" G_GUINT64_FORMAT
-                      ", augmentation %s%s%s",
-                 o->batch, o->epochs, o->lr, encoder_lr, o->seed, o->augment ? "on" : "off",
-                 o->fix_background ? ", background target fixed" : "",
-                 o->single_sigmoid ? ", single sigmoid" : "");
-        if (init_log->len) log_line(&st, "%s", g_strchomp(init_log->str));
-    } else {
-        if (!truncate_csv(o->run_dir, st.epoch, header, error)) goto done;
-        log_line(&st, "resumed at epoch %d, batch %d (step %ld)", st.epoch + 1, st.next_batch,
-                 st.step);
+/* A new run's train_log.csv header and train.log opening lines. */
+static gboolean log_new_run(train_run *r, const GString *init_log, GError **error) {
+    const cs_train_options *o = &r->st.opt;
+    if (!write_csv(o->run_dir, r->csv_header, error)) return FALSE;
+    cs_model_info info;
+    cs_model_get_info(r->model, &info);
+    char *data = g_strjoinv(", ", (char **)o->data_dirs);
+    log_line(&r->st, "condseg %s: stage %d training of %s (%s, %" G_GINT64_FORMAT
+                     " parameters) on %s: %d training / %d validation images",
+             cs_version(), o->stage, o->stage == 1 ? "the stage-1 network" : "ConDSeg",
+             info.preset, info.n_parameters, data, cs_dataset_size(r->train_set),
+             val_splits_images(&r->val));
+    g_free(data);
+    char encoder_lr[48] = "";
+    if (o->stage == 2) g_snprintf(encoder_lr, sizeof encoder_lr, " (encoder %g)", o->lr_backbone);
+    log_line(&r->st, "batch %d, %d epochs, lr %g%s, seed %" G_GUINT64_FORMAT
+                     ", augmentation %s%s%s",
+             o->batch, o->epochs, o->lr, encoder_lr, o->seed, o->augment ? "on" : "off",
+             o->fix_background ? ", background target fixed" : "",
+             o->single_sigmoid ? ", single sigmoid" : "");
+    if (init_log->len) log_line(&r->st, "%s", g_strchomp(init_log->str));
+    return TRUE;
+}
+
+/* A resumed run's logs: train_log.csv cut back to the checkpoint, a line in train.log. */
+static gboolean log_resumed_run(train_run *r, GError **error) {
+    const run_state *st = &r->st;
+    if (!truncate_csv(st->opt.run_dir, st->epoch, r->csv_header, error)) return FALSE;
+    log_line(st, "resumed at epoch %d, batch %d (step %ld)", st->epoch + 1, st->next_batch,
+             st->step);
+    return TRUE;
+}
+
+static gboolean run_open(train_run *r, const cs_train_options *options, gboolean resume,
+                         GError **error) {
+    cs_safetensors *state_file = NULL;
+    GString *init_log = g_string_new(NULL);
+    gboolean ok = open_state(&r->st, options, resume, &state_file, error) &&
+                  open_data(r, resume, error) && make_model(r, state_file, init_log, error) &&
+                  make_trainer(r, options->device, init_log, error) &&
+                  (!resume || restore_optimiser(r->adam, state_file, &r->st, error));
+    if (ok) {
+        start_loaders(r);
+        ok = resume ? log_resumed_run(r, error) : log_new_run(r, init_log, error);
     }
-    const int orphans = remove_orphan_temporaries(o->run_dir);
-    if (orphans)
-        log_line(&st, "removed %d temporary file(s) left by an interrupted write", orphans);
-
-    long saved_step = resume ? st.step : -1; /* the step of the state on disk */
-    const int batches = cs_loader_batches(train_loader);
-    cs_train_progress pr = {.epochs = o->epochs, .batches = batches};
-    while (st.epoch < o->epochs) {
-        cs_loader_start_epoch(train_loader, st.epoch, st.next_batch);
-        const gint64 t_epoch = g_get_monotonic_time();
-        const int first = st.next_batch;
-        const cs_batch *batch;
-        GError *local = NULL;
-        while ((batch = cs_loader_next(train_loader, &local))) {
-            const double loss = train_step(&sb, batch, st.epoch);
-            GError *step_error = isfinite(loss) ? NULL : cs_trainer_take_error(trainer);
-            if (step_error) {
-                char *kept = kept_state(saved_step, o->run_dir);
-                g_set_error(error, CS_ERROR, step_error->code,
-                            "epoch %d, batch %d (step %ld): %s: training stopped; %s",
-                            st.epoch + 1, batch->batch_index + 1, st.step + 1,
-                            step_error->message, kept);
-                g_free(kept);
-                g_error_free(step_error);
-                log_line(&st, "%s", (*error)->message);
-                goto done;
-            }
-            if (!isfinite(loss)) {
-                char *kept = kept_state(saved_step, o->run_dir);
-                g_set_error(error, CS_ERROR, CS_ERROR_ARG,
-                            "the loss became %s at epoch %d, batch %d (step %ld): training "
-                            "stopped (a learning rate too high, or bad initial weights?); %s",
-                            isnan(loss) ? "NaN" : "infinite", st.epoch + 1,
-                            batch->batch_index + 1, st.step + 1, kept);
-                g_free(kept);
-                log_line(&st, "%s", (*error)->message);
-                goto done;
-            }
-            cs_metrics bm;
-            batch_metrics(sb.outputs, batch->y1, batch->count, plane, &bm);
-            st.sum_loss += loss;
-            cs_metrics_accumulate(&st.sum_metrics, &bm);
-            st.batches_done++;
-            st.step++;
-            st.next_batch = batch->batch_index + 1;
-            const double elapsed = (g_get_monotonic_time() - t_epoch) / 1e6;
-            pr = (cs_train_progress){
-                .epoch = st.epoch + 1, .epochs = o->epochs, .batch_index = st.next_batch,
-                .batches = batches, .step = st.step, .loss = st.sum_loss / st.batches_done,
-                .miou = st.sum_metrics.jaccard / st.batches_done,
-                .seconds = (g_get_monotonic_time() - t_start) / 1e6,
-                .eta_seconds = elapsed / (st.next_batch - first) * (batches - st.next_batch),
-                .lr = adam->lr[1]};
-            if (report) report(&pr, user_data);
-            const gboolean limit = o->max_steps > 0 && st.step >= o->max_steps;
-            if ((stop && *stop) || limit) {
-                if (!checkpoint(&st, model, adam, error)) goto done;
-                saved_step = st.step;
-                pr.message = limit ? "step limit reached: state saved" : "interrupted: state saved";
-                log_line(&st, "%s at epoch %d, batch %d (step %ld)", pr.message, st.epoch + 1,
-                         st.next_batch, st.step);
-                if (report) report(&pr, user_data);
-                ok = TRUE;
-                goto done;
-            }
-        }
-        if (local) {
-            g_propagate_error(error, local);
-            goto done;
-        }
-
-        /* End of the epoch: validation, scheduler, checkpoint, early stopping. */
-        if (!validate_splits(trainer, &val, error)) goto done;
-        const double val_loss = val.mean.loss;
-        const cs_metrics val_mean = val.mean.metrics;
-        if (!isfinite(val_loss)) {
-            char *kept = kept_state(saved_step, o->run_dir);
-            g_set_error(error, CS_ERROR, CS_ERROR_ARG,
-                        "the validation loss became %s after epoch %d (step %ld): training "
-                        "stopped (a learning rate too high?); %s",
-                        isnan(val_loss) ? "NaN" : "infinite", st.epoch + 1, st.step, kept);
-            g_free(kept);
-            log_line(&st, "%s", (*error)->message);
-            goto done;
-        }
-        const cs_metrics train_mean = {
-            st.sum_metrics.jaccard / st.batches_done, st.sum_metrics.dice / st.batches_done,
-            st.sum_metrics.recall / st.batches_done, st.sum_metrics.precision / st.batches_done, 0, 0};
-        const double train_loss = st.sum_loss / st.batches_done;
-        char *row = csv_row(st.epoch + 1, train_loss, &train_mean, &val);
-        gboolean written = append_text(o->run_dir, CSV_FILE, row, error);
-        g_free(row);
-        if (!written) {
-            log_line(&st, "%s", (*error)->message);
-            goto done;
-        }
-        const char *message = NULL;
-        if (cs_plateau_step(&st.plateau, val_loss, adam)) {
-            log_line(&st, "validation loss stalled for %d epochs: learning rates now %g (encoder %g)",
-                     o->patience_lr + 1, adam->lr[1], adam->lr[0]);
-        }
-        if (val_mean.jaccard > st.best_miou) {
-            char *best = g_build_filename(o->run_dir, BEST_FILE, NULL);
-            const gboolean saved = save_weights(model, best, st.step, error);
-            g_free(best);
-            if (!saved) {
-                log_line(&st, "%s", (*error)->message);
-                goto done;
-            }
-            log_line(&st, "validation mIoU%s improved from %.4f to %.4f: saved %s",
-                     val.n > 1 ? " (mean of the splits)" : "", st.best_miou, val_mean.jaccard,
-                     BEST_FILE);
-            message = "best validation mIoU so far: saved best.safetensors";
-            st.best_miou = val_mean.jaccard;
-            st.stop_counter = 0;
-        } else if (val_mean.jaccard < st.best_miou) {
-            st.stop_counter++;
-        }
-        log_line(&st, "epoch %d/%d: train loss %.4f mIoU %.4f F1 %.4f | val loss %.4f mIoU %.4f "
-                      "F1 %.4f recall %.4f precision %.4f | %.0f s",
-                 st.epoch + 1, o->epochs, train_loss, train_mean.jaccard, train_mean.dice,
-                 val_loss, val_mean.jaccard, val_mean.dice, val_mean.recall, val_mean.precision,
-                 (g_get_monotonic_time() - t_epoch) / 1e6);
-        log_split_lines(&st, &val);
-        pr.epoch_done = TRUE;
-        pr.val_loss = val_loss, pr.val_miou = val_mean.jaccard, pr.val_dice = val_mean.dice;
-        pr.message = message;
-        pr.lr = adam->lr[1];
-        if (report) report(&pr, user_data);
-        pr.epoch_done = FALSE;
-
-        st.next_batch = 0;
-        st.sum_loss = 0.0;
-        memset(&st.sum_metrics, 0, sizeof st.sum_metrics);
-        st.batches_done = 0;
-        const gboolean early = st.stop_counter >= o->patience_stop;
-        st.epoch++; /* the saved state points at the next epoch */
-        if (!checkpoint(&st, model, adam, error)) goto done;
-        saved_step = st.step;
-        if (early) {
-            log_line(&st, "early stopping: validation mIoU has not improved on %.4f for %d epochs",
-                     st.best_miou, o->patience_stop);
-            pr.message = "early stopping";
-            if (report) report(&pr, user_data);
-            break;
-        }
-        if (stop && *stop) {
-            pr.message = "interrupted: state saved";
-            if (report) report(&pr, user_data);
-            break;
-        }
+    if (ok) {
+        const int orphans = remove_orphan_temporaries(r->st.opt.run_dir);
+        if (orphans)
+            log_line(&r->st, "removed %d temporary file(s) left by an interrupted write", orphans);
     }
-    ok = TRUE;
-done:
-    g_free(sb.outputs);
-    g_free(sb.x_aug);
-    cs_loader_free(train_loader);
-    cs_dataset_free(train_set);
-    val_splits_free(&val);
-    g_free(header);
-    cs_trainer_free(trainer);
-    cs_model_free(model);
     if (state_file) cs_st_close(state_file);
     g_string_free(init_log, TRUE);
-    g_free(state_path);
-    g_free(last_path);
-    state_clear(&st);
+    r->saved_step = resume ? r->st.step : -1;
+    return ok;
+}
+
+static void run_close(train_run *r) {
+    g_free(r->sb.outputs);
+    g_free(r->sb.x_aug);
+    cs_loader_free(r->train_loader);
+    cs_dataset_free(r->train_set);
+    val_splits_free(&r->val);
+    g_free(r->csv_header);
+    cs_trainer_free(r->trainer);
+    cs_model_free(r->model);
+    state_clear(&r->st);
+}
+
+/* ---- training an epoch ----------------------------------------------------------------------- */
+
+/* A failure that stops the run: the message, with what is kept on disk, also in train.log. */
+static gboolean fail_run(const train_run *r, GError **error, int code, const char *format, ...)
+    G_GNUC_PRINTF(4, 5);
+static gboolean fail_run(const train_run *r, GError **error, int code, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    char *text = g_strdup_vprintf(format, args);
+    va_end(args);
+    char *kept = kept_state(r->saved_step, r->st.opt.run_dir);
+    char *message = g_strdup_printf("%s; %s", text, kept);
+    g_set_error_literal(error, CS_ERROR, code, message);
+    log_line(&r->st, "%s", message);
+    g_free(message), g_free(kept), g_free(text);
+    return FALSE;
+}
+
+/* An error that stops the run, also told in train.log. */
+static gboolean fail_logged(const train_run *r, GError *local, GError **error) {
+    log_line(&r->st, "%s", local->message);
+    g_propagate_error(error, local);
+    return FALSE;
+}
+
+/* The progress so far in the epoch (the running means of its training batches). */
+static void update_progress(train_run *r) {
+    const run_state *st = &r->st;
+    const gint64 now = g_get_monotonic_time();
+    const int batches = cs_loader_batches(r->train_loader), trained = st->next_batch - r->first_batch;
+    r->pr = (cs_train_progress){
+        .epoch = st->epoch + 1, .epochs = st->opt.epochs, .batch_index = st->next_batch,
+        .batches = batches, .step = st->step, .loss = st->sum_loss / st->batches_done,
+        .miou = st->sum_metrics.jaccard / st->batches_done, .seconds = (now - r->t_start) / 1e6,
+        .eta_seconds = trained > 0 ? (now - r->t_epoch) / 1e6 / trained * (batches - st->next_batch)
+                                   : 0.0,
+        .lr = r->adam->lr[1]};
+}
+
+static void report_progress(train_run *r, const char *message) {
+    r->pr.message = message;
+    if (r->report) r->report(&r->pr, r->user_data);
+}
+
+/* A step whose loss is not finite: out of memory (the trainer's error), or divergence. */
+static gboolean step_failed(train_run *r, const cs_batch *batch, double loss, GError **error) {
+    const run_state *st = &r->st;
+    GError *cause = cs_trainer_take_error(r->trainer);
+    if (cause)
+        fail_run(r, error, cause->code, "epoch %d, batch %d (step %ld): %s: training stopped",
+                 st->epoch + 1, batch->batch_index + 1, st->step + 1, cause->message);
+    else
+        fail_run(r, error, CS_ERROR_ARG,
+                 "the loss became %s at epoch %d, batch %d (step %ld): training stopped (a "
+                 "learning rate too high, or bad initial weights?)",
+                 isnan(loss) ? "NaN" : "infinite", st->epoch + 1, batch->batch_index + 1,
+                 st->step + 1);
+    g_clear_error(&cause);
+    return FALSE;
+}
+
+/* One optimiser step on a batch, added to the epoch's running sums and reported. */
+static gboolean train_batch(train_run *r, const cs_batch *batch, GError **error) {
+    run_state *st = &r->st;
+    const double loss = train_step(&r->sb, batch, st->epoch);
+    if (!isfinite(loss)) return step_failed(r, batch, loss, error);
+    cs_metrics bm;
+    batch_metrics(r->sb.outputs, batch->y1, batch->count, (size_t)batch->size * batch->size, &bm);
+    st->sum_loss += loss;
+    cs_metrics_accumulate(&st->sum_metrics, &bm);
+    st->batches_done++;
+    st->step++;
+    st->next_batch = batch->batch_index + 1;
+    update_progress(r);
+    report_progress(r, NULL);
+    return TRUE;
+}
+
+/* Ctrl-C or --max-steps in the middle of an epoch: the state is saved and the run ends. */
+static gboolean pause_run(train_run *r, gboolean limit, GError **error) {
+    const run_state *st = &r->st;
+    if (!checkpoint(st, r->model, r->adam, error)) return FALSE;
+    r->saved_step = st->step;
+    const char *message = limit ? "step limit reached: state saved" : "interrupted: state saved";
+    log_line(st, "%s at epoch %d, batch %d (step %ld)", message, st->epoch + 1, st->next_batch,
+             st->step);
+    report_progress(r, message);
+    return TRUE;
+}
+
+static gboolean stop_requested(const train_run *r) { return r->stop && *r->stop; }
+
+/* Trains the rest of the epoch; *paused when the run ended in it (saved). */
+static gboolean train_epoch(train_run *r, gboolean *paused, GError **error) {
+    run_state *st = &r->st;
+    cs_loader_start_epoch(r->train_loader, st->epoch, st->next_batch);
+    r->t_epoch = g_get_monotonic_time();
+    r->first_batch = st->next_batch;
+    const cs_batch *batch;
+    GError *local = NULL;
+    while ((batch = cs_loader_next(r->train_loader, &local))) {
+        if (!train_batch(r, batch, error)) return FALSE;
+        const gboolean limit = st->opt.max_steps > 0 && st->step >= st->opt.max_steps;
+        if (limit || stop_requested(r)) {
+            *paused = TRUE;
+            return pause_run(r, limit, error);
+        }
+    }
+    if (local) g_propagate_error(error, local);
+    return local == NULL;
+}
+
+/* ---- ending an epoch ----------------------------------------------------------------------- */
+
+static cs_metrics train_means(const run_state *st) {
+    const double n = st->batches_done;
+    return (cs_metrics){st->sum_metrics.jaccard / n, st->sum_metrics.dice / n,
+                        st->sum_metrics.recall / n, st->sum_metrics.precision / n, 0, 0};
+}
+
+/* Validation of every split, and the epoch's row in train_log.csv. */
+static gboolean validate_epoch(train_run *r, GError **error) {
+    const run_state *st = &r->st;
+    if (!validate_splits(r->trainer, &r->val, error)) return FALSE;
+    const double val_loss = r->val.mean.loss;
+    if (!isfinite(val_loss))
+        return fail_run(r, error, CS_ERROR_ARG,
+                        "the validation loss became %s after epoch %d (step %ld): training "
+                        "stopped (a learning rate too high?)",
+                        isnan(val_loss) ? "NaN" : "infinite", st->epoch + 1, st->step);
+    const cs_metrics train = train_means(st);
+    char *row = csv_row(st->epoch + 1, st->sum_loss / st->batches_done, &train, &r->val);
+    GError *local = NULL;
+    const gboolean written = append_text(st->opt.run_dir, CSV_FILE, row, &local);
+    g_free(row);
+    return written || fail_logged(r, local, error);
+}
+
+/* ReduceLROnPlateau on the validation loss; best.safetensors and the early-stopping count
+ * on the validation mIoU. *message: the epoch's notable event, or NULL. */
+static gboolean schedule(train_run *r, const char **message, GError **error) {
+    run_state *st = &r->st;
+    const val_result *val = &r->val.mean;
+    *message = NULL;
+    if (cs_plateau_step(&st->plateau, val->loss, r->adam))
+        log_line(st, "validation loss stalled for %d epochs: learning rates now %g (encoder %g)",
+                 st->opt.patience_lr + 1, r->adam->lr[1], r->adam->lr[0]);
+    if (val->metrics.jaccard < st->best_miou) st->stop_counter++;
+    if (!(val->metrics.jaccard > st->best_miou)) return TRUE;
+    char *best = g_build_filename(st->opt.run_dir, BEST_FILE, NULL);
+    GError *local = NULL;
+    const gboolean saved = save_weights(r->model, best, st->step, &local);
+    g_free(best);
+    if (!saved) return fail_logged(r, local, error);
+    log_line(st, "validation mIoU%s improved from %.4f to %.4f: saved %s",
+             r->val.n > 1 ? " (mean of the splits)" : "", st->best_miou, val->metrics.jaccard,
+             BEST_FILE);
+    *message = "best validation mIoU so far: saved best.safetensors";
+    st->best_miou = val->metrics.jaccard;
+    st->stop_counter = 0;
+    return TRUE;
+}
+
+/* The epoch's lines in train.log and its report. */
+static void report_epoch(train_run *r, const char *message) {
+    const run_state *st = &r->st;
+    const val_result *val = &r->val.mean;
+    const cs_metrics train = train_means(st);
+    log_line(st, "epoch %d/%d: train loss %.4f mIoU %.4f F1 %.4f | val loss %.4f mIoU %.4f "
+                 "F1 %.4f recall %.4f precision %.4f | %.0f s",
+             st->epoch + 1, st->opt.epochs, st->sum_loss / st->batches_done, train.jaccard,
+             train.dice, val->loss, val->metrics.jaccard, val->metrics.dice, val->metrics.recall,
+             val->metrics.precision, (g_get_monotonic_time() - r->t_epoch) / 1e6);
+    log_split_lines(st, &r->val);
+    update_progress(r);
+    r->pr.epoch_done = TRUE;
+    r->pr.val_loss = val->loss, r->pr.val_miou = val->metrics.jaccard;
+    r->pr.val_dice = val->metrics.dice;
+    r->pr.n_splits = r->val.n > 1 ? r->val.n : 0;
+    r->pr.splits = r->val.reported;
+    report_progress(r, message);
+    r->pr.epoch_done = FALSE;
+}
+
+/* Validation, scheduler, logs, the checkpoint (pointing at the next epoch) and early
+ * stopping; *finished when the run ends here. */
+static gboolean end_epoch(train_run *r, gboolean *finished, GError **error) {
+    run_state *st = &r->st;
+    const char *message;
+    if (!validate_epoch(r, error) || !schedule(r, &message, error)) return FALSE;
+    report_epoch(r, message);
+    st->next_batch = 0;
+    st->sum_loss = 0.0;
+    memset(&st->sum_metrics, 0, sizeof st->sum_metrics);
+    st->batches_done = 0;
+    st->epoch++;
+    if (!checkpoint(st, r->model, r->adam, error)) return FALSE;
+    r->saved_step = st->step;
+    if (st->stop_counter >= st->opt.patience_stop) {
+        log_line(st, "early stopping: validation mIoU has not improved on %.4f for %d epochs",
+                 st->best_miou, st->opt.patience_stop);
+        report_progress(r, "early stopping");
+        *finished = TRUE;
+    } else if (stop_requested(r)) {
+        report_progress(r, "interrupted: state saved");
+        *finished = TRUE;
+    }
+    return TRUE;
+}
+
+gboolean cs_train(const cs_train_options *options, gboolean resume, cs_train_report_fn report,
+                  void *user_data, volatile int *stop, GError **error) {
+    train_run r = {.report = report, .user_data = user_data, .stop = stop,
+                   .t_start = g_get_monotonic_time()};
+    gboolean ok = run_open(&r, options, resume, error), finished = FALSE;
+    while (ok && !finished && r.st.epoch < r.st.opt.epochs)
+        ok = train_epoch(&r, &finished, error) && (finished || end_epoch(&r, &finished, error));
+    run_close(&r);
     return ok;
 }

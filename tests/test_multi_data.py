@@ -4,6 +4,7 @@
 Two tiny datasets made of links: "polyps" (Kvasir-SEG images) and "negatives" (polyp-free
 frames of nopolyp/ with all-black masks). Checked:
   - a stage-2 run on both: train.log counts the images of both (the mixed training set),
+    the progress on stderr and train.log show a line per split and epoch,
     train_log.csv has the original's columns followed by valid_<name>_{loss, mIoU, f1,
     recall, precision, false_alarm} per split, one row per epoch;
   - each split's columns of the last row equal `condseg eval` of last.safetensors on that
@@ -182,6 +183,11 @@ def main():
         both = os.path.join(tmp, "both")
         rc, _, err = run([exe] + common + data + ["--out", both])
         check(rc == 0, f"stage-2 run on two --data folders ({err.strip()[-300:]})")
+        check(err.count("  val polyps: ") == 2 and err.count("  val negatives: ") == 2 and
+              "false alarms" in err.split("  val negatives: ")[-1].split("\n")[0] and
+              "false alarms" not in err.split("  val polyps: ")[-1].split("\n")[0],
+              "the progress shows each split's line per epoch (false alarms where there are "
+              "polyp-free images)")
         if rc == 0:
             check_two_split_run(exe, tmp, both, polyps, negatives)
             check_false_alarm_eval(exe, tmp, os.path.join(both, "last.safetensors"), negatives)

@@ -857,6 +857,18 @@ static void show_batch(const cs_train_progress *p, train_display *d, const char 
     }
 }
 
+/* With several --data folders: each val split's line (the epoch's line shows their mean). */
+static void show_splits(const cs_train_progress *p) {
+    for (int i = 0; i < p->n_splits; i++) {
+        const cs_train_split *v = &p->splits[i];
+        fprintf(stderr, "  val %s: loss %.4f mIoU %.4f mDSC %.4f", v->name, v->loss,
+                v->metrics.jaccard, v->metrics.dice);
+        if (!isnan(v->false_alarm_rate))
+            fprintf(stderr, ", false alarms %.1f%%", 100 * v->false_alarm_rate);
+        fputc('\n', stderr);
+    }
+}
+
 static void on_train_progress(const cs_train_progress *p, void *user_data) {
     train_display *d = user_data;
     char eta[32];
@@ -866,6 +878,7 @@ static void on_train_progress(const cs_train_progress *p, void *user_data) {
         fprintf(stderr,
                 "epoch %d/%d: train loss %.4f mIoU %.4f | val loss %.4f mIoU %.4f mDSC %.4f | lr %.3g\n",
                 p->epoch, p->epochs, p->loss, p->miou, p->val_loss, p->val_miou, p->val_dice, p->lr);
+        show_splits(p);
         if (p->message) fprintf(stderr, "  %s\n", p->message);
     } else if (p->message) {
         if (d->tty) fputc('\n', stderr);
