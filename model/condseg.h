@@ -148,6 +148,30 @@ int cs_model_input_size(const cs_model *model);
 gboolean cs_model_predict_image(cs_model *model, const cs_image *bgr, unsigned outputs,
                                 float *prob, GError **error);
 
+/* Test-time augmentation (TTA): with a set of mirrored views, cs_model_forward (and so
+ * cs_model_predict_image and cs_evaluate) runs the network on the input and on each view,
+ * mirrors each view's outputs back and returns the mean of the outputs, all four of them
+ * alike. 0 (the default) runs the network once. */
+enum {
+    CS_TTA_HFLIP = 1u << 0,    /* mirrored left-right */
+    CS_TTA_VFLIP = 1u << 1,    /* mirrored top-bottom */
+    CS_TTA_HVFLIP = 1u << 2,   /* both (a half turn) */
+    CS_TTA_ALL = 0x7u,
+};
+/* The views `condseg predict --tta` and the plug-ins' TTA use, chosen by measurement on
+ * Kvasir-SEG val (README, Test-time augmentation). */
+#define CS_TTA_DEFAULT CS_TTA_HVFLIP
+void cs_model_set_tta(cs_model *model, unsigned flips);
+unsigned cs_model_tta(const cs_model *model);
+/* How many network runs a TTA set takes: 1 + the number of views in it. */
+int cs_tta_views(unsigned flips);
+
+/* The uncertainty condseg shows users: the binary entropy of the mask probability, in bits,
+ *   u = -(p log2 p + (1 - p) log2(1 - p)),  u in [0, 1],
+ * 0 where the network is sure (p = 0 or 1), 1 where it cannot tell (p = 0.5). With TTA, p
+ * is the views' mean, so views that disagree raise it too. Element-wise over n values. */
+void cs_prob_to_uncertainty(const float *prob, size_t n, float *uncertainty);
+
 /* The binary mask at the image's resolution: the probability plane resized back with
  * cs_resize_linear_f32, then prob > threshold -> 255 else 0. `mask` is 1-channel and its
  * size is the target size. */

@@ -292,6 +292,103 @@ static void run_forward(cs_ctx *ctx, void *data) {
     }
 }
 
+/* One pass of the network on `input`, no test-time augmentation. */
+static gboolean forward_once(cs_model *model, const float *input, int batch, int height,
+                             int width, unsigned outputs, float *const *out, GError **error) {
+    cs_ctx_reset(model->ctx);
+    if (!model->weights_tag) model->weights_tag = cs_cpu_conv_new_tag();
+    cs_ctx_set_weights_tag(model->ctx, model->weights_tag);
+    cs_ctx_set_bf16(model->ctx, model->bf16);
+    forward_run run = {model, input, batch, height, width, outputs, out};
+    if (!cs_ctx_run_guarded(model->ctx, run_forward, &run, error)) return FALSE;
+    cs_ctx_reset(model->ctx);
+    return TRUE;
+}
+
+/* ---- test-time augmentation ------------------------------------------------------------ */
+
+/* The views of TTA: bit 0 mirrors left-right, bit 1 top-bottom; view 0 is the image itself.
+ * A view's flag in cs_model_set_tta's set is 1 << (view - 1): CS_TTA_HFLIP, _VFLIP, _HVFLIP. */
+#define N_VIEWS 4
+
+void cs_model_set_tta(cs_model *model, unsigned flips) { model->tta = flips & CS_TTA_ALL; }
+
+unsigned cs_model_tta(const cs_model *model) { return model->tta; }
+
+int cs_tta_views(unsigned flips) {
+    int n = 1;
+    for (int view = 1; view < N_VIEWS; view++) n += (flips >> (view - 1)) & 1u;
+    return n;
+}
+
+/* Mirrors `n` planes of height x width from `src` into `dst` as view `view` says. A mirror
+ * is its own inverse: the same call takes an output back to the image's orientation. */
+static void mirror_planes(const float *src, float *dst, int n, int height, int width, int view) {
+    const gboolean lr = view & 1, tb = (view >> 1) & 1;
+    for (int k = 0; k < n; k++) {
+        const float *s = src + (size_t)k * height * width;
+        float *d = dst + (size_t)k * height * width;
+        for (int y = 0; y < height; y++) {
+            const float *row = s + (size_t)(tb ? height - 1 - y : y) * width;
+            float *to = d + (size_t)y * width;
+            if (!lr) memcpy(to, row, sizeof(float) * width);
+            else for (int x = 0; x < width; x++) to[x] = row[width - 1 - x];
+        }
+    }
+}
+
+/* The model's progress over all views: view i of n covers [i/n, (i+1)/n]. */
+typedef struct {
+    cs_progress_fn fn;
+    void *data;
+    int view_index, n_views;
+} tta_progress;
+
+static void report_tta_progress(double fraction, void *user_data) {
+    const tta_progress *p = user_data;
+    p->fn((p->view_index + fraction) / p->n_views, p->data);
+}
+
+/* The mean of the outputs over the identity and the mirrored views in model->tta, each
+ * view's outputs mirrored back first. */
+static gboolean forward_tta(cs_model *model, const float *input, int batch, int height,
+                            int width, unsigned outputs, float *const *out, GError **error) {
+    const size_t plane = (size_t)height * width, per_output = (size_t)batch * plane;
+    int n_outputs = 0;
+    for (int i = 0; i < 4; i++) n_outputs += (outputs >> i) & 1u;
+    float *view_input = g_try_malloc(sizeof(float) * 3 * per_output);
+    float *view_out = g_try_malloc(sizeof(float) * n_outputs * per_output);
+    if (!view_input || !view_out) {
+        g_set_error(error, CS_ERROR, CS_ERROR_MEMORY,
+                    "out of memory: no room for the test-time augmentation's mirrored copies "
+                    "(%zu bytes)", sizeof(float) * (3 + n_outputs) * per_output);
+        g_free(view_input), g_free(view_out);
+        return FALSE;
+    }
+    float *view_ptr[4];
+    for (int k = 0; k < n_outputs; k++) view_ptr[k] = view_out + k * per_output;
+    const cs_progress_fn user_progress = model->progress;
+    tta_progress progress = {user_progress, model->progress_data, 0, cs_tta_views(model->tta)};
+    if (user_progress) cs_model_set_progress(model, report_tta_progress, &progress);
+    gboolean ok = forward_once(model, input, batch, height, width, outputs, out, error);
+    for (int view = 1; ok && view < N_VIEWS; view++) {
+        if (!((model->tta >> (view - 1)) & 1u)) continue;
+        progress.view_index++;
+        mirror_planes(input, view_input, 3 * batch, height, width, view);
+        ok = forward_once(model, view_input, batch, height, width, outputs, view_ptr, error);
+        for (int k = 0; ok && k < n_outputs; k++) {
+            mirror_planes(view_ptr[k], view_input, batch, height, width, view);  /* back */
+            for (size_t i = 0; i < per_output; i++) out[k][i] += view_input[i];
+        }
+    }
+    const float scale = 1.0f / (float)progress.n_views;
+    for (int k = 0; ok && k < n_outputs; k++)
+        for (size_t i = 0; i < per_output; i++) out[k][i] *= scale;
+    if (user_progress) cs_model_set_progress(model, user_progress, progress.data);
+    g_free(view_input), g_free(view_out);
+    return ok;
+}
+
 gboolean cs_model_forward(cs_model *model, const float *input, int batch, int height,
                           int width, unsigned outputs, float *const *out, GError **error) {
     if (batch < 1 || height < 16 || width < 16 || height % 16 || width % 16) {
@@ -309,14 +406,8 @@ gboolean cs_model_forward(cs_model *model, const float *input, int batch, int he
                                                   : "four (mask, fg, bg, uncertainty)");
         return FALSE;
     }
-    cs_ctx_reset(model->ctx);
-    if (!model->weights_tag) model->weights_tag = cs_cpu_conv_new_tag();
-    cs_ctx_set_weights_tag(model->ctx, model->weights_tag);
-    cs_ctx_set_bf16(model->ctx, model->bf16);
-    forward_run run = {model, input, batch, height, width, outputs, out};
-    if (!cs_ctx_run_guarded(model->ctx, run_forward, &run, error)) return FALSE;
-    cs_ctx_reset(model->ctx);
-    return TRUE;
+    return model->tta ? forward_tta(model, input, batch, height, width, outputs, out, error)
+                      : forward_once(model, input, batch, height, width, outputs, out, error);
 }
 
 gboolean cs_model_predict_image(cs_model *model, const cs_image *bgr, unsigned outputs,
@@ -362,4 +453,15 @@ void cs_prob_to_mask(const float *prob, int prob_w, int prob_h, float threshold,
     }
     for (size_t i = 0; i < n; i++) mask->data[i] = src[i] > threshold ? 255 : 0;
     g_free(plane);
+}
+
+/* ---- the uncertainty shown to users ------------------------------------------------------ */
+
+void cs_prob_to_uncertainty(const float *prob, size_t n, float *uncertainty) {
+    for (size_t i = 0; i < n; i++) {
+        const double p = CLAMP((double)prob[i], 0.0, 1.0);
+        /* x log x -> 0 as x -> 0: a sure pixel has no uncertainty */
+        const double h = (p > 0 ? -p * log2(p) : 0.0) + (p < 1 ? -(1 - p) * log2(1 - p) : 0.0);
+        uncertainty[i] = (float)CLAMP(h, 0.0, 1.0);
+    }
 }

@@ -20,6 +20,7 @@ struct cs_model {
     int input_size;           /* CS_INPUT_SIZE, or what the weights' metadata says */
     gboolean bf16;            /* cs_model_set_precision("bf16") took effect */
     uint64_t weights_tag;     /* inference's reordered-weights tag; 0: none yet */
+    unsigned tta;             /* cs_model_set_tta's mirrored views; 0: none */
 };
 
 /* After anything that changes the weights (an optimiser step, a load into a live model):

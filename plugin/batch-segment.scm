@@ -60,7 +60,7 @@
       (plug-in-condseg RUN-NONINTERACTIVE image (vector layer) weights threshold "layer-mask"
                        device)
       (plug-in-condseg RUN-NONINTERACTIVE image layer weights threshold 0
-                       (condseg-device-number device) 0))   ; 0: float32
+                       (condseg-device-number device) 0 0))   ; float32, no TTA
   (let ((mask (car (gimp-layer-get-mask layer))))
     (if (or (not mask) (null? mask) (and (number? mask) (< mask 0)))
         (let ((black (car (gimp-layer-create-mask layer ADD-MASK-BLACK))))

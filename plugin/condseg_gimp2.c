@@ -5,7 +5,7 @@
  * cs_gimp_segment (condseg_gimp_common.c). The cs_gimp_host_* functions at the end give
  * that shared code GIMP 2.10's item-id API.
  *
- *   (plug-in-condseg RUN-NONINTERACTIVE image drawable "weights.safetensors" 0.5 0 0 0)
+ *   (plug-in-condseg RUN-NONINTERACTIVE image drawable "weights.safetensors" 0.5 0 0 0 0)
  */
 #include <string.h>
 
@@ -14,9 +14,11 @@
 
 #include "condseg.h"
 #include "condseg_gimp_common.h"
+#include "condseg_gimp_preview.h"
 
 /* Arguments of plug-in-condseg, in order. New ones go at the end, so that a script's
- * arguments keep their places; the device came after the output, the precision last. */
+ * arguments keep their places; the device came after the output, then the precision, then
+ * test-time augmentation. */
 enum {
     ARG_RUN_MODE,
     ARG_IMAGE,
@@ -26,6 +28,7 @@ enum {
     ARG_OUTPUT,
     ARG_DEVICE,
     ARG_PRECISION,
+    ARG_TTA,
     N_ARGS
 };
 
@@ -54,13 +57,18 @@ static void query(void) {
          "Probability above which a pixel is foreground (0..1, 0.5 as condseg predict; used by "
          "the mask outputs)"},
         {GIMP_PDB_INT32, "output",
-         "Output { LAYER-MASK (0), SELECTION (1), PROBABILITY-LAYER (2), UNCERTAINTY-LAYER (3) }"},
+         "Output { LAYER-MASK (0), SELECTION (1), PROBABILITY-LAYER (2), UNCERTAINTY-LAYER (3): "
+         "the binary entropy of the probability, 0 sure to 1 undecided, SID-UNCERTAINTY-LAYER "
+         "(4): the raw output of the network's uncertainty branch, stretched }"},
         {GIMP_PDB_INT32, "device",
          "Where the network runs { AUTO (0): an NVIDIA GPU when one is usable, else the CPU; "
          "CPU (1); CUDA (2): an NVIDIA GPU, an error saying why when there is none }"},
         {GIMP_PDB_INT32, "precision",
          "Arithmetic of the convolutions { FP32 (0): float32, the default; BF16 (1): bfloat16 "
          "inputs with float32 sums, faster on CPUs with bf16 instructions (else float32) }"},
+        {GIMP_PDB_INT32, "tta",
+         "Test-time augmentation { OFF (0); ON (1): the mean of the predictions of the image "
+         "and of its half-turned copy, two network runs }"},
     };
     static const GimpParamDef return_values[] = {
         {GIMP_PDB_DRAWABLE, "result",
@@ -169,24 +177,10 @@ static gboolean ensure_inference(dialog_state *state) {
 
 /* Draws the preview from the kept answer: no network run. */
 static void redraw(dialog_state *state) {
-    GimpPreview *preview = GIMP_PREVIEW(state->preview);
-    const gint64 start = g_get_monotonic_time();
-    int w, h;
-    gimp_preview_get_size(preview, &w, &h);
-    int *xs = g_new(int, w), *ys = g_new(int, h), unused;
-    for (int i = 0; i < w; i++) gimp_preview_untransform(preview, i, 0, &xs[i], &unused);
-    for (int j = 0; j < h; j++) gimp_preview_untransform(preview, 0, j, &unused, &ys[j]);
-    guchar *rgb = g_new(guchar, (size_t)w * h * 3);
-    cs_gimp_preview_render(state->inference, state->settings, xs, w, ys, h, rgb);
-    gimp_preview_area_draw(GIMP_PREVIEW_AREA(gimp_preview_get_area(preview)), 0, 0, w, h,
-                           GIMP_RGB_IMAGE, rgb, w * 3);
-    g_free(rgb), g_free(xs), g_free(ys);
-    char *verdict = cs_gimp_verdict(state->inference, state->settings);
+    char *verdict = cs_gimp_preview_redraw(GIMP_PREVIEW(state->preview), state->inference,
+                                           state->settings, state->network_runs);
     set_verdict(state, verdict, FALSE);
     g_free(verdict);
-    g_debug("ConDSeg preview: redrawn at threshold %.3f, output %d in %.1f ms, network runs %d",
-            state->settings->threshold, state->settings->output,
-            (g_get_monotonic_time() - start) / 1e3, state->network_runs);
 }
 
 /* The preview's "invalidated" signal (shown, scrolled, zoomed, Preview switched on). */
@@ -220,6 +214,11 @@ static void output_toggled(GtkWidget *button, dialog_state *state) {
 
 static void threshold_changed(GtkAdjustment *adjustment, dialog_state *state) {
     state->settings->threshold = gtk_adjustment_get_value(adjustment);
+    settings_changed(state);
+}
+
+static void tta_toggled(GtkToggleButton *button, dialog_state *state) {
+    state->settings->tta = gtk_toggle_button_get_active(button) ? 1 : 0;
     settings_changed(state);
 }
 
@@ -363,13 +362,14 @@ static GtkWidget *weights_row_new(dialog_state *state) {
 }
 
 static GtkWidget *outputs_new(dialog_state *state) {
-    /* All four outputs in sight: the uncertainty map is the one no other tool gives. */
+    /* All outputs in sight: the uncertainty map is the one no other tool gives. */
     GtkWidget *buttons[CS_GIMP_N_OUTPUTS];
     GtkWidget *outputs = gimp_int_radio_group_new(
         TRUE, "Output", G_CALLBACK(output_toggled), state, state->settings->output,
         cs_gimp_output_names[0].label, 0, &buttons[0], cs_gimp_output_names[1].label, 1,
         &buttons[1], cs_gimp_output_names[2].label, 2, &buttons[2],
-        cs_gimp_output_names[3].label, 3, &buttons[3], NULL);
+        cs_gimp_output_names[3].label, 3, &buttons[3], cs_gimp_output_names[4].label, 4,
+        &buttons[4], NULL);
     for (int i = 0; i < CS_GIMP_N_OUTPUTS; i++)
         gimp_help_set_help_data(buttons[i], cs_gimp_output_names[i].help, NULL);
     return outputs;
@@ -400,7 +400,7 @@ static GtkWidget *precision_combo_new(dialog_state *state) {
 }
 
 static GtkWidget *device_row_new(dialog_state *state) {
-    GtkWidget *table = gtk_table_new(3, 2, FALSE);
+    GtkWidget *table = gtk_table_new(4, 2, FALSE);
     gtk_table_set_col_spacings(GTK_TABLE(table), 6);
     gtk_table_set_row_spacings(GTK_TABLE(table), 2);
     gimp_table_attach_aligned(GTK_TABLE(table), 0, 0, "_Device:", 0.0, 0.5,
@@ -409,6 +409,11 @@ static GtkWidget *device_row_new(dialog_state *state) {
     gtk_table_attach(GTK_TABLE(table), state->device_note, 1, 2, 1, 2, GTK_FILL, GTK_FILL, 0, 0);
     gimp_table_attach_aligned(GTK_TABLE(table), 0, 2, "_Precision:", 0.0, 0.5,
                               precision_combo_new(state), 1, FALSE);
+    GtkWidget *tta = gtk_check_button_new_with_mnemonic(CS_GIMP_TTA_LABEL);
+    gtk_toggle_button_set_active(GTK_TOGGLE_BUTTON(tta), state->settings->tta != 0);
+    g_signal_connect(tta, "toggled", G_CALLBACK(tta_toggled), state);
+    gimp_help_set_help_data(tta, CS_GIMP_TTA_HELP, NULL);
+    gtk_table_attach(GTK_TABLE(table), tta, 0, 2, 3, 4, GTK_FILL, GTK_FILL, 0, 0);
     update_device_note(state);
     return table;
 }
@@ -488,8 +493,8 @@ static gboolean run_dialog(gint32 image, gint32 drawable, cs_gimp_settings *sett
 
 /* ---- run ------------------------------------------------------------------------------ */
 
-/* `n_params` may stop before the device or the precision (see run()): they are then
- * automatic and float32. */
+/* `n_params` may stop before the device, the precision or TTA (see run()): they are then
+ * automatic, float32 and off. */
 static gboolean settings_from_args(gint n_params, const GimpParam *params,
                                    cs_gimp_settings *settings, GError **error) {
     const char *weights = params[ARG_WEIGHTS].data.d_string ? params[ARG_WEIGHTS].data.d_string
@@ -506,6 +511,7 @@ static gboolean settings_from_args(gint n_params, const GimpParam *params,
                                              : CS_GIMP_DEVICE_AUTO;
     settings->precision = n_params > ARG_PRECISION ? params[ARG_PRECISION].data.d_int32
                                                    : CS_GIMP_PRECISION_FP32;
+    settings->tta = n_params > ARG_TTA ? params[ARG_TTA].data.d_int32 : 0;
     return TRUE;
 }
 
@@ -518,9 +524,10 @@ static gboolean settings_for_run(GimpRunMode run_mode, gint n_params, const Gimp
     case GIMP_RUN_INTERACTIVE:
     case GIMP_RUN_WITH_LAST_VALS: load_last_settings(settings); return TRUE;
     case GIMP_RUN_NONINTERACTIVE:
-        /* The argument lists before the device and the precision came are still taken
-         * (callers that pass their own count, as C plug-ins can). */
-        if (n_params != N_ARGS && n_params != ARG_PRECISION && n_params != ARG_DEVICE) {
+        /* The argument lists before the device, the precision and TTA came are still
+         * taken (callers that pass their own count, as C plug-ins can). */
+        if (n_params != N_ARGS && n_params != ARG_TTA && n_params != ARG_PRECISION &&
+            n_params != ARG_DEVICE) {
             g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                         "ConDSeg: %s takes %d arguments, not %d", CS_GIMP_PROC, N_ARGS, n_params);
             *status = GIMP_PDB_CALLING_ERROR;

@@ -8,9 +8,9 @@
  *
  *   (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image #:drawables (vector layer)
  *                    #:weights "weights.safetensors" #:threshold 0.5 #:output "layer-mask"
- *                    #:device "auto" #:precision "fp32")
+ *                    #:device "auto" #:precision "fp32" #:tta #f)
  *   (plug-in-condseg RUN-NONINTERACTIVE image (vector layer) "weights.safetensors" 0.5
- *                    "layer-mask" "auto" "fp32")
+ *                    "layer-mask" "auto" "fp32" #f)
  */
 #include <string.h>
 
@@ -19,6 +19,7 @@
 
 #include "condseg.h"
 #include "condseg_gimp_common.h"
+#include "condseg_gimp_preview.h"
 
 typedef struct {
     GimpPlugIn parent_instance;
@@ -79,7 +80,9 @@ static GimpProcedure *create_procedure(GimpPlugIn *plug_in, const gchar *name) {
         cs_gimp_output_names[1].label, cs_gimp_output_names[1].help,
         cs_gimp_output_names[2].nick, 2, cs_gimp_output_names[2].label,
         cs_gimp_output_names[2].help, cs_gimp_output_names[3].nick, 3,
-        cs_gimp_output_names[3].label, cs_gimp_output_names[3].help, NULL);
+        cs_gimp_output_names[3].label, cs_gimp_output_names[3].help,
+        cs_gimp_output_names[4].nick, 4, cs_gimp_output_names[4].label,
+        cs_gimp_output_names[4].help, NULL);
     gimp_procedure_add_choice_argument(procedure, "output", "_Output", "Where the result goes",
                                        outputs, cs_gimp_output_names[0].nick, G_PARAM_READWRITE);
     /* Last, as in GIMP 2.10, where it came after the others. */
@@ -104,6 +107,10 @@ static GimpProcedure *create_procedure(GimpPlugIn *plug_in, const gchar *name) {
         "Arithmetic of the convolutions: \"fp32\" (float32, the default) or \"bf16\" (bfloat16 "
         "inputs with float32 sums, faster on CPUs with bf16 instructions, else float32)",
         precisions, cs_gimp_precision_names[CS_GIMP_PRECISION_FP32].nick, G_PARAM_READWRITE);
+    /* Last again. */
+    gimp_procedure_add_boolean_argument(procedure, "tta", CS_GIMP_TTA_LABEL,
+                                        CS_GIMP_TTA_HELP " (default off)", FALSE,
+                                        G_PARAM_READWRITE);
     gimp_procedure_add_drawable_return_value(
         procedure, "result", "Result",
         "The layer mask, selection channel or new layer written; none when a mask output found "
@@ -140,8 +147,10 @@ static void condseg_plug_in_init(CondsegPlugIn *plug_in) { (void)plug_in; }
 static gboolean settings_from_config(GimpProcedureConfig *config, cs_gimp_settings *settings,
                                      GError **error) {
     GFile *file = NULL;
+    gboolean tta = FALSE;
     memset(settings, 0, sizeof *settings);
-    g_object_get(config, "weights", &file, "threshold", &settings->threshold, NULL);
+    g_object_get(config, "weights", &file, "threshold", &settings->threshold, "tta", &tta, NULL);
+    settings->tta = tta ? 1 : 0;
     settings->output = gimp_procedure_config_get_choice_id(config, "output");
     settings->device = gimp_procedure_config_get_choice_id(config, "device");
     settings->precision = gimp_procedure_config_get_choice_id(config, "precision");
@@ -251,24 +260,10 @@ static gboolean ensure_inference(dialog_state *state) {
 
 /* Draws the preview from the kept answer: no network run. */
 static void redraw(dialog_state *state) {
-    GimpPreview *preview = GIMP_PREVIEW(state->preview);
-    const gint64 start = g_get_monotonic_time();
-    int w, h;
-    gimp_preview_get_size(preview, &w, &h);
-    int *xs = g_new(int, w), *ys = g_new(int, h), unused;
-    for (int i = 0; i < w; i++) gimp_preview_untransform(preview, i, 0, &xs[i], &unused);
-    for (int j = 0; j < h; j++) gimp_preview_untransform(preview, 0, j, &unused, &ys[j]);
-    guchar *rgb = g_new(guchar, (size_t)w * h * 3);
-    cs_gimp_preview_render(state->inference, &state->settings, xs, w, ys, h, rgb);
-    gimp_preview_area_draw(GIMP_PREVIEW_AREA(gimp_preview_get_area(preview)), 0, 0, w, h,
-                           GIMP_RGB_IMAGE, rgb, w * 3);
-    g_free(rgb), g_free(xs), g_free(ys);
-    char *verdict = cs_gimp_verdict(state->inference, &state->settings);
+    char *verdict = cs_gimp_preview_redraw(GIMP_PREVIEW(state->preview), state->inference,
+                                           &state->settings, state->network_runs);
     set_verdict(state, verdict, FALSE);
     g_free(verdict);
-    g_debug("ConDSeg preview: redrawn at threshold %.3f, output %d in %.1f ms, network runs %d",
-            state->settings.threshold, state->settings.output,
-            (g_get_monotonic_time() - start) / 1e3, state->network_runs);
 }
 
 static void preview_invalidated(GimpPreview *preview, dialog_state *state) {
@@ -434,7 +429,7 @@ static GtkWidget *dialog_new(GimpProcedure *procedure, dialog_state *state) {
     GtkWidget *spin = threshold_entry(pd);
     GtkWidget *settings_box = gimp_procedure_dialog_fill_box(pd, "settings-box", "weights",
                                                              "output", "threshold", "device",
-                                                             "precision", NULL);
+                                                             "precision", "tta", NULL);
     GtkWidget *main_box = gimp_procedure_dialog_fill_box(pd, "main-box", "settings-box", NULL);
     gtk_orientable_set_orientation(GTK_ORIENTABLE(main_box), GTK_ORIENTATION_HORIZONTAL);
     gtk_box_set_spacing(GTK_BOX(main_box), 12);

@@ -2,7 +2,7 @@
  * GIMP 2.10 and GIMP 3 front ends: read the drawable through babl as the network's 8-bit BGR
  * input, run libcondseg exactly as `condseg predict` does (on the CPU or an NVIDIA GPU, as
  * chosen), keep its answer (cs_gimp_inference) so that the dialogs' previews redraw from it,
- * and write the mask (layer mask or selection) or a probability/uncertainty map (new layer)
+ * and write the mask (layer mask or selection) or a probability or uncertainty map (new layer)
  * at the drawable's full resolution, with a verdict saying what was found.
  *
  * Order of work: every check and the whole inference come first, the image is changed only
@@ -26,10 +26,17 @@ const cs_gimp_choice_name cs_gimp_output_names[CS_GIMP_N_OUTPUTS] = {
                                     "A new layer: the foreground probability, black 0 to "
                                     "white 1, laid over the photo in Screen mode at 75%"},
     [CS_GIMP_OUTPUT_UNCERTAINTY] = {"uncertainty-layer", "Uncertainty map (new layer)",
-                                    "A new layer: the uncertainty map of the semantic "
-                                    "decoupling branch (full ConDSeg weights only), stretched "
-                                    "from its lowest (black) to its highest value (white), "
-                                    "the range in the layer's name; Screen mode at 75%"},
+                                    "A new layer: how unsure the network is, the binary "
+                                    "entropy of the probability, black 0 (sure) to white 1 "
+                                    "(probability 0.5): bright along doubtful edges and on "
+                                    "regions it cannot decide; Screen mode at 75%"},
+    [CS_GIMP_OUTPUT_SID_UNCERTAINTY] = {"sid-uncertainty-layer", "SID uncertainty, raw (new layer)",
+                                        "A new layer: the raw uncertainty output of the "
+                                        "network's semantic decoupling branch (full ConDSeg "
+                                        "weights only), stretched from its lowest (black) to "
+                                        "its highest value (white), the range in the layer's "
+                                        "name; it stays near 0 (see the README); Screen mode "
+                                        "at 75%"},
 };
 
 const cs_gimp_choice_name cs_gimp_device_names[CS_GIMP_N_DEVICES] = {
@@ -58,10 +65,18 @@ const char cs_gimp_help_text[] =
     "as they will be laid over the photo. The line under the preview is the verdict: the "
     "share of the drawable marked at the threshold, or \"No lesion found\".\n\n"
     "Outputs: Layer mask (white = lesion), Selection (replacing the current one), "
-    "Probability map and Uncertainty map (new layers above the drawable, Screen mode at "
-    "75%, so the photo stays visible; the uncertainty is stretched from its lowest to its "
-    "highest value, the range in the layer's name). When nothing is found, a layer mask or "
-    "selection is not changed at all.\n\n"
+    "Probability map, Uncertainty map and SID uncertainty (new layers above the drawable, "
+    "Screen mode at 75%, so the photo stays visible). The uncertainty map is the binary "
+    "entropy of the probability, -(p log2 p + (1-p) log2(1-p)): 0 where the network is "
+    "sure, 1 where the probability is 0.5. The SID uncertainty is the network's own "
+    "third-branch output, which its training drives towards 0; it is stretched from its "
+    "lowest to its highest value, the range in the layer's name. When nothing is found, a "
+    "layer mask or selection is not changed at all.\n\n"
+    "Test-time augmentation: the mean of the predictions of the image and of its "
+    "half-turned copy (mirrored left-right and top-bottom at once; two network runs); it "
+    "changes the preview's and "
+    "the result's probabilities, and the uncertainty then also shows where the views "
+    "disagree.\n"
     "Threshold: the probability above which a pixel is lesion (0.5 as condseg predict).\n"
     "Weights: a .safetensors file of a ConDSeg or stage-1 network; \"Default model\" goes "
     "back to the installed one.\n"
@@ -91,6 +106,7 @@ void cs_gimp_settings_init(cs_gimp_settings *settings) {
     settings->output = CS_GIMP_OUTPUT_LAYER_MASK;
     settings->device = CS_GIMP_DEVICE_AUTO;
     settings->precision = CS_GIMP_PRECISION_FP32;
+    settings->tta = 0;
 }
 
 void cs_gimp_startup(char **argv) {
@@ -116,6 +132,7 @@ char *cs_gimp_settings_to_text(const cs_gimp_settings *settings) {
     g_key_file_set_string(file, SETTINGS_GROUP, "precision",
                           cs_gimp_precision_names[CLAMP(settings->precision, 0,
                                                         CS_GIMP_N_PRECISIONS - 1)].nick);
+    g_key_file_set_boolean(file, SETTINGS_GROUP, "tta", settings->tta != 0);
     char *text = g_key_file_to_data(file, NULL, NULL);
     g_key_file_free(file);
     return text;
@@ -150,6 +167,9 @@ void cs_gimp_settings_from_text(cs_gimp_settings *settings, const char *text) {
     if (o >= 0) settings->output = o;
     if (d >= 0) settings->device = d;
     if (p >= 0) settings->precision = p;
+    const gboolean tta = g_key_file_get_boolean(file, SETTINGS_GROUP, "tta", &error);
+    if (!error) settings->tta = tta ? 1 : 0;
+    g_clear_error(&error);
     g_free(weights), g_free(output), g_free(device), g_free(precision);
     g_key_file_free(file);
 }
@@ -166,7 +186,8 @@ static gboolean check_settings(const cs_gimp_settings *settings, GError **error)
     if (settings->output < 0 || settings->output >= CS_GIMP_N_OUTPUTS) {
         g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                     "ConDSeg: unknown output mode %d (0 layer mask, 1 selection, "
-                    "2 probability layer, 3 uncertainty layer)", settings->output);
+                    "2 probability layer, 3 uncertainty layer, 4 SID uncertainty layer)",
+                    settings->output);
         return FALSE;
     }
     if (settings->device < 0 || settings->device >= CS_GIMP_N_DEVICES) {
@@ -178,6 +199,11 @@ static gboolean check_settings(const cs_gimp_settings *settings, GError **error)
     if (settings->precision < 0 || settings->precision >= CS_GIMP_N_PRECISIONS) {
         g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                     "ConDSeg: unknown precision %d (0 float32, 1 bfloat16)", settings->precision);
+        return FALSE;
+    }
+    if (settings->tta != 0 && settings->tta != 1) {
+        g_set_error(error, CS_ERROR, CS_ERROR_ARG,
+                    "ConDSeg: test-time augmentation is 0 (off) or 1 (on), not %d", settings->tta);
         return FALSE;
     }
     if (memchr(settings->weights, '\0', sizeof settings->weights) == NULL) {
@@ -204,6 +230,12 @@ static gboolean check_source(gint32 source, GError **error) {
     return TRUE;
 }
 
+/* The outputs that add a gray map layer (the others write the mask). */
+static gboolean is_map_output(int output) {
+    return output == CS_GIMP_OUTPUT_PROBABILITY || output == CS_GIMP_OUTPUT_UNCERTAINTY ||
+           output == CS_GIMP_OUTPUT_SID_UNCERTAINTY;
+}
+
 /* Can the result be written where the output mode puts it? */
 static gboolean check_output(gint32 image, gint32 source, int output, GError **error) {
     if (output == CS_GIMP_OUTPUT_LAYER_MASK && !cs_gimp_host_is_layer(source)) {
@@ -212,8 +244,7 @@ static gboolean check_output(gint32 image, gint32 source, int output, GError **e
                     "a channel; select a layer, or choose the selection or a new-layer output");
         return FALSE;
     }
-    if ((output == CS_GIMP_OUTPUT_PROBABILITY || output == CS_GIMP_OUTPUT_UNCERTAINTY) &&
-        cs_gimp_host_image_base(image) == CS_GIMP_BASE_INDEXED) {
+    if (is_map_output(output) && cs_gimp_host_image_base(image) == CS_GIMP_BASE_INDEXED) {
         g_set_error(error, CS_ERROR, CS_ERROR_ARG,
                     "ConDSeg: an indexed image cannot hold a gray map; convert it with "
                     "Image > Mode > RGB or Grayscale, or choose a mask output");
@@ -224,10 +255,11 @@ static gboolean check_output(gint32 image, gint32 source, int output, GError **e
 
 static gboolean check_uncertainty(const cs_gimp_inference *inference, int output,
                                   GError **error) {
-    if (output == CS_GIMP_OUTPUT_UNCERTAINTY && !inference->uncertainty_plane) {
+    if (output == CS_GIMP_OUTPUT_SID_UNCERTAINTY && !inference->uncertainty_plane) {
         g_set_error(error, CS_ERROR, CS_ERROR_ARG,
-                    "ConDSeg: the uncertainty map needs full ConDSeg weights; these are the "
-                    "stage-1 network's, which gives only the mask");
+                    "ConDSeg: the SID uncertainty needs full ConDSeg weights; these are the "
+                    "stage-1 network's, which gives only the mask (the uncertainty map, the "
+                    "entropy of the probability, works with them)");
         return FALSE;
     }
     return TRUE;
@@ -369,6 +401,7 @@ static gboolean run_network(cs_model *model, cs_gimp_inference *inference, gbool
     const size_t plane = (size_t)size * size;
     float *planes = g_new(float, plane * (full ? 2 : 1));
     if (progress) cs_model_set_progress(model, report_inference_progress, NULL);
+    cs_model_set_tta(model, inference->tta ? CS_TTA_DEFAULT : 0);
     if (!cs_model_predict_image(model, inference->bgr, full ? CS_OUT_MASK | CS_OUT_UC : CS_OUT_MASK,
                                 planes, error)) {
         g_free(planes);
@@ -407,6 +440,7 @@ cs_gimp_inference *cs_gimp_infer(gint32 image, gint32 drawable, const cs_gimp_se
     }
     cs_gimp_inference *inference = g_new0(cs_gimp_inference, 1);
     inference->precision = settings->precision;
+    inference->tta = settings->tta;
     inference->precision_note = precision_note;
     g_strlcpy(inference->precision_ran, cs_model_precision(model),
               sizeof inference->precision_ran);
@@ -445,7 +479,7 @@ void cs_gimp_inference_free(cs_gimp_inference *inference) {
 gboolean cs_gimp_inference_matches(const cs_gimp_inference *inference, gint32 drawable,
                                    const cs_gimp_settings *settings) {
     if (!inference || inference->drawable != drawable || inference->device != settings->device ||
-        inference->precision != settings->precision)
+        inference->precision != settings->precision || inference->tta != settings->tta)
         return FALSE;
     char *path = weights_path(settings);
     const gboolean same = path && strcmp(inference->weights, path) == 0;
@@ -481,7 +515,8 @@ static char *verdict_of(const cs_gimp_inference *inference, const cs_gimp_settin
     const char *what = output == CS_GIMP_OUTPUT_LAYER_MASK ? "layer mask"
                        : output == CS_GIMP_OUTPUT_SELECTION ? "selection"
                        : output == CS_GIMP_OUTPUT_PROBABILITY ? "probability map"
-                                                              : "uncertainty map";
+                       : output == CS_GIMP_OUTPUT_UNCERTAINTY ? "uncertainty map"
+                                                              : "SID uncertainty map";
     char *finding;
     if (fraction == 0) {
         finding = mask_output
@@ -498,10 +533,15 @@ static char *verdict_of(const cs_gimp_inference *inference, const cs_gimp_settin
                                   mask_output ? what : "", mask_output ? ")" : "");
         g_free(percent);
     }
-    char *text = g_strdup_printf("%s Network: %.2f s on %s%s.", finding, inference->seconds,
+    char *tta = inference->tta ? g_strdup_printf(", test-time augmentation (%d runs)",
+                                                 cs_tta_views(CS_TTA_DEFAULT))
+                               : g_strdup("");
+    char *text = g_strdup_printf("%s Network: %.2f s on %s%s%s.", finding, inference->seconds,
                                  device_words(inference),
                                  strcmp(inference->precision_ran, "bf16") == 0 ? ", bfloat16"
-                                                                                : "");
+                                                                                : "",
+                                 tta);
+    g_free(tta);
     g_free(finding);
     if (inference->precision_note) {
         char *with_note = g_strdup_printf("%s BFloat16 ran as float32: %s.", text,
@@ -584,7 +624,7 @@ static gint32 write_map_layer(gint32 image, gint32 source, GeglRectangle bounds,
     return layer;
 }
 
-/* The uncertainty map at the drawable's size, stretched so that the plane's lowest value
+/* SID's uncertainty at the drawable's size, stretched so that the plane's lowest value
  * is black and its highest white: the default model's values stay below 0.001, which an
  * 8-bit layer would store as 0 everywhere. A constant plane gives black. */
 static float *stretched_uncertainty(const cs_gimp_inference *inference) {
@@ -600,10 +640,15 @@ static float *stretched_uncertainty(const cs_gimp_inference *inference) {
 
 /* The new layer's name says what its black and white stand for. */
 static char *map_layer_name(const cs_gimp_inference *inference, int output, double fraction,
-                            double threshold) {
-    if (output == CS_GIMP_OUTPUT_UNCERTAINTY)
-        return g_strdup_printf("ConDSeg uncertainty %.3g-%.3g (stretched to black-white)",
+                            double threshold, const float *map) {
+    if (output == CS_GIMP_OUTPUT_SID_UNCERTAINTY)
+        return g_strdup_printf("ConDSeg SID uncertainty %.3g-%.3g (stretched to black-white)",
                                inference->uncertainty_min, inference->uncertainty_max);
+    if (output == CS_GIMP_OUTPUT_UNCERTAINTY) {
+        float lo, hi;
+        plane_range(map, (size_t)inference->bounds.width * inference->bounds.height, &lo, &hi);
+        return g_strdup_printf("ConDSeg uncertainty (entropy 0-1, here %.2f-%.2f)", lo, hi);
+    }
     char *percent = percent_text(100 * fraction);
     char *name = fraction > 0 ? g_strdup_printf("ConDSeg probability (%s above %.2f)", percent,
                                                 threshold)
@@ -613,15 +658,24 @@ static char *map_layer_name(const cs_gimp_inference *inference, int output, doub
     return name;
 }
 
+/* The drawable-sized uncertainty shown to users: the entropy of the probability. */
+static float *entropy_map(const cs_gimp_inference *inference) {
+    const size_t n = (size_t)inference->bounds.width * inference->bounds.height;
+    float *map = g_new(float, n);
+    cs_prob_to_uncertainty(inference->prob, n, map);
+    return map;
+}
+
 static gint32 write_map(gint32 image, const cs_gimp_inference *inference, int output,
                         double fraction, double threshold) {
-    float *stretched = output == CS_GIMP_OUTPUT_UNCERTAINTY ? stretched_uncertainty(inference)
-                                                            : NULL;
-    char *name = map_layer_name(inference, output, fraction, threshold);
-    const gint32 layer = write_map_layer(image, inference->source, inference->bounds, name,
-                                         stretched ? stretched : inference->prob);
+    float *made = output == CS_GIMP_OUTPUT_SID_UNCERTAINTY ? stretched_uncertainty(inference)
+                  : output == CS_GIMP_OUTPUT_UNCERTAINTY   ? entropy_map(inference)
+                                                           : NULL;
+    const float *map = made ? made : inference->prob;
+    char *name = map_layer_name(inference, output, fraction, threshold, map);
+    const gint32 layer = write_map_layer(image, inference->source, inference->bounds, name, map);
     g_free(name);
-    g_free(stretched);
+    g_free(made);
     return layer;
 }
 
@@ -638,7 +692,7 @@ static cs_image *mask_at(const cs_gimp_inference *inference, double threshold) {
 static gint32 write_result(gint32 image, const cs_gimp_inference *inference,
                            const cs_gimp_settings *settings, double fraction) {
     const int output = settings->output;
-    if (output == CS_GIMP_OUTPUT_PROBABILITY || output == CS_GIMP_OUTPUT_UNCERTAINTY) {
+    if (is_map_output(output)) {
         cs_gimp_host_undo_group_start(image);
         const gint32 layer = write_map(image, inference, output, fraction, settings->threshold);
         cs_gimp_host_undo_group_end(image);
@@ -722,7 +776,8 @@ static void render_pixel(const cs_gimp_inference *inference, const cs_gimp_setti
     } else {
         /* The map layer as GIMP will composite it: Screen at the layer's opacity. */
         float v = p;
-        if (settings->output == CS_GIMP_OUTPUT_UNCERTAINTY && inference->uncertainty_plane) {
+        if (settings->output == CS_GIMP_OUTPUT_UNCERTAINTY) cs_prob_to_uncertainty(&p, 1, &v);
+        if (settings->output == CS_GIMP_OUTPUT_SID_UNCERTAINTY && inference->uncertainty_plane) {
             const float span = inference->uncertainty_max - inference->uncertainty_min;
             const float u = plane_at(inference->uncertainty_plane, inference->size, x, y, b);
             v = span > 0 ? CLAMP((u - inference->uncertainty_min) / span, 0.f, 1.f) : 0.f;

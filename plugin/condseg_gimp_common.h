@@ -27,8 +27,10 @@
 #define CS_GIMP_HELP                                                                        \
     "Runs the ConDSeg segmentation network (AAAI 2025) on the drawable and writes the "     \
     "result at the drawable's full resolution: as the layer's mask, as the selection, or " \
-    "as a new layer holding the foreground probability or the uncertainty map of the "     \
-    "network's semantic-decoupling branch (full ConDSeg weights only). The mask is the "   \
+    "as a new layer holding the foreground probability, the uncertainty (the binary "      \
+    "entropy of the probability, 0 sure to 1 undecided) or the raw uncertainty output of " \
+    "the network's semantic-decoupling branch (full ConDSeg weights only). Test-time "     \
+    "augmentation averages the image's and its mirrors' predictions. The mask is the "     \
     "one `condseg predict` writes for the same image and threshold. An empty weights "     \
     "file name means the installed default model. The network runs on the CPU or an "     \
     "NVIDIA GPU (CUDA); automatic uses the GPU when one is usable, else the CPU."
@@ -42,7 +44,9 @@ typedef enum {
     CS_GIMP_OUTPUT_LAYER_MASK = 0,    /* the mask, as the layer's layer mask */
     CS_GIMP_OUTPUT_SELECTION = 1,     /* the mask, as the selection (replacing it) */
     CS_GIMP_OUTPUT_PROBABILITY = 2,   /* a new layer: foreground probability, black 0 .. white 1 */
-    CS_GIMP_OUTPUT_UNCERTAINTY = 3,   /* a new layer: SID's uncertainty map, black 0 .. white 1 */
+    CS_GIMP_OUTPUT_UNCERTAINTY = 3,   /* a new layer: cs_prob_to_uncertainty, black 0 .. white 1 */
+    CS_GIMP_OUTPUT_SID_UNCERTAINTY = 4,   /* a new layer: SID's raw uncertainty output,
+                                             stretched from its lowest to its highest value */
     CS_GIMP_N_OUTPUTS
 } cs_gimp_output;
 
@@ -79,6 +83,12 @@ typedef enum {
 /* Indexed by cs_gimp_precision; `nick` is also cs_model_set_precision's name. */
 extern const cs_gimp_choice_name cs_gimp_precision_names[CS_GIMP_N_PRECISIONS];
 
+/* The test-time augmentation toggle, in both dialogs. */
+#define CS_GIMP_TTA_LABEL "Test-time _augmentation (2 runs)"
+#define CS_GIMP_TTA_HELP                                                                   \
+    "The mean of the predictions of the image and of its half-turned copy (mirrored "      \
+    "left-right and top-bottom at once): two network runs instead of one"
+
 #define CS_GIMP_WEIGHTS_MAX 4096
 
 typedef struct {
@@ -87,10 +97,11 @@ typedef struct {
     int output;                          /* a cs_gimp_output */
     int device;                          /* a cs_gimp_device */
     int precision;                       /* a cs_gimp_precision */
+    int tta;                             /* test-time augmentation (CS_TTA_DEFAULT): 0 or 1 */
 } cs_gimp_settings;
 
 /* Defaults: the installed default model (when there is one), threshold 0.5, layer mask,
- * automatic device. */
+ * automatic device, float32, no test-time augmentation. */
 void cs_gimp_settings_init(cs_gimp_settings *settings);
 
 /* Stored last values: GIMP 2.10 keeps them as a persistent global parasite of this name
@@ -99,7 +110,7 @@ void cs_gimp_settings_init(cs_gimp_settings *settings);
 #define CS_GIMP_SETTINGS_PARASITE CS_GIMP_PROC "-last-values"
 
 /* The settings as a small key file ([plug-in-condseg] weights=, threshold=, output=,
- * device=, precision= with the choice nicks), and back. Reading keeps the fields it does
+ * device=, precision= with the choice nicks, tta=true|false), and back. Reading keeps the fields it does
  * not find or cannot accept, so a file from another version gives what it can. g_free the
  * text. */
 char *cs_gimp_settings_to_text(const cs_gimp_settings *settings);
@@ -115,7 +126,8 @@ void cs_gimp_settings_from_text(cs_gimp_settings *settings, const char *text);
  * The network's answer for one drawable
  *
  * Kept by the dialogs while they are open: the network runs again only when a setting
- * that changes its answer changes (the weights, the device, the precision); the threshold
+ * that changes its answer changes (the weights, the device, the precision, test-time
+ * augmentation); the threshold
  * and the output only change what is drawn from the kept planes. */
 
 typedef struct {
@@ -123,13 +135,14 @@ typedef struct {
     char weights[CS_GIMP_WEIGHTS_MAX];   /* the file read (the default model's for "") */
     int device;                          /* the cs_gimp_device asked for */
     int precision;                       /* the cs_gimp_precision asked for */
+    int tta;                             /* test-time augmentation asked for */
     gint32 drawable;                     /* the drawable the settings named */
     gint32 source;                       /* the layer read (a layer mask's layer) */
     GeglRectangle bounds;                /* the source's offsets in the image and size */
     cs_image *bgr;                       /* the source as the network's 8-bit BGR input */
     float *prob;                         /* bounds-sized foreground probability */
     int size;                            /* side of the network's output planes */
-    float *uncertainty_plane;            /* size x size, NULL for stage-1 weights */
+    float *uncertainty_plane;            /* SID's, size x size; NULL for stage-1 weights */
     float uncertainty_min, uncertainty_max;
     float prob_max;
     char device_ran[8];                  /* "cpu" or "cuda" */

@@ -115,7 +115,7 @@ else
          (layer (car (gimp-image-get-active-layer image))))
     (gimp-display-new image)
     (gimp-image-clean-all image)
-    (plug-in-condseg RUN-INTERACTIVE image layer "" 0.5 0 0 0)
+    (plug-in-condseg RUN-INTERACTIVE image layer "" 0.5 0 0 0 0)
     (let ((port (open-output-file report)))
       (display (string-append "CS-AFTER dirty=" (number->string (car (gimp-image-is-dirty image)))
                               " mask=" (number->string (car (gimp-layer-get-mask layer))))

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """test_cli.py — the `condseg` program end to end: help, info, predict on real Kvasir-SEG
 images (mask size and values, --prob against our PyTorch reference), several inputs, a
-folder as input (pipelined: its masks equal one-by-one predictions), a line per image, help
+folder as input (pipelined: its masks equal one-by-one predictions), a line per image with
+the marked share or "no polyp found" (the default model on a polyp-free frame), --json
+(its fields against the masks, written atomically, a bad path refused before anything is
+written), --overlay (the mask's outline, 2 px green, recomputed here from the mask), help
 texts in a non-UTF-8 locale, `eval` finding its data through CONDSEG_DATA, the note of
 `--device auto`, and every bad input a user can give (each: one clear message naming the
 culprit, a non-zero exit, no partial output).
@@ -10,6 +13,7 @@ Usage: test_cli.py --condseg BUILD/condseg --golden DIR --data KVASIR_DIR
 Exits non-zero on the first failed check list (all checks run, failures are summed).
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +34,7 @@ def check(cond, what):
     print(("ok    " if cond else "FAIL  ") + what)
     if not cond:
         failures.append(what)
+    return cond
 
 
 def run(args, **kw):
@@ -39,6 +44,107 @@ def run(args, **kw):
 
 def files_in(d):
     return sorted(os.listdir(d))
+
+
+OUTLINE_BGR = (0, 255, 0)
+OUTLINE_WIDTH = 2
+
+
+def expected_overlay(image, mask):
+    """The image with the outline of the mask painted: the mask pixels within OUTLINE_WIDTH
+    (Chebyshev distance) of a pixel outside it, the outside of the frame counting as
+    outside — the mask minus its erosion by a square of side 2 * OUTLINE_WIDTH + 1."""
+    on = (mask > 0).astype(np.uint8)
+    side = 2 * OUTLINE_WIDTH + 1
+    eroded = cv2.erode(on, np.ones((side, side), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                       borderValue=0)
+    outline = (on > 0) & (eroded == 0)
+    want = image.copy()
+    want[outline] = OUTLINE_BGR
+    return want, int(outline.sum())
+
+
+def check_judging(exe, data, polyp_img, tmp):
+    """What a user judges results by: the line per image, --json, --overlay, on the default
+    model with a Kvasir-SEG frame and a polyp-free one."""
+    free_img = os.path.join(os.path.dirname(os.path.abspath(data)), "nopolyp", "images", "473.jpg")
+    if not check(os.path.exists(free_img), f"the polyp-free frame {free_img} is there"):
+        return
+    out_dir, ov_dir = os.path.join(tmp, "judge-masks"), os.path.join(tmp, "judge-overlays")
+    json_dir = os.path.join(tmp, "judge-json")
+    os.mkdir(json_dir)
+    json_path = os.path.join(json_dir, "results.json")
+    env = {k: v for k, v in os.environ.items() if k != "CONDSEG_WEIGHTS"}  # the default model
+    rc, out, err = run([exe, "predict", "-o", out_dir, "--overlay", ov_dir, "--json", json_path,
+                        polyp_img, free_img], env=env)
+    check(rc == 0, f"predict --json --overlay with the default model ({err.strip()[-300:]})")
+    lines = out.strip().split("\n")
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in (polyp_img, free_img)]
+    masks = [cv2.imread(os.path.join(out_dir, s + ".png"), cv2.IMREAD_UNCHANGED) for s in stems]
+    if not check(len(lines) == 3 and all(m is not None for m in masks),
+                 f"two masks and a line each: {out.strip()!r}"):
+        return
+    share = 100 * float((masks[0] > 0).mean())
+    check(share > 0 and f"{polyp_img} -> " in lines[0] and
+          lines[0].endswith(f": {share:.1f}% of the frame marked"),
+          f"the polyp frame's line gives the marked share {share:.1f}%: {lines[0]!r}")
+    check(not masks[1].any() and lines[1].startswith(f"[2/2] {free_img} -> ") and
+          "no polyp found" in lines[1],
+          f"the polyp-free frame: an empty mask and 'no polyp found': {lines[1]!r}")
+    # --json: the same, machine-readable, and no temporary file left beside it
+    try:
+        doc = json.load(open(json_path))
+    except (OSError, ValueError) as e:
+        check(False, f"--json wrote valid JSON ({e})")
+        return
+    check(os.listdir(json_dir) == ["results.json"], f"--json leaves only its file ({os.listdir(json_dir)})")
+    entries = doc.get("images", [])
+    check(doc.get("count") == 2 and doc.get("failed") == 0 and len(entries) == 2 and
+          doc.get("threshold") == 0.5 and doc.get("tta_views") == 1,
+          f"--json: count, failed, threshold, TTA views ({ {k: v for k, v in doc.items() if k != 'images'} })")
+    for entry, path, stem, mask in zip(entries, (polyp_img, free_img), stems, masks):
+        h, w = mask.shape
+        frac = float((mask > 0).mean())
+        unc = entry.get("uncertainty", {})
+        check(entry.get("input") == path and entry.get("output") == os.path.join(out_dir, stem + ".png")
+              and entry.get("overlay") == os.path.join(ov_dir, stem + ".png")
+              and entry.get("width") == w and entry.get("height") == h
+              and abs(entry.get("area_fraction", -1) - frac) < 1e-9
+              and entry.get("found") is (frac > 0)
+              and 0 <= unc.get("mean", -1) <= unc.get("max", -1) <= 1
+              and (entry.get("max_probability", 2) > 0.5) is (frac > 0),
+              f"--json entry of {stem}: {entry}")
+    # --overlay: the input with the mask's outline, nothing else changed
+    for path, stem, mask in zip((polyp_img, free_img), stems, masks):
+        got = cv2.imread(os.path.join(ov_dir, stem + ".png"), cv2.IMREAD_UNCHANGED)
+        want, n_outline = expected_overlay(cv2.imread(path), mask)
+        same = got is not None and got.shape == want.shape and np.array_equal(got, want)
+        check(same and (n_outline > 0) is bool(mask.any()),
+              f"--overlay of {stem}: the image with the mask's {n_outline}-pixel outline "
+              f"(green, {OUTLINE_WIDTH} px) and nothing else")
+    one = os.path.join(tmp, "one-overlay.png")
+    rc, _, err = run([exe, "predict", "-o", os.path.join(tmp, "one-mask.png"), "--overlay", one,
+                      polyp_img], env=env)
+    got = cv2.imread(one, cv2.IMREAD_UNCHANGED) if rc == 0 else None
+    check(got is not None and np.array_equal(got, expected_overlay(cv2.imread(polyp_img), masks[0])[0]),
+          f"--overlay FILE for one image ({err.strip()[-200:]})")
+    # a --json that cannot be written: said before anything is, nothing written
+    for bad_json, why in ((os.path.join(tmp, "no-such-folder", "r.json"), "does not exist"),
+                          (json_dir, "is a folder")):
+        fresh = os.path.join(tmp, "judge-bad")
+        rc, out, err = run([exe, "predict", "-o", fresh, "--overlay", fresh + "-ov", "--json",
+                            bad_json, polyp_img, free_img], env=env)
+        check(rc == 1 and "--json" in err and bad_json in err and why in err
+              and not os.path.exists(fresh) and not os.path.exists(fresh + "-ov"),
+              f"--json {bad_json}: exit {rc}, {err.strip()!r}, nothing written")
+    check(os.listdir(json_dir) == ["results.json"], "a refused --json leaves the folder as it was")
+    rc, _, err = run([exe, "predict", "-o", one, "--overlay", one, polyp_img], env=env)
+    check(rc == 2 and "--overlay" in err and "would overwrite" in err,
+          f"--overlay onto the mask is refused ({err.strip()!r})")
+    clash = os.path.join(tmp, "clash.png")
+    rc, _, err = run([exe, "predict", "-o", clash, "--json", clash, polyp_img], env=env)
+    check(rc == 2 and "would overwrite" in err and "--json" in err and not os.path.exists(clash),
+          f"a mask onto --json's file is refused, nothing written ({err.strip()!r})")
 
 
 def main():
@@ -76,9 +182,10 @@ def main():
         rc, out, err = run([exe, "predict", "-w", full_w, "-o", mask_path, "--prob", npy,
                           "--all-outputs", img])
         check(rc == 0, f"predict one image exits 0 ({err.strip()})")
-        check(out.startswith(f"{img} -> {mask_path} ({w}x{h}, ") and "foreground" in out,
-              f"predict prints a line for the image: {out.strip()!r}")
         mask = cv2.imread(mask_path, cv2.IMREAD_UNCHANGED)
+        share = 100 * float((mask > 0).mean()) if mask is not None else -1
+        check(out.startswith(f"{img} -> {mask_path} ({w}x{h}): {share:.1f}% of the frame marked"),
+              f"predict prints a line with the marked share ({share:.1f}%): {out.strip()!r}")
         check(mask is not None and mask.shape == (h, w),
               f"mask has the image's size {w}x{h}: {None if mask is None else mask.shape}")
         if mask is not None:
@@ -145,6 +252,8 @@ def main():
                        for f in expect)
             check(same, f"a folder's masks (--threads {threads}) equal one-by-one predictions")
 
+        check_judging(exe, a.data, images[0], tmp)
+
         # ---- help texts: the same in a non-UTF-8 locale, plain ASCII, nothing turned to '?';
         # sizes that hold for the default model too; no reference to documents users lack
         for cmd in ("predict", "info", "train", "eval"):
@@ -195,6 +304,9 @@ def main():
         rc, out, err = run([exe, "eval", "-w", stage1_w, "--data", "kvasir-seg"], env=denv,
                            cwd=elsewhere)
         check(rc == 0 and "2 images" in out, f"eval --data kvasir-seg via CONDSEG_DATA ({err.strip()!r})")
+        rc, out, err = run([exe, "eval", "-w", stage1_w, "--tta"], env=denv, cwd=elsewhere)
+        check(rc == 0 and "2 images, test-time augmentation" in out and "mDSC" in out,
+              f"eval --tta says so ({out.strip()!r} {err.strip()!r})")
         rc, out, err = run([exe, "eval", "-w", stage1_w, "--data", "kvasir-seg"], cwd=droot,
                            env={k: v for k, v in os.environ.items() if k != "CONDSEG_DATA"})
         check(rc == 0 and "2 images" in out, f"eval --data kvasir-seg from its parent ({err.strip()!r})")

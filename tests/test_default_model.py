@@ -10,6 +10,10 @@
     (tests/data/default_model_expected.png), which the PyTorch reference made from the same
     weights (tools/expected_mask.py), up to a few pixels on the mask's edge where the
     probability is within float32 rounding of the threshold;
+  * `condseg predict --tta` (the image and its half-turned copy): its four
+    outputs (--prob --all-outputs) equal the PyTorch reference's mean over the same views
+    (tools/make_golden.py prob --tta hv), and its --uncertainty PNG is the binary entropy
+    of the mask probability resized to the image, computed here directly;
   * -w still overrides the default.
 
 Usage: test_default_model.py --condseg EXE --data KVASIR_DIR
@@ -36,6 +40,9 @@ EXPECTED_SHA = os.path.join(HERE, "data", "default_model_expected.sha256")
 IMAGE_ID = "cju0s690hkp960855tjuaqvv0"
 # Pixels allowed to differ, all of them on the expected mask's edge.
 MAX_EDGE_PIXELS = 20
+# The views `condseg predict --tta` averages (CS_TTA_DEFAULT), as make_golden.py names them.
+TTA_VIEWS = "hv"
+PROB_TOL = 1e-4
 
 failures = 0
 
@@ -52,6 +59,46 @@ def run(args):
     env.pop("CONDSEG_WEIGHTS", None)   # the default must be found without help
     p = subprocess.run(args, capture_output=True, text=True, env=env)
     return p.returncode, p.stdout, p.stderr
+
+
+def entropy_bits(p):
+    p = np.clip(p.astype(np.float64), 0, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(np.where(p > 0, p * np.log2(p), 0) + np.where(p < 1, (1 - p) * np.log2(1 - p), 0))
+    return h
+
+
+def check_tta_and_uncertainty(exe, image, tmp):
+    """--tta against the PyTorch reference's mean over the same views; --uncertainty against
+    the entropy of the resized mask probability."""
+    npy, unc = os.path.join(tmp, "tta.npy"), os.path.join(tmp, "unc.png")
+    rc, out, err = run([exe, "predict", "--tta", "--prob", npy, "--all-outputs",
+                        "--uncertainty", unc, "-o", os.path.join(tmp, "tta.png"), image])
+    if not check(rc == 0, f"condseg predict --tta --uncertainty ({err.strip()[-300:]})"):
+        return
+    ref_npy = os.path.join(tmp, "tta_ref.npy")
+    p = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "make_golden.py"),
+                        "prob", "--weights", WEIGHTS, "--image", image, "--out", ref_npy,
+                        "--all-outputs", "--tta", TTA_VIEWS], capture_output=True, text=True)
+    if check(p.returncode == 0, f"reference TTA computed ({p.stderr.strip()[-200:]})"):
+        got, ref = np.load(npy), np.load(ref_npy)
+        err = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
+        check(err <= PROB_TOL, f"--tta's four outputs equal the reference's mean over the "
+              f"views {TTA_VIEWS}: max |diff| {err:.2e} <= {PROB_TOL} ({got.shape})")
+        plain = subprocess.run([exe, "predict", "--prob", os.path.join(tmp, "plain.npy"), "-o",
+                                os.path.join(tmp, "plain.png"), image], capture_output=True)
+        if plain.returncode == 0:
+            moved = float(np.abs(np.load(os.path.join(tmp, "plain.npy"))[0] - got[0]).max())
+            check(moved > 1e-3, f"--tta changes the mask probability (max change {moved:.3f})")
+    u = cv2.imread(unc, cv2.IMREAD_UNCHANGED)
+    h, w = cv2.imread(image).shape[:2]
+    if check(u is not None and u.shape == (h, w) and u.dtype == np.uint8,
+             f"--uncertainty: an 8-bit gray PNG at the image's size {w}x{h}"):
+        prob = cv2.resize(np.load(npy)[0], (w, h), interpolation=cv2.INTER_LINEAR)
+        want = np.round(255 * entropy_bits(prob))
+        diff = float(np.abs(u.astype(np.float64) - want).max())
+        check(diff <= 1, f"--uncertainty = 255 x binary entropy of the resized probability, "
+              f"within a level ({diff:.0f}); range {u.min() / 255:.3f}..{u.max() / 255:.3f}")
 
 
 def main():
@@ -116,6 +163,8 @@ def main():
             p = mask > 0
             dice = 2 * (p & truth).sum() / max(1, p.sum() + truth.sum())
             print(f"      (Dice with the ground truth of this validation image: {dice:.3f})")
+
+        check_tta_and_uncertainty(a.condseg, image, tmp)
 
         # ---- -w overrides the default: a file that is not weights is refused by name
         other = os.path.join(tmp, "other.safetensors")

@@ -9,9 +9,11 @@ Subcommands:
   net   --kind full|stage1|compact --image IMG --out DIR [--seed 1]
         DIR/<kind>_weights.safetensors (deterministic random weights, realistic BN stats)
         DIR/<kind>_golden.safetensors  ("input" [2,3,256,256] and "out.<probe>" per probe)
-  prob  --weights W --image IMG --out FILE.npy [--all-outputs]
+  prob  --weights W --image IMG --out FILE.npy [--all-outputs] [--tta h,v,hv]
         float32 (K,S,S) probabilities, S = the input size the weights record (256 if none)
-        (K=1: mask / stage-1 pred; K=4: mask,fg,bg,uc); the preset from condseg.preset
+        (K=1: mask / stage-1 pred; K=4: mask,fg,bg,uc); the preset from condseg.preset;
+        --tta: the mean over the image and its mirrors (h left-right, v top-bottom, hv
+        both), each output mirrored back (`condseg predict --tta`)
   ops   --out DIR [--seed 2]
         DIR/ops_golden.safetensors: single-op cases with forward outputs and gradients;
         metadata "cases" = JSON list of {"name", "op", attributes, "inputs", "outputs", "grads"}
@@ -154,31 +156,47 @@ def cmd_net(args):
 # ---------------------------------------------------------------------------------
 # prob
 # ---------------------------------------------------------------------------------
-def reference_outputs(weights, image, all_outputs=False):
+# The dimensions torch.flip mirrors for each TTA view of an N x C x H x W tensor.
+TTA_DIMS = {"h": (3,), "v": (2,), "hv": (2, 3)}
+
+
+def reference_outputs(weights, image, all_outputs=False, tta=()):
     """The reference network of a weights file (its preset, in float64) on an image read and
     resized as condseg does, at the input size the weights record: (arch, preset, size,
     outputs), the outputs a list of 1xKxHxW tensors (the mask probability only unless
-    all_outputs)."""
+    all_outputs). With tta (views named as in TTA_DIMS) each output is the mean over the
+    image and its mirrored views, each view's output mirrored back."""
     arch = R.arch_of_file(weights)
     model = R.build(arch, R.preset_of_file(weights))
     R.load_weights(model, weights)
     model.double().eval()
     size = R.input_size_of_file(weights)
     x = torch.from_numpy(load_image(image, size)[None]).double()
-    with torch.no_grad():
-        if arch == "stage1":
-            outs = [model(x)]
-        elif all_outputs:
-            outs = list(model(x))
-        else:
-            outs = [model.forward_mask(x)]
+
+    def run(inp):
+        with torch.no_grad():
+            if arch == "stage1":
+                return [model(inp)]
+            if all_outputs:
+                return list(model(inp))
+            return [model.forward_mask(inp)]
+
+    outs = run(x)
+    for view in tta:
+        dims = TTA_DIMS[view]
+        for k, o in enumerate(run(torch.flip(x, dims))):
+            outs[k] = outs[k] + torch.flip(o, dims)
+    outs = [o / (1 + len(tta)) for o in outs]
     return arch, model.preset, size, outs
 
 
 def cmd_prob(args):
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.time()
-    arch, _, _, outs = reference_outputs(args.weights, args.image, args.all_outputs)
+    tta = tuple(v for v in args.tta.split(",") if v) if args.tta else ()
+    if any(v not in TTA_DIMS for v in tta):
+        raise SystemExit(f"--tta {args.tta}: expected views among {', '.join(TTA_DIMS)}")
+    arch, _, _, outs = reference_outputs(args.weights, args.image, args.all_outputs, tta)
     if arch == "stage1" and args.all_outputs:
         log("note: stage-1 weights have a single output; writing K=1")
     arr = np.concatenate([o[0].float().numpy() for o in outs], axis=0)  # K×H×W
@@ -783,6 +801,8 @@ def main(argv=None):
     p.add_argument("--out", required=True,
                    help="output .npy (float32, K×S×S, S the weights' condseg.input_size)")
     p.add_argument("--all-outputs", action="store_true", help="K=4: mask, fg, bg, uc")
+    p.add_argument("--tta", default="", help="mirrored views to average in, e.g. h,v "
+                   "(h left-right, v top-bottom, hv both)")
     p.set_defaults(fn=cmd_prob)
     p = sub.add_parser("ops", help="single-op forward/backward cases")
     p.add_argument("--out", required=True, help="output folder")

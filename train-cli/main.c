@@ -1,7 +1,8 @@
 /* main.c — the `condseg` program: ConDSeg segmentation, training and evaluation from the
  * command line, on libcondseg (model/condseg.h).
  *
- *   condseg predict [-w WEIGHTS] [-o OUT] [--threshold T] [--prob FILE.npy] [--all-outputs]
+ *   condseg predict [-w WEIGHTS] [-o OUT] [--threshold T] [--tta] [--json FILE]
+ *                   [--overlay OUT] [--uncertainty OUT] [--prob FILE.npy] [--all-outputs]
  *                   IMAGE|DIR...
  *   condseg info WEIGHTS
  *   condseg train --stage 1|2 --data DIR --out RUNDIR [...] | --resume RUNDIR
@@ -26,6 +27,7 @@
 
 #include "condseg.h"
 #include "dist.h"   /* data-parallel training under mpirun */
+#include "overlay.h"
 #include "pipeline.h"
 
 #define EXIT_USAGE 2
@@ -160,6 +162,15 @@ static cs_model *load_model(const char *weights, const char *device, const char 
     return model;
 }
 
+#define TTA_HELP \
+    "Test-time augmentation: the mean of the predictions of the image and of its " \
+    "half-turned copy (mirrored left-right and top-bottom at once; 2 network runs)"
+
+/* --tta: the views of CS_TTA_DEFAULT, or none. */
+static void apply_tta(cs_model *model, gboolean tta) {
+    cs_model_set_tta(model, tta ? CS_TTA_DEFAULT : 0);
+}
+
 /* --data DIR: DIR itself when it exists, else DIR inside $CONDSEG_DATA (the folder that
  * holds kvasir-seg/, as for the tests), so that "--data kvasir-seg" works from anywhere.
  * NULL when it is in neither place. */
@@ -206,11 +217,12 @@ static gboolean parse_positive_double(const char *option, const char *value, dou
 
 typedef struct {
     char *weights, *output, *prob, *device, *precision;
+    char *json_path, *overlay, *uncertainty;
     double threshold;
-    gboolean all_outputs;
+    gboolean all_outputs, tta;
     int threads;
     GPtrArray *inputs;     /* the images, folders expanded */
-    gboolean several;      /* OUT and --prob name folders */
+    gboolean several;      /* OUT, --prob, --overlay and --uncertainty name folders */
 } predict_options;
 
 static gboolean on_threshold(const char *name, const char *value, gpointer data,
@@ -235,7 +247,20 @@ static GOptionContext *predict_context(predict_options *o) {
          "float32 NumPy array (K,S,S); a directory when there are several images",
          "FILE.npy"},
         {"all-outputs", 0, 0, G_OPTION_ARG_NONE, &o->all_outputs,
-         "With --prob: all four outputs (mask, fg, bg, uncertainty), K = 4", NULL},
+         "With --prob: all four outputs (mask, fg, bg, and the raw uncertainty of the "
+         "network's SID branch), K = 4", NULL},
+        {"tta", 0, 0, G_OPTION_ARG_NONE, &o->tta, TTA_HELP, NULL},
+        {"json", 0, 0, G_OPTION_ARG_FILENAME, &o->json_path,
+         "Also write the results as JSON: per image the input, the mask, its size, the marked "
+         "share of the frame, whether anything was found, the uncertainty's mean and maximum",
+         "FILE"},
+        {"overlay", 0, 0, G_OPTION_ARG_FILENAME, &o->overlay,
+         "Also write the image with the mask's outline drawn on it (green, 2 px) as PNG, for "
+         "review; a directory when there are several images", "OUT"},
+        {"uncertainty", 0, 0, G_OPTION_ARG_FILENAME, &o->uncertainty,
+         "Also write the uncertainty at the image's size as an 8-bit gray PNG: the binary "
+         "entropy of the mask probability, black 0 (sure) to white 1 (probability 0.5); a "
+         "directory when there are several images", "OUT"},
         {"threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "CPU threads (default: all cores)", "N"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &o->device, DEVICE_HELP, "DEVICE"},
         {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision, PRECISION_HELP, "P"},
@@ -246,10 +271,11 @@ static GOptionContext *predict_context(predict_options *o) {
         "network's output (SxS, S the size the weights were trained at: 256 for the paper's,\n"
         "128 for the default model) resized back and thresholded, and prints a line per image.\n"
         "A folder stands for the images in it (JPEG, PNG, BMP, TIFF, by name). Reads JPEG,\n"
-        "PNG, BMP and TIFF.\n\n"
+        "PNG, BMP and TIFF. The line says how much of the frame is marked, or \"no polyp\n"
+        "found\" when nothing is.\n\n"
         "Examples:\n"
         "  condseg predict -o mask.png polyp.jpg\n"
-        "  condseg predict -o masks/ images/\n");
+        "  condseg predict -o masks/ --overlay review/ --json results.json images/\n");
 }
 
 static gboolean is_image_name(const char *name) {
@@ -297,6 +323,21 @@ static int expand_inputs(int n, char **args, predict_options *o) {
     return 0;
 }
 
+/* --json FILE must be writable before any image is: a folder that exists, and FILE not a
+ * folder. Returns 0 or 1, having said why. */
+static int check_json_path(const char *path) {
+    char *dir = g_path_get_dirname(path);
+    const char *problem = g_file_test(path, G_FILE_TEST_IS_DIR) ? "is a folder, not a file"
+                          : !g_file_test(dir, G_FILE_TEST_IS_DIR) ? "its folder does not exist"
+                          : access(dir, W_OK) != 0               ? "its folder is not writable"
+                                                                 : NULL;
+    if (problem)
+        fprintf(stderr, "%s: --json '%s': %s (%s); nothing was written\n", program, path,
+                problem, dir);
+    g_free(dir);
+    return problem ? 1 : 0;
+}
+
 static int parse_predict(int argc, char **argv, predict_options *o) {
     const int status = parse_and_free(predict_context(o), &argc, &argv);
     if (status) return status;
@@ -310,18 +351,41 @@ static int parse_predict(int argc, char **argv, predict_options *o) {
     if (!o->weights)
         return usage_error("predict: no --weights FILE given, and no default model is "
                            "installed (set CONDSEG_WEIGHTS or run ./install.sh)");
+    if (o->json_path && check_json_path(o->json_path)) return 1;
     return expand_inputs(argc - 1, argv + 1, o);
 }
 
-/* Where the mask (or .npy) of `input` goes: OUT itself for one input unless OUT is a
- * directory; OUT/<stem>.<ext> for several inputs; <stem>.mask.<ext> when no OUT. */
-static char *output_path(const char *out, gboolean out_is_dir, const char *input,
-                         const char *ext, const char *default_suffix) {
+/* The files predict writes per image: the mask always, the others when asked for. */
+typedef enum { FILE_MASK, FILE_PROB, FILE_OVERLAY, FILE_UNCERTAINTY, N_FILES } predict_file;
+
+static const struct {
+    const char *option, *what, *ext, *default_suffix;
+} predict_files[N_FILES] = {
+    [FILE_MASK] = {"--output", "the mask", "png", ".mask"},
+    [FILE_PROB] = {"--prob", "--prob", "npy", ".prob"},
+    [FILE_OVERLAY] = {"--overlay", "--overlay", "png", ".overlay"},
+    [FILE_UNCERTAINTY] = {"--uncertainty", "--uncertainty", "png", ".uncertainty"},
+};
+
+/* The OUT option of a file kind (NULL: not asked for, or for the mask: the default name). */
+static const char *file_target(const predict_options *o, predict_file k) {
+    const char *const targets[N_FILES] = {o->output, o->prob, o->overlay, o->uncertainty};
+    return targets[k];
+}
+
+/* Where file `k` of `input` goes: OUT itself for one input unless OUT is a directory;
+ * OUT/<stem>.<ext> for several inputs; <stem><default suffix>.<ext> when no OUT (the mask).
+ * NULL when the file is not asked for. */
+static char *output_path(const predict_options *o, const gboolean *is_dir, predict_file k,
+                         const char *input) {
+    const char *out = file_target(o, k);
+    if (!out && k != FILE_MASK) return NULL;
     char *stem = file_stem(input);
     char *path;
-    if (!out) path = g_strdup_printf("%s%s.%s", stem, default_suffix, ext);
-    else if (out_is_dir) {
-        char *name = g_strdup_printf("%s.%s", stem, ext);
+    if (!out) path = g_strdup_printf("%s%s.%s", stem, predict_files[k].default_suffix,
+                                     predict_files[k].ext);
+    else if (is_dir[k]) {
+        char *name = g_strdup_printf("%s.%s", stem, predict_files[k].ext);
         path = g_build_filename(out, name, NULL);
         g_free(name);
     } else path = g_strdup(out);
@@ -347,20 +411,20 @@ static char *resolved_path(const char *path) {
     return resolved;
 }
 
-/* Adds what `input` would write (its mask, its .npy) to `outputs` (resolved path -> the
- * input it belongs to); FALSE, with the reason printed, when one is already there. */
-static gboolean claim_outputs(const predict_options *o, gboolean out_is_dir, gboolean prob_is_dir,
-                              const char *input, GHashTable *outputs) {
-    char *paths[2] = {output_path(o->output, out_is_dir, input, "png", ".mask"),
-                      o->prob ? output_path(o->prob, prob_is_dir, input, "npy", ".prob") : NULL};
+/* Adds what `input` would write to `outputs` (resolved path -> the input it belongs to);
+ * FALSE, with the reason printed, when one is already there. */
+static gboolean claim_outputs(const predict_options *o, const gboolean *is_dir, const char *input,
+                              GHashTable *outputs) {
     gboolean ok = TRUE;
-    for (int k = 0; k < 2 && ok && paths[k]; k++) {
-        char *key = resolved_path(paths[k]);
+    for (int k = 0; k < N_FILES && ok; k++) {
+        char *path = output_path(o, is_dir, k, input);
+        if (!path) continue;
+        char *key = resolved_path(path);
         const char *owner = g_hash_table_lookup(outputs, key);
         if (owner) {
             fprintf(stderr, "%s: %s '%s' for '%s' would overwrite %s '%s': nothing was written "
-                            "(give the images different names, or another -o / --prob)\n",
-                    program, k ? "--prob" : "the mask", paths[k], input,
+                            "(give the images different names, or other output options)\n",
+                    program, predict_files[k].what, path, input,
                     g_str_has_prefix(owner, "input:") ? "the input image" : "the output of",
                     strchr(owner, ':') + 1);
             ok = FALSE;
@@ -368,46 +432,64 @@ static gboolean claim_outputs(const predict_options *o, gboolean out_is_dir, gbo
         } else {
             g_hash_table_insert(outputs, key, g_strconcat("output:", input, NULL));
         }
+        g_free(path);
     }
-    g_free(paths[0]);
-    g_free(paths[1]);
     return ok;
+}
+
+/* Whether each file kind's OUT names a folder: several inputs, or an existing folder. */
+static void decide_output_dirs(const predict_options *o, gboolean *is_dir) {
+    for (int k = 0; k < N_FILES; k++) {
+        const char *out = file_target(o, k);
+        is_dir[k] = out && (o->several || g_file_test(out, G_FILE_TEST_IS_DIR));
+    }
 }
 
 /* Refuses, before anything is written, an output that would replace an input image
  * (`-o x.jpg x.jpg`) or another image's output (`d1/x.jpg d2/x.jpg -o out`): silent
  * data loss otherwise. Returns EXIT_USAGE after printing why, or 0. */
-static int refuse_colliding_outputs(const predict_options *o) {
-    /* the folder decision prepare_output_dir makes, without creating anything yet */
-    const gboolean out_is_dir = o->output && (o->several || g_file_test(o->output, G_FILE_TEST_IS_DIR));
-    const gboolean prob_is_dir = o->prob && (o->several || g_file_test(o->prob, G_FILE_TEST_IS_DIR));
+static int refuse_colliding_outputs(const predict_options *o, const gboolean *is_dir) {
     const int n_inputs = (int)o->inputs->len;
     char **inputs = (char **)o->inputs->pdata;
     GHashTable *outputs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     for (int i = 0; i < n_inputs; i++)
         g_hash_table_insert(outputs, resolved_path(inputs[i]), g_strconcat("input:", inputs[i], NULL));
     gboolean ok = TRUE;
-    for (int i = 0; i < n_inputs && ok; i++)
-        ok = claim_outputs(o, out_is_dir, prob_is_dir, inputs[i], outputs);
+    if (o->json_path) {   /* --json is one more output, of no image */
+        char *key = resolved_path(o->json_path);
+        const char *owner = g_hash_table_lookup(outputs, key);
+        if (owner) {
+            fprintf(stderr, "%s: --json '%s' would overwrite the input image '%s': nothing was "
+                            "written\n", program, o->json_path, strchr(owner, ':') + 1);
+            ok = FALSE;
+            g_free(key);
+        } else {
+            g_hash_table_insert(outputs, key, g_strdup("output:--json"));
+        }
+    }
+    for (int i = 0; i < n_inputs && ok; i++) ok = claim_outputs(o, is_dir, inputs[i], outputs);
     g_hash_table_destroy(outputs);
     return ok ? 0 : EXIT_USAGE;
 }
 
-/* An output that names a directory: several inputs, or an existing directory. */
-static gboolean prepare_output_dir(const char *out, gboolean several, gboolean *is_dir,
-                                   const char *option) {
-    *is_dir = FALSE;
-    if (!out) return TRUE;
-    if (several || g_file_test(out, G_FILE_TEST_IS_DIR)) {
-        *is_dir = TRUE;
-        if (g_mkdir_with_parents(out, 0755) != 0) {
-            fprintf(stderr, "%s: %s '%s': cannot create the directory: %s\n", program, option,
-                    out, g_strerror(errno));
-            return FALSE;
-        }
+/* Creates the folders the outputs go into. */
+static gboolean prepare_output_dirs(const predict_options *o, const gboolean *is_dir) {
+    for (int k = 0; k < N_FILES; k++) {
+        if (!is_dir[k] || g_mkdir_with_parents(file_target(o, k), 0755) == 0) continue;
+        fprintf(stderr, "%s: %s '%s': cannot create the directory: %s\n", program,
+                predict_files[k].option, file_target(o, k), g_strerror(errno));
+        return FALSE;
     }
     return TRUE;
 }
+
+/* What a user judges a result by. */
+typedef struct {
+    double marked;              /* share of the frame's pixels in the mask */
+    float prob_max;             /* highest mask probability (at the image's size) */
+    double uncertainty_mean;    /* of cs_prob_to_uncertainty over the frame */
+    float uncertainty_max;
+} predict_summary;
 
 /* One image on its way through the pipeline. */
 typedef struct {
@@ -421,10 +503,11 @@ typedef struct {
 typedef struct {
     const predict_options *o;
     cs_model *model;
-    gboolean out_is_dir, prob_is_dir;
+    gboolean is_dir[N_FILES];
     unsigned outputs;
     int k, size;          /* K outputs of S x S */
     int stored, failed;   /* items through the writer, of which failed */
+    JsonBuilder *json;    /* --json: the "images" array being filled, or NULL */
 } predict_run;
 
 static void predict_load(void *item, void *data) {
@@ -442,48 +525,201 @@ static void predict_compute(void *item, void *data) {
         g_clear_pointer(&it->prob, g_free);
 }
 
-/* The mask at the image's size and --prob's array; the fraction of foreground pixels. */
-static gboolean write_outputs(const predict_run *r, const predict_item *it,
-                              const char *mask_path, double *foreground, GError **error) {
-    cs_image *mask = cs_image_new(it->image->width, it->image->height, 1);
-    cs_prob_to_mask(it->prob, r->size, r->size, (float)r->o->threshold, mask);
-    const size_t n = (size_t)mask->width * mask->height;
+/* The uncertainty at the image's size, as 8-bit gray: round(255 u). */
+static gboolean write_uncertainty(const float *uncertainty, int width, int height,
+                                  const char *path, GError **error) {
+    cs_image *gray = cs_image_new(width, height, 1);
+    for (size_t i = 0; i < (size_t)width * height; i++)
+        gray->data[i] = (uint8_t)(255.0f * uncertainty[i] + 0.5f);
+    const gboolean ok = cs_image_save_png(gray, path, error);
+    cs_image_free(gray);
+    return ok;
+}
+
+static gboolean write_overlay(const cs_image *image, const cs_image *mask, const char *path,
+                              GError **error) {
+    static const uint8_t colour[3] = OVERLAY_OUTLINE_BGR;
+    cs_image *overlay = cs_image_new(image->width, image->height, 3);
+    memcpy(overlay->data, image->data, (size_t)image->width * image->height * 3);
+    overlay_draw_outline(overlay, mask, OVERLAY_OUTLINE_WIDTH, colour);
+    const gboolean ok = cs_image_save_png(overlay, path, error);
+    cs_image_free(overlay);
+    return ok;
+}
+
+/* The mask (and the uncertainty, when asked for) from the probability at the image's size;
+ * fills the summary. */
+static gboolean write_maps(const predict_run *r, const predict_item *it, char *const *paths,
+                           predict_summary *summary, GError **error) {
+    const int w = it->image->width, h = it->image->height;
+    const size_t n = (size_t)w * h;
+    float *prob = g_new(float, n);
+    cs_resize_linear_f32(it->prob, r->size, r->size, prob, w, h);
+    cs_image *mask = cs_image_new(w, h, 1);
+    cs_prob_to_mask(prob, w, h, (float)r->o->threshold, mask);
     size_t on = 0;
-    for (size_t i = 0; i < n; i++) on += mask->data[i] != 0;
-    *foreground = n ? (double)on / (double)n : 0;
-    gboolean ok = cs_image_save_png(mask, mask_path, error);
+    summary->prob_max = 0;
+    for (size_t i = 0; i < n; i++) {
+        on += mask->data[i] != 0;
+        summary->prob_max = MAX(summary->prob_max, prob[i]);
+    }
+    summary->marked = n ? (double)on / (double)n : 0;
+    gboolean ok = cs_image_save_png(mask, paths[FILE_MASK], error);
+    if (ok && paths[FILE_OVERLAY]) ok = write_overlay(it->image, mask, paths[FILE_OVERLAY], error);
+    if (ok && (r->json || paths[FILE_UNCERTAINTY])) {
+        cs_prob_to_uncertainty(prob, n, prob);   /* in place: the probability is done with */
+        double sum = 0;
+        summary->uncertainty_max = 0;
+        for (size_t i = 0; i < n; i++) {
+            sum += prob[i];
+            summary->uncertainty_max = MAX(summary->uncertainty_max, prob[i]);
+        }
+        summary->uncertainty_mean = n ? sum / (double)n : 0;
+        if (paths[FILE_UNCERTAINTY])
+            ok = write_uncertainty(prob, w, h, paths[FILE_UNCERTAINTY], error);
+    }
     cs_image_free(mask);
-    if (ok && r->o->prob) {
-        char *npy_path = output_path(r->o->prob, r->prob_is_dir, it->input, "npy", ".prob");
+    g_free(prob);
+    return ok;
+}
+
+/* Every file of one image; fills the summary. */
+static gboolean write_outputs(const predict_run *r, const predict_item *it, char *const *paths,
+                              predict_summary *summary, GError **error) {
+    gboolean ok = write_maps(r, it, paths, summary, error);
+    if (ok && paths[FILE_PROB]) {
         const int64_t shape[3] = {r->k, r->size, r->size};
-        ok = cs_write_npy_f32(npy_path, it->prob, 3, shape, error);
-        g_free(npy_path);
+        ok = cs_write_npy_f32(paths[FILE_PROB], it->prob, 3, shape, error);
     }
     return ok;
+}
+
+/* "12.3%", with more digits for a sliver, so that a marked area never reads as 0. */
+static char *percent_text(double fraction) {
+    const double percent = 100 * fraction;
+    return percent > 0 && percent < 0.1 ? g_strdup_printf("%.3f%%", percent)
+                                        : g_strdup_printf("%.1f%%", percent);
+}
+
+static void json_member_string(JsonBuilder *b, const char *name, const char *value) {
+    json_builder_set_member_name(b, name);
+    if (value) json_builder_add_string_value(b, value);
+    else json_builder_add_null_value(b);
+}
+
+static void json_member_double(JsonBuilder *b, const char *name, double value) {
+    json_builder_set_member_name(b, name);
+    json_builder_add_double_value(b, value);
+}
+
+/* One image's entry of --json. */
+static void add_json_image(JsonBuilder *b, const predict_item *it, char *const *paths,
+                           const predict_summary *s) {
+    json_builder_begin_object(b);
+    json_member_string(b, "input", it->input);
+    json_member_string(b, "output", paths[FILE_MASK]);
+    json_member_string(b, "overlay", paths[FILE_OVERLAY]);
+    json_member_string(b, "uncertainty_map", paths[FILE_UNCERTAINTY]);
+    json_member_string(b, "prob", paths[FILE_PROB]);
+    json_builder_set_member_name(b, "width");
+    json_builder_add_int_value(b, it->image->width);
+    json_builder_set_member_name(b, "height");
+    json_builder_add_int_value(b, it->image->height);
+    json_member_double(b, "area_fraction", s->marked);
+    json_builder_set_member_name(b, "found");
+    json_builder_add_boolean_value(b, s->marked > 0);
+    json_member_double(b, "max_probability", s->prob_max);
+    json_builder_set_member_name(b, "uncertainty");
+    json_builder_begin_object(b);
+    json_member_double(b, "mean", s->uncertainty_mean);
+    json_member_double(b, "max", s->uncertainty_max);
+    json_builder_end_object(b);
+    json_builder_end_object(b);
+}
+
+/* The line of one image: its marked share, or that nothing was found. */
+static void print_result(const predict_run *r, const predict_item *it, const char *mask_path,
+                         const predict_summary *s) {
+    const int n = (int)r->o->inputs->len;
+    if (n > 1) printf("[%d/%d] ", r->stored, n);
+    printf("%s -> %s (%dx%d): ", it->input, mask_path, it->image->width, it->image->height);
+    if (s->marked > 0) {
+        char *percent = percent_text(s->marked);
+        printf("%s of the frame marked\n", percent);
+        g_free(percent);
+    } else {
+        printf("no polyp found (highest probability %.2f, threshold %.2f)\n", s->prob_max,
+               r->o->threshold);
+    }
+    fflush(stdout);
 }
 
 /* The writer: the outputs and a line per image ("[i/n] IMAGE -> MASK ..." for several). */
 static void predict_store(void *item, void *data) {
     predict_run *r = data;
     predict_item *it = item;
-    const int n = (int)r->o->inputs->len;
     r->stored++;
-    char *mask_path = output_path(r->o->output, r->out_is_dir, it->input, "png", ".mask");
-    double foreground = 0;
-    if (!it->error) write_outputs(r, it, mask_path, &foreground, &it->error);
+    char *paths[N_FILES];
+    for (int k = 0; k < N_FILES; k++) paths[k] = output_path(r->o, r->is_dir, k, it->input);
+    predict_summary summary = {0};
+    if (!it->error) write_outputs(r, it, paths, &summary, &it->error);
     if (it->error) {
         r->failed++;
         fprintf(stderr, "%s: %s\n", program, it->error->message);
         g_clear_error(&it->error);
     } else {
-        if (n > 1) printf("[%d/%d] ", r->stored, n);
-        printf("%s -> %s (%dx%d, %.1f%% foreground)\n", it->input, mask_path, it->image->width,
-               it->image->height, 100 * foreground);
-        fflush(stdout);
+        print_result(r, it, paths[FILE_MASK], &summary);
+        if (r->json) add_json_image(r->json, it, paths, &summary);
     }
-    g_free(mask_path);
+    for (int k = 0; k < N_FILES; k++) g_free(paths[k]);
     g_clear_pointer(&it->prob, g_free);
     g_clear_pointer(&it->image, cs_image_free);
+}
+
+/* Writes `b`'s document to `path` atomically (g_file_set_contents: a temporary file,
+ * renamed). Returns 0 or 1, having said why. */
+static int write_json_file(JsonBuilder *b, const char *path) {
+    JsonGenerator *gen = json_generator_new();
+    JsonNode *root = json_builder_get_root(b);
+    json_generator_set_root(gen, root);
+    json_generator_set_pretty(gen, TRUE);
+    gsize len;
+    char *text = json_generator_to_data(gen, &len);
+    GError *error = NULL;
+    int status = 0;
+    if (!g_file_set_contents(path, text, (gssize)len, &error)) {
+        fprintf(stderr, "%s: --json: %s\n", program, error->message);
+        g_error_free(error);
+        status = 1;
+    }
+    g_free(text);
+    json_node_unref(root);
+    g_object_unref(gen);
+    return status;
+}
+
+/* --json's document: the settings, then the images array that predict_store fills. */
+static JsonBuilder *begin_predict_json(const predict_run *r) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_member_string(b, "weights", r->o->weights);
+    json_member_double(b, "threshold", r->o->threshold);
+    json_builder_set_member_name(b, "tta_views");
+    json_builder_add_int_value(b, cs_tta_views(cs_model_tta(r->model)));
+    json_builder_set_member_name(b, "images");
+    json_builder_begin_array(b);
+    return b;
+}
+
+static int end_predict_json(const predict_run *r, int n, double seconds) {
+    json_builder_end_array(r->json);
+    json_builder_set_member_name(r->json, "count");
+    json_builder_add_int_value(r->json, n);
+    json_builder_set_member_name(r->json, "failed");
+    json_builder_add_int_value(r->json, r->failed);
+    json_member_double(r->json, "seconds", seconds);
+    json_builder_end_object(r->json);
+    return write_json_file(r->json, r->o->json_path);
 }
 
 /* Every input through the pipeline; for several, a closing line with the rate. */
@@ -495,6 +731,7 @@ static int predict_all(predict_run *r) {
         items[i].input = g_ptr_array_index(r->o->inputs, i);
         pointers[i] = &items[i];
     }
+    if (r->o->json_path) r->json = begin_predict_json(r);
     cli_pipeline stages = {predict_load, predict_compute, predict_store, r, {0}};
     const gint64 start = g_get_monotonic_time();
     cli_pipeline_run(&stages, pointers, n, 4);
@@ -504,18 +741,22 @@ static int predict_all(predict_run *r) {
                "%.1f s, writing %.1f s, side by side)%s\n", n - r->failed, n, seconds,
                n / seconds, stages.busy[0], stages.busy[1], stages.busy[2],
                r->failed ? "; the others failed, see above" : "");
+    int status = r->failed ? 1 : 0;
+    if (r->json) {
+        if (end_predict_json(r, n, seconds)) status = 1;
+        g_object_unref(r->json);
+    }
     g_free(pointers);
     g_free(items);
-    return r->failed ? 1 : 0;
+    return status;
 }
 
 static int run_predict(const predict_options *o) {
     predict_run r = {.o = o};
-    const int refused = refuse_colliding_outputs(o);
+    decide_output_dirs(o, r.is_dir);
+    const int refused = refuse_colliding_outputs(o, r.is_dir);
     if (refused) return refused;
-    if (!prepare_output_dir(o->output, o->several, &r.out_is_dir, "--output") ||
-        !prepare_output_dir(o->prob, o->several, &r.prob_is_dir, "--prob"))
-        return 1;
+    if (!prepare_output_dirs(o, r.is_dir)) return 1;
     cs_set_num_threads(o->threads);
     int status;
     if (!(r.model = load_model(o->weights, o->device, o->precision, &status))) return status;
@@ -525,6 +766,7 @@ static int run_predict(const predict_options *o) {
         status = usage_error("--all-outputs: '%s' is a stage-1 network, which has one output",
                              o->weights);
     } else {
+        apply_tta(r.model, o->tta);
         r.outputs = o->all_outputs ? CS_OUT_ALL : CS_OUT_MASK;
         r.k = o->all_outputs ? 4 : 1;
         r.size = cs_model_input_size(r.model);
@@ -539,6 +781,7 @@ static int cmd_predict(int argc, char **argv) {
     int status = parse_predict(argc, argv, &o);
     if (!status) status = run_predict(&o);
     g_free(o.weights), g_free(o.output), g_free(o.prob), g_free(o.device), g_free(o.precision);
+    g_free(o.json_path), g_free(o.overlay), g_free(o.uncertainty);
     if (o.inputs) g_ptr_array_free(o.inputs, TRUE);
     return status;
 }
@@ -838,7 +1081,7 @@ static int cmd_train(int argc, char **argv) {
 
 typedef struct {
     char *weights, *data, *split, *masks, *json_path, *prob_dir, *device, *precision;
-    gboolean verbose;
+    gboolean verbose, tta;
     int threads;
 } eval_options;
 
@@ -866,6 +1109,7 @@ static GOptionContext *eval_context(eval_options *o) {
         {"json", 0, 0, G_OPTION_ARG_FILENAME, &o->json_path,
          "Write the metrics (mean and per image) as JSON", "FILE"},
         {"verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose, "Print each image's IoU and Dice", NULL},
+        {"tta", 0, 0, G_OPTION_ARG_NONE, &o->tta, TTA_HELP, NULL},
         {"threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "CPU threads (default: all cores)", "N"},
         {"device", 0, 0, G_OPTION_ARG_STRING, &o->device, DEVICE_HELP, "DEVICE"},
         {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision, PRECISION_HELP, "P"},
@@ -962,24 +1206,7 @@ static int write_eval_json(const eval_options *o, JsonBuilder *b, const cs_eval_
     json_builder_end_object(b);
     add_false_alarms(b, s);
     json_builder_end_object(b);
-    JsonGenerator *gen = json_generator_new();
-    JsonNode *root = json_builder_get_root(b);
-    json_generator_set_root(gen, root);
-    json_generator_set_pretty(gen, TRUE);
-    gsize len;
-    char *text = json_generator_to_data(gen, &len);
-    GError *error = NULL;
-    int status = 0;
-    /* g_file_set_contents writes a temporary file and renames it. */
-    if (!g_file_set_contents(o->json_path, text, (gssize)len, &error)) {
-        fprintf(stderr, "%s: --json: %s\n", program, error->message);
-        g_error_free(error);
-        status = 1;
-    }
-    g_free(text);
-    json_node_unref(root);
-    g_object_unref(gen);
-    return status;
+    return write_json_file(b, o->json_path);
 }
 
 /* Evaluates, with the per-image work of on_eval_image; fills *summary. */
@@ -1010,12 +1237,14 @@ static int run_eval(const eval_options *o) {
     int status;
     cs_model *model = load_model(o->weights, o->device, o->precision, &status);
     if (!model) return status;
+    apply_tta(model, o->tta);
     eval_display display = {0};
     cs_eval_summary summary = {0};
     status = evaluate(o, model, &display, &summary);
     if (status == 0 || display.failed) {
         const cs_metrics *mean = &summary.mean;
-        printf("%s on %s (%s, %d images)\n", o->weights, o->data, o->split, summary.n_images);
+        printf("%s on %s (%s, %d images%s)\n", o->weights, o->data, o->split, summary.n_images,
+               o->tta ? ", test-time augmentation" : "");
         printf("  mIoU %.4f  mDSC %.4f  recall %.4f  precision %.4f  accuracy %.4f  F2 %.4f\n",
                mean->jaccard, mean->dice, mean->recall, mean->precision, mean->accuracy, mean->f2);
         if (summary.n_empty_masks)

@@ -93,7 +93,7 @@
 ;   "offset"        the layer moved to (7, 5) first
 ;   "existing-mask" the layer given a black mask first (the plug-in must overwrite it)
 ;   "save-decoded"  the loaded pixels also written to `decoded` (what GIMP decoded)
-(define (cs-case name path weights threshold output device precision prepare out decoded)
+(define (cs-case name path weights threshold output device precision tta prepare out decoded)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image))))
     (cond ((equal? prepare "float-linear")
@@ -107,7 +107,7 @@
            (outcome (cs-try (lambda ()
                               (plug-in-condseg RUN-NONINTERACTIVE image layer weights
                                                threshold output (cs-device device)
-                                               (cs-precision precision)))))
+                                               (cs-precision precision) tta))))
            (returned (and (car outcome) (car (cdr outcome)))))
       (cs-report-error name outcome)
       (if (not returned)
@@ -135,7 +135,7 @@
 ; A run that must fail and leave the image as it was. `target` is "layer" (the active
 ; layer) or "channel" (a new channel, which has no layer mask to take the result). The
 ; layer's pixels are written before the call to `before` and after it to `after`.
-(define (cs-error-case name path weights threshold output device precision target before
+(define (cs-error-case name path weights threshold output device precision tta target before
                        after)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image)))
@@ -153,7 +153,7 @@
            (outcome (cs-try (lambda ()
                               (plug-in-condseg RUN-NONINTERACTIVE image drawable weights
                                                threshold output (cs-device device)
-                                               (cs-precision precision))))))
+                                               (cs-precision precision) tta)))))
       (cs-save image layer after)
       (cs-report-error name outcome)
       (cs-report name " status=" (if (car outcome) "success" "error")
@@ -163,7 +163,7 @@
 
 ; A run that must succeed without marking anything: `expect-unchanged` for the mask
 ; outputs (the image must be left exactly as it was), else a map layer must be added.
-(define (cs-empty-case name path weights threshold output device precision)
+(define (cs-empty-case name path weights threshold output device precision tta)
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image)))
          (state-before (cs-state image layer))
@@ -171,7 +171,7 @@
          (outcome (cs-try (lambda ()
                             (plug-in-condseg RUN-NONINTERACTIVE image layer weights
                                              threshold output (cs-device device)
-                                               (cs-precision precision))))))
+                                               (cs-precision precision) tta)))))
     (cs-report-error name outcome)
     (if (car outcome)
         (let ((values (cdr outcome)))
@@ -194,7 +194,7 @@
   (let* ((image (cs-load path))
          (layer (car (gimp-image-get-active-layer image)))
          (outcome (cs-try (lambda ()
-                            (plug-in-condseg RUN-WITH-LAST-VALS image layer "" 0.0 0 0 0)))))
+                            (plug-in-condseg RUN-WITH-LAST-VALS image layer "" 0.0 0 0 0 0)))))
     (cs-report-error name outcome)
     (if (car outcome)
         (let ((written (cond ((= output 0) (car (gimp-layer-get-mask layer)))

@@ -9,7 +9,8 @@
 (script-fu-use-v3)
 
 (define cs-output-nicks
-  (vector "layer-mask" "selection" "probability-layer" "uncertainty-layer"))
+  (vector "layer-mask" "selection" "probability-layer" "uncertainty-layer"
+          "sid-uncertainty-layer"))
 
 (define (cs-report . parts)
   (gimp-message (apply string-append "CS-RESULT " parts)))
@@ -108,8 +109,15 @@
 ; nick and refuses an unknown one, while a keyword call's unknown nick only draws a GLib
 ; warning from Script-Fu and leaves the default.
 ; The precision likewise: left out when "", else passed by position (after the device).
-(define (cs-run image drawable weights threshold output device precision)
-  (cond ((and (equal? device "") (equal? precision ""))
+; Test-time augmentation (`tta` 1) goes last by position, after the device and precision
+; (their defaults when ""); 0 leaves it out, as scripts written before it do.
+(define (cs-run image drawable weights threshold output device precision tta)
+  (cond ((= tta 1)
+         (plug-in-condseg RUN-NONINTERACTIVE image (vector drawable) weights threshold
+                          (vector-ref cs-output-nicks output)
+                          (if (equal? device "") "auto" device)
+                          (if (equal? precision "") "fp32" precision) #t))
+        ((and (equal? device "") (equal? precision ""))
          (plug-in-condseg #:run-mode RUN-NONINTERACTIVE #:image image
                           #:drawables (vector drawable) #:weights weights
                           #:threshold threshold #:output (vector-ref cs-output-nicks output)))
@@ -122,7 +130,7 @@
                           (if (equal? device "") "auto" device) precision))))
 
 ; A run that must succeed; `prepare` as in gimp2_cases.scm.
-(define (cs-case name path weights threshold output device precision prepare out decoded)
+(define (cs-case name path weights threshold output device precision tta prepare out decoded)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image)))
     (cond ((equal? prepare "float-linear")
@@ -133,7 +141,7 @@
           ((equal? prepare "save-decoded") (cs-save image layer decoded)))
     (let* ((layers-before (cs-layer-count image))
            (channels-before (cs-channel-count image))
-           (outcome (cs-try (lambda () (cs-run image layer weights threshold output device precision))))
+           (outcome (cs-try (lambda () (cs-run image layer weights threshold output device precision tta))))
            (returned (and (car outcome) (car (cdr outcome)))))
       (cs-report-error name outcome)
       (if (not returned)
@@ -160,7 +168,7 @@
     (gimp-image-delete image)))
 
 ; A run that must fail and leave the image as it was (see gimp2_cases.scm).
-(define (cs-error-case name path weights threshold output device precision target before
+(define (cs-error-case name path weights threshold output device precision tta target before
                        after)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image))
@@ -175,7 +183,7 @@
                        layer)))
     (cs-save image layer before)
     (let* ((state-before (cs-state image layer))
-           (outcome (cs-try (lambda () (cs-run image drawable weights threshold output device precision)))))
+           (outcome (cs-try (lambda () (cs-run image drawable weights threshold output device precision tta)))))
       (cs-save image layer after)
       (cs-report-error name outcome)
       (cs-report name " status=" (if (car outcome) "success" "error")
@@ -184,12 +192,12 @@
     (gimp-image-delete image)))
 
 ; A run that must succeed without marking anything (see gimp2_cases.scm).
-(define (cs-empty-case name path weights threshold output device precision)
+(define (cs-empty-case name path weights threshold output device precision tta)
   (let* ((image (cs-load path))
          (layer (cs-active-layer image))
          (state-before (cs-state image layer))
          (layers-before (cs-layer-count image))
-         (outcome (cs-try (lambda () (cs-run image layer weights threshold output device precision)))))
+         (outcome (cs-try (lambda () (cs-run image layer weights threshold output device precision tta)))))
     (cs-report-error name outcome)
     (if (car outcome)
         (let ((values (cdr outcome)))

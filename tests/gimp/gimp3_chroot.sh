@@ -126,8 +126,17 @@ say "chroot ready: $root, $(chroot "$root" gimp-console-3.0 --version) ($(elapse
 # ---- 2. install.sh inside ----------------------------------------------------------------
 # A fresh copy of the source tree beside the build/ folder of the last run (tar keeps the
 # mtimes, so the build stays incremental); the checkout's build folders and .git stay out.
+# The build folder is kept only when the last build in it was this checkout's (the stamp
+# names the checkout and nothing in the folder is newer than it): another checkout's
+# objects can be newer than this one's sources, and make would keep them.
 mkdir -p "$root/opt/condseg-src"
 find "$root/opt/condseg-src" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
+build="$root/opt/condseg-src/build" stamp="$root/opt/condseg-src/build/.condseg-checkout"
+if [ -d "$build" ] && { [ "$(cat "$stamp" 2> /dev/null)" != "$src" ] ||
+                        [ -n "$(find "$build" -newer "$stamp" -name '*.o' -print -quit)" ]; }; then
+  say "the chroot's build folder is another checkout's: building from scratch"
+  rm -rf "$build"
+fi
 tar -C "$src" --exclude=./.git --exclude='./build*' -cf - . | tar -C "$root/opt/condseg-src" -xf -
 mount_system "$root"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
@@ -135,6 +144,7 @@ say "running install.sh in the chroot ($(elapsed))"
 chroot "$root" /opt/condseg-src/install.sh > "$root.install.log" 2>&1 ||
   { tail -30 "$root.install.log"; fail "install.sh in the chroot failed (log: $root.install.log)"; }
 sed 's/^/  /' "$root.install.log"
+echo "$src" > "$stamp"
 plugin=/opt/condseg-src/build/plugin/gimp-3.0/condseg
 [ -x "$root$plugin" ] || fail "install.sh built no GIMP 3 plug-in (see $root.install.log)"
 

@@ -31,9 +31,12 @@ import zlib
 import cv2
 import numpy as np
 
-OUTPUTS = ["layer-mask", "selection", "probability-layer", "uncertainty-layer"]
-# Plane of `condseg predict --prob --all-outputs` holding each map output.
-NPY_PLANE = {"probability-layer": 0, "uncertainty-layer": 3}
+OUTPUTS = ["layer-mask", "selection", "probability-layer", "uncertainty-layer",
+           "sid-uncertainty-layer"]
+# Plane of `condseg predict --prob --all-outputs` each map output is made from (the
+# uncertainty layer: the binary entropy of the mask probability).
+NPY_PLANE = {"probability-layer": 0, "uncertainty-layer": 0, "sid-uncertainty-layer": 3}
+MAP_OUTPUTS = tuple(NPY_PLANE)
 OFFSET = (7, 5)   # where the "offset" cases move the layer (gimp2_cases.scm)
 
 
@@ -92,8 +95,10 @@ def make_images(kvasir, indir):
 # ---- condseg predict --------------------------------------------------------------------
 
 def condseg_predict(condseg, weights, image, threshold, mask, npy=None, device=None,
-                    precision=None):
+                    precision=None, tta=False):
     cmd = shlex.split(condseg) + ["predict", "-w", weights, "-t", threshold, "-o", mask]
+    if tta:
+        cmd += ["--tta"]
     if npy:
         cmd += ["--prob", npy, "--all-outputs"]
     if device:
@@ -119,6 +124,13 @@ def cuda_failure(condseg, weights, image, mask):
 
 def median_threshold(npy):
     return "%.4f" % float(np.median(np.load(npy)[0]))
+
+
+def entropy_bits(p):
+    """The uncertainty layer's values: -(p log2 p + (1 - p) log2(1 - p)), 0 at p = 0 and 1."""
+    p = np.clip(p.astype(np.float64), 0, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -(np.where(p > 0, p * np.log2(p), 0) + np.where(p < 1, (1 - p) * np.log2(1 - p), 0))
 
 
 # ---- prepare ---------------------------------------------------------------------------
@@ -158,16 +170,25 @@ def prepare(args):
     # `device` "" leaves the plug-in's device argument out (GIMP 3) or passes automatic, the
     # default (GIMP 2.10, whose Script-Fu needs every argument).
     def case(name, kind, output, prepare="plain", decoded="", weights=args.full, device="",
-             ref_mask=None, precision=""):
+             ref_mask=None, precision="", tta=0, ref_npy=None):
         cases.append({"name": name, "type": "run", "kind": kind, "output": output,
                       "prepare": prepare, "threshold": refs[kind]["threshold"],
                       "weights": weights, "out": os.path.join(work, "out", name + ".png"),
                       "decoded": decoded, "device": device, "ref_mask": ref_mask,
-                      "precision": precision})
+                      "precision": precision, "tta": tta, "ref_npy": ref_npy})
 
     for kind in ("rgb8", "rgba16", "gray8"):
-        for output in OUTPUTS:
+        for output in OUTPUTS[:4]:
             case(f"{kind}-{output}", kind, output)
+    case("rgb8-sid-uncertainty-layer", "rgb8", "sid-uncertainty-layer")
+    # Test-time augmentation: the mask and the maps of `condseg predict --tta`.
+    tta_mask = os.path.join(work, "ref", "rgb8.tta.mask.png")
+    tta_npy = os.path.join(work, "ref", "rgb8.tta.npy")
+    condseg_predict(args.condseg, args.full, refs["rgb8"]["image"], refs["rgb8"]["threshold"],
+                    tta_mask, tta_npy, tta=True)
+    case("rgb8-tta-layer-mask", "rgb8", "layer-mask", tta=1, ref_mask=tta_mask)
+    case("rgb8-tta-uncertainty-layer", "rgb8", "uncertainty-layer", tta=1, ref_mask=tta_mask,
+         ref_npy=tta_npy)
     case("rgb8-float-linear-layer-mask", "rgb8", "layer-mask", "float-linear")
     case("rgb8-existing-mask-layer-mask", "rgb8", "layer-mask", "existing-mask")
     case("rgb8-offset-selection", "rgb8", "selection", "offset")
@@ -198,7 +219,7 @@ def prepare(args):
         cases.append({"name": name, "type": "error", "kind": kind, "output": output,
                       "weights": weights, "target": target, "expect": expect,
                       "threshold": threshold or refs[kind]["threshold"], "device": device,
-                      "precision": precision,
+                      "precision": precision, "tta": 0,
                       "before": os.path.join(work, "out", name + ".before.png"),
                       "after": os.path.join(work, "out", name + ".after.png")})
 
@@ -207,7 +228,7 @@ def prepare(args):
     error_case("error-missing-weights", "rgb8", os.path.join(work, "in", "missing.safetensors"),
                "layer-mask", ["cannot use the weights", "for argument 'weights'"])
     error_case("error-invalid-weights", "rgb8", invalid, "selection", ["cannot use the weights"])
-    error_case("error-uncertainty-stage1", "rgb8", args.stage1, "uncertainty-layer",
+    error_case("error-sid-uncertainty-stage1", "rgb8", args.stage1, "sid-uncertainty-layer",
                ["needs full ConDSeg weights"])
     error_case("error-indexed-probability", "indexed", args.full, "probability-layer",
                ["indexed image cannot hold"])
@@ -246,7 +267,7 @@ def prepare(args):
     def empty_case(name, kind, weights, threshold, output):
         cases.append({"name": name, "type": "empty", "kind": kind, "output": output,
                       "weights": weights, "threshold": threshold, "device": "",
-                      "precision": ""})
+                      "precision": "", "tta": 0})
 
     for output in ("layer-mask", "selection", "probability-layer"):
         empty_case(f"empty-{output}", "empty", args.default_model, "0.5", output)
@@ -282,7 +303,8 @@ def prepare(args):
             path = scheme_string(refs[c["kind"]]["image"])
             common = (f'{scheme_string(c["name"])} {path} {scheme_string(c["weights"])} '
                       f'{c["threshold"]} {OUTPUTS.index(c["output"])} '
-                      f'{scheme_string(c["device"])} {scheme_string(c["precision"])}')
+                      f'{scheme_string(c["device"])} {scheme_string(c["precision"])} '
+                      f'{c.get("tta", 0)}')
             if c["type"] == "empty":
                 f.write(f'(cs-empty-case {common})\n')
             elif c["type"] == "last-values":
@@ -388,15 +410,22 @@ def check_run(c, refs, got, error, condseg, work):
         if (got.get("offsets"), got.get("size")) != (src_offsets, src_size):
             fails.append(f"new layer at {got.get('offsets')} size {got.get('size')}, drawable "
                          f"at {src_offsets} size {src_size}")
-        prob = np.load(ref["npy"])[NPY_PLANE[output]]
+        prob = np.load(c.get("ref_npy") or ref["npy"])[NPY_PLANE[output]]
         expected = cv2.resize(prob, (plane.shape[1], plane.shape[0]),
                               interpolation=cv2.INTER_LINEAR).astype(np.float64)
         if output == "uncertainty-layer":
+            # The binary entropy of the probability at the drawable's size, unstretched.
+            expected = entropy_bits(expected)
+            name = c.get("layer_name") or ""
+            if "entropy 0-1" not in name:
+                fails.append(f"the layer name {name!r} does not say it is the entropy")
+            figures.append(f"entropy {expected.min():.3f}-{expected.max():.3f}, name {name!r}")
+        if output == "sid-uncertainty-layer":
             # Stretched from the plane's lowest to its highest value; the range in the name.
             lo, hi = float(prob.min()), float(prob.max())
             expected = np.clip((expected - lo) / (hi - lo), 0, 1)
             name = c.get("layer_name") or ""
-            if f"{lo:.3g}-{hi:.3g}" not in name:
+            if f"SID uncertainty {lo:.3g}-{hi:.3g}" not in name:
                 fails.append(f"the layer name {name!r} does not give the range "
                              f"{lo:.3g}-{hi:.3g}")
             figures.append(f"uncertainty range {lo:.3g}-{hi:.3g} stretched, name {name!r}")
@@ -431,7 +460,11 @@ def check_verdict(c, refs, got, extra, verdict):
         fails.append(f"no warning {warning!r} in the verdict")
     if verdict and not warning and "Warning" in verdict:
         fails.append("a warning in a colour image's verdict")
-    if c["output"] in ("probability-layer", "uncertainty-layer"):
+    said_tta = bool(verdict) and "test-time augmentation (2 runs)" in verdict
+    if said_tta != bool(c.get("tta")):
+        fails.append(f"the verdict {'says' if said_tta else 'does not say'} test-time "
+                     f"augmentation (asked: {bool(c.get('tta'))})")
+    if c["output"] in MAP_OUTPUTS:
         if extra.get("mode-screen") != "1" or abs(float(extra.get("opacity", 0)) - 75) > 1e-6:
             fails.append(f"map layer mode/opacity {extra}: expected Screen, 75")
     figures.append(f"verdict: {verdict}")
