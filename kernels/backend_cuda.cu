@@ -208,7 +208,7 @@ struct DeviceExec {
     }
 
     /* Grown on demand; cudaFree waits for the work that may still use the old block. Out of
-     * memory: NULL, noted for the guarded run (model/graph.c), which ends with
+     * memory: NULL, noted for the guarded run (model/engine/graph.c), which ends with
      * CS_ERROR_MEMORY; the operation asking skips its work. */
     static void *scratch(int slot, size_t bytes) {
         if (bytes > dev.scratch_bytes[slot]) {

@@ -1,5 +1,5 @@
 /* layout_cpu.c — the operations that sit between convolutions, for maps in NHWC order
- * (a oneDNN convolution's output is kept so, model/ops.c): the decoders' bilinear
+ * (a oneDNN convolution's output is kept so, model/engine/ops.c): the decoders' bilinear
  * upsampling and channel concatenation, the attention blocks' poolings, channel
  * reductions and products (inference), the per-channel affine map of BatchNorm (both). Same arithmetic in the same order as their NCHW forms
  * (upsample_cpu.c, elementwise_cpu.c, pool_cpu.c), so the results are the same; each

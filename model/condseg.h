@@ -80,7 +80,7 @@ typedef struct {
     double dice;        /* "mDSC", "F1" */
     double recall, precision, accuracy, f2;
 } cs_metrics;
-/* Empty masks and predictions: a ratio 0/0 is worth 1 (model/metrics.c lists the cases).
+/* Empty masks and predictions: a ratio 0/0 is worth 1 (model/train/metrics.c lists the cases).
  * A frame whose mask is empty is a false alarm when the prediction marks more than this
  * share of it. */
 #define CS_FALSE_ALARM_AREA 0.01
@@ -209,7 +209,7 @@ typedef struct {
                                  * auto); not saved with the run: a resume chooses again */
     const char *precision;      /* cs_model_set_precision's name: "fp32" (NULL) or "bf16";
                                  * saved with the run, kept by a resume that gives NULL */
-    /* Under an MPI launcher (model/dist.h) each rank trains on its share of every batch;
+    /* Under an MPI launcher (model/train/dist.h) each rank trains on its share of every batch;
      * TRUE: BatchNorm normalises with the whole batch's statistics (summed across ranks),
      * FALSE: with each rank's own (the default, as PyTorch DDP). Saved with the run. */
     gboolean sync_bn;

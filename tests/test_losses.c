@@ -1,4 +1,4 @@
-/* test_losses.c — the training losses of spec §5 (model/losses.c) three ways:
+/* test_losses.c — the training losses of spec §5 (model/train/losses.c) three ways:
  *  1. every loss case of ops_golden.safetensors (tools/make_golden.py ops: float32 inputs,
  *     value and autograd gradients computed in float64 by the PyTorch reference): value
  *     within 1e-6 relative, gradients within 1e-5 of their scale. The case list comes from

@@ -1,4 +1,4 @@
-/* test_metrics.c — the evaluation metrics of spec §7 (model/metrics.c) against the NumPy
+/* test_metrics.c — the evaluation metrics of spec §7 (model/train/metrics.c) against the NumPy
  * reference of tools/metrics_ref.py: Kvasir-SEG validation masks as targets with synthetic
  * predictions (shifted, eroded, dilated, blurred, empty, full, exact 0.5 values) and the
  * empty/full-target corner cases, real empty masks of polyp-free frames. Per-image values,

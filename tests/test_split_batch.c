@@ -1,4 +1,4 @@
-/* test_split_batch.c — a batch split over ranks (data-parallel training, model/dist.h)
+/* test_split_batch.c — a batch split over ranks (data-parallel training, model/train/dist.h)
  * computes what the whole batch computes. Two threads stand in for two ranks, their
  * cs_reducer summing across both; each takes an uneven share (3 and 5 of 8 images):
  *   - the stage-2 and stage-1 losses (batch-wide Dice, β and means): each share gets the

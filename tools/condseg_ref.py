@@ -38,7 +38,7 @@ KEYS_TSV = {
 }
 TRUNK_PREFIXES = ("layer0.", "layer1.", "layer2.", "layer3.")
 
-# Network presets (model/condseg_net.c has the same table). condseg-r50 is the paper's
+# Network presets (model/nets/condseg_net.c has the same table). condseg-r50 is the paper's
 # network; condseg-compact keeps every part with a BasicBlock trunk (expansion 1) and
 # narrower widths. Fields: stem output, block expansion, blocks and widths of layer1..3,
 # FEM/SID/CDFA/decoder width, SID hidden width, auxiliary-head widths, CDFA heads, output

@@ -1,4 +1,4 @@
-/* fuzz_dataset.c — libFuzzer harness of the dataset reader (model/data.c): any bytes as
+/* fuzz_dataset.c — libFuzzer harness of the dataset reader (model/train/data.c): any bytes as
  * a split list (train.txt) of a dataset folder holding two valid samples, "a" and "b"
  * (8x8 PNG image and mask each, made once), opened as training does. An id that is not
  * a plain name must be refused; one that opens must name a file inside the folder. */

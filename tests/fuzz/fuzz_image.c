@@ -1,4 +1,4 @@
-/* fuzz_image.c — libFuzzer harness of the image loader (model/image.c): any bytes as an
+/* fuzz_image.c — libFuzzer harness of the image loader (model/io/image.c): any bytes as an
  * image file, loaded in colour (gdk-pixbuf) and in gray (libjpeg / libpng / gdk-pixbuf),
  * as predict and the data loader do, after the header checks alone. A load either fails
  * with a message or gives an image of the size it says. */

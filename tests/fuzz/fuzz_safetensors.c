@@ -1,4 +1,4 @@
-/* fuzz_safetensors.c — libFuzzer harness of the safetensors reader (model/safetensors.c):
+/* fuzz_safetensors.c — libFuzzer harness of the safetensors reader (model/io/safetensors.c):
  * any bytes as a .safetensors file; what opens is read back entirely (every tensor as
  * float32 where its dtype allows, every metadata key asked for), as cs_model_load would. */
 #include "fuzz_common.h"
