@@ -1,6 +1,7 @@
 /* backend_cpu.c — the CPU backend: host memory and the cs_cpu_* kernels, every operation
  * of backend_ops.h. */
 #include <glib.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -11,7 +12,16 @@
  * what it is given back for later (its mmap threshold grows to 32 MB as large blocks come
  * and go), so the activations' pool giving blocks back would not make the process any
  * smaller. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CS_CPU_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(CS_CPU_ASAN)
+#define CS_CPU_MAP_MIN SIZE_MAX   /* AddressSanitizer guards malloc's blocks, not mapped ones */
+#else
 #define CS_CPU_MAP_MIN ((size_t)1 << 20)
+#endif
 
 static GMutex mapped_lock;
 static GHashTable *mapped;   /* mapped block -> its length */
