@@ -333,10 +333,10 @@ static gboolean parse_metadata(const char *path, JsonNode *node, GHashTable *met
 }
 
 /* Sorted tensors must tile the data section exactly: from 0, no gap, no overlap, to its end. */
-static gboolean check_layout(const char *path, const pending_tensor *tensors, int n,
+static gboolean check_layout(const char *path, const pending_tensor *tensors, guint n,
                              guint64 data_size, GError **error) {
     guint64 expected_begin = 0;
-    for (int i = 0; i < n; i++) {
+    for (guint i = 0; i < n; i++) {
         const pending_tensor *t = &tensors[i];
         if (t->begin != expected_begin) {
             if (i == 0)
@@ -431,7 +431,7 @@ static gboolean parse_header(cs_safetensors *file, const char *header, gsize hea
 
     gboolean ok = FALSE;
     pending_tensor *pending = NULL;
-    int n = 0;
+    guint n = 0; /* tensors; the header bounds it (MAX_HEADER_VALUES) */
     GError *json_error = NULL;
     if (!json_parser_load_from_data(parser, header, (gssize)header_len, &json_error)) {
         g_set_error(error, CS_ERROR, CS_ERROR_FORMAT, "%s: the header is not valid JSON: %s",
@@ -475,13 +475,13 @@ static gboolean parse_header(cs_safetensors *file, const char *header, gsize hea
     g_list_free(members);
     if (!entries_ok) goto out;
 
-    if (n > 1) qsort(pending, (size_t)n, sizeof *pending, compare_by_offsets);
+    if (n > 1) qsort(pending, n, sizeof *pending, compare_by_offsets);
     if (!check_layout(path, pending, n, data_size, error)) goto out;
 
-    file->n_tensors = n;
+    file->n_tensors = (int)n;
     file->tensors = g_new0(cs_st_tensor, n);
     file->names = g_new0(char *, n);
-    for (int i = 0; i < n; i++) {
+    for (guint i = 0; i < n; i++) {
         file->names[i] = g_strdup(pending[i].tensor.name);
         file->tensors[i] = pending[i].tensor;
         file->tensors[i].name = file->names[i];
