@@ -14,7 +14,7 @@
 
 #include "condseg.h"
 #include "condseg_gimp_common.h"
-#include "condseg_gimp_preview.h"
+#include "condseg_gimp_dialog.h"
 
 /* Arguments of plug-in-condseg, in order. New ones go at the end, so that a script's
  * arguments keep their places; the device came after the output, then the precision, then
@@ -111,105 +111,26 @@ static void save_last_settings(const cs_gimp_settings *settings) {
 /* ---- the dialog --------------------------------------------------------------------- */
 
 typedef struct {
-    gint32 image, drawable;
+    cs_gimp_dialog d;               /* the kept answer and its labels (condseg_gimp_dialog.h) */
     cs_gimp_settings *settings;
-    cs_gimp_inference *inference;   /* the network's answer for the current weights/device */
-    char *inference_error;          /* why the last network run failed, or NULL */
-    int network_runs;
-    gboolean busy;                  /* the network is running (events are being handled) */
-    GtkWidget *dialog, *preview, *chooser, *model_note, *device_note, *verdict;
+    GtkWidget *dialog, *chooser;
     GtkObject *threshold_scale;
 } dialog_state;
 
-/* Lets GTK draw what was just set (a "Running the network" line) before a long call. */
-static void flush_events(void) {
-    while (gtk_events_pending()) gtk_main_iteration();
-}
-
-static void set_verdict(dialog_state *state, const char *text, gboolean is_error) {
-    char *markup = is_error ? g_markup_printf_escaped("<span foreground=\"#b00000\">%s</span>",
-                                                      text)
-                            : g_markup_printf_escaped("<b>%s</b>", text);
-    gtk_label_set_markup(GTK_LABEL(state->verdict), markup);
-    g_free(markup);
-}
-
-static void update_device_note(dialog_state *state) {
-    char *forecast = cs_gimp_device_forecast(state->settings->device);
-    char *text = state->inference
-                     ? g_markup_printf_escaped("<small>%s; the preview ran on %s in %.2f s</small>",
-                                               forecast,
-                                               strcmp(state->inference->device_ran, "cuda") == 0
-                                                   ? "the NVIDIA GPU"
-                                                   : "the CPU",
-                                               state->inference->seconds)
-                     : g_markup_printf_escaped("<small>%s</small>", forecast);
-    gtk_label_set_markup(GTK_LABEL(state->device_note), text);
-    g_free(text);
-    g_free(forecast);
-}
-
-/* Runs the network when the kept answer does not fit the settings. */
-static gboolean ensure_inference(dialog_state *state) {
-    if (cs_gimp_inference_matches(state->inference, state->drawable, state->settings))
-        return TRUE;
-    cs_gimp_inference_free(state->inference);
-    state->inference = NULL;
-    g_clear_pointer(&state->inference_error, g_free);
-    set_verdict(state, "Running the network...", FALSE);
-    state->busy = TRUE;
-    flush_events();
-    GError *error = NULL;
-    state->inference = cs_gimp_infer(state->image, state->drawable, state->settings, FALSE,
-                                     &error);
-    state->busy = FALSE;
-    if (state->inference) {
-        state->network_runs++;
-        g_debug("ConDSeg preview: network run %d, %.3f s", state->network_runs,
-                state->inference->seconds);
-    } else {
-        state->inference_error = g_strdup(error->message);
-        g_error_free(error);
-    }
-    update_device_note(state);
-    return state->inference != NULL;
-}
-
-/* Draws the preview from the kept answer: no network run. */
-static void redraw(dialog_state *state) {
-    char *verdict = cs_gimp_preview_redraw(GIMP_PREVIEW(state->preview), state->inference,
-                                           state->settings, state->network_runs);
-    set_verdict(state, verdict, FALSE);
-    g_free(verdict);
-}
-
-/* The preview's "invalidated" signal (shown, scrolled, zoomed, Preview switched on). */
 static void preview_invalidated(GimpPreview *preview, dialog_state *state) {
-    if (state->busy) return;   /* a redraw follows the run in progress */
-    if (!ensure_inference(state)) {
-        gimp_preview_draw(preview);   /* the photo alone */
-        set_verdict(state, state->inference_error, TRUE);
-        return;
-    }
-    redraw(state);
+    (void)preview;
+    cs_gimp_dialog_preview_invalidated(&state->d, state->settings);
 }
 
-/* A setting changed: redraw at once when the kept answer still fits, else let the preview
- * run the network (only while its Preview box is ticked). */
 static void settings_changed(dialog_state *state) {
-    if (state->busy) return;
-    if (cs_gimp_inference_matches(state->inference, state->drawable, state->settings) &&
-        gimp_preview_get_update(GIMP_PREVIEW(state->preview)))
-        redraw(state);
-    else
-        gimp_preview_invalidate(GIMP_PREVIEW(state->preview));
+    cs_gimp_dialog_settings_changed(&state->d, state->settings);
 }
 
 static void output_toggled(GtkWidget *button, dialog_state *state) {
     if (!gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(button))) return;
     state->settings->output = GPOINTER_TO_INT(g_object_get_data(G_OBJECT(button),
                                                                 "gimp-item-data"));
-    if (state->preview) settings_changed(state);
+    settings_changed(state);
 }
 
 static void threshold_changed(GtkAdjustment *adjustment, dialog_state *state) {
@@ -229,26 +150,8 @@ static void precision_changed(GtkWidget *combo, dialog_state *state) {
 
 static void device_changed(GtkWidget *combo, dialog_state *state) {
     gimp_int_combo_box_get_active(GIMP_INT_COMBO_BOX(combo), &state->settings->device);
-    update_device_note(state);
+    cs_gimp_dialog_update_device_note(&state->d, state->settings->device);
     settings_changed(state);
-}
-
-/* The note under the weights: is this the installed default model? */
-static void update_model_note(dialog_state *state) {
-    char *installed = cs_default_weights_path();
-    char *basename = installed ? g_path_get_basename(installed) : NULL;
-    const char *weights = state->settings->weights;
-    char *text = !installed ? g_strdup("<small>No default model installed: choose a "
-                                       ".safetensors weights file.</small>")
-                 : (!weights[0] || strcmp(weights, installed) == 0)
-                     ? g_markup_printf_escaped("<small>The installed default model (%s)</small>",
-                                               basename)
-                     : g_markup_printf_escaped("<small>Not the default model; <i>Default "
-                                               "model</i> goes back to %s</small>",
-                                               basename);
-    gtk_label_set_markup(GTK_LABEL(state->model_note), text);
-    if (installed) gtk_widget_set_tooltip_text(state->model_note, installed);
-    g_free(text), g_free(basename), g_free(installed);
 }
 
 static void weights_chosen(GtkFileChooser *chooser, dialog_state *state) {
@@ -256,7 +159,7 @@ static void weights_chosen(GtkFileChooser *chooser, dialog_state *state) {
     if (weights && strlen(weights) < sizeof state->settings->weights &&
         strcmp(weights, state->settings->weights) != 0) {
         g_strlcpy(state->settings->weights, weights, sizeof state->settings->weights);
-        update_model_note(state);
+        cs_gimp_dialog_update_model_note(&state->d, state->settings->weights);
         settings_changed(state);
     }
     g_free(weights);
@@ -268,7 +171,7 @@ static void default_model_clicked(GtkButton *button, dialog_state *state) {
     if (installed) {
         gtk_file_chooser_set_filename(GTK_FILE_CHOOSER(state->chooser), installed);
         g_strlcpy(state->settings->weights, installed, sizeof state->settings->weights);
-        update_model_note(state);
+        cs_gimp_dialog_update_model_note(&state->d, state->settings->weights);
         settings_changed(state);
     }
     g_free(installed);
@@ -305,16 +208,10 @@ static GtkWidget *device_combo_new(dialog_state *state) {
     return combo;
 }
 
-/* Help: the plug-in's own text (GIMP's manual has no page for it). */
+/* GimpHelpFunc of the dialog (help_data is the dialog). */
 static void show_help(const gchar *help_id, gpointer help_data) {
     (void)help_id;
-    GtkWidget *help = gtk_message_dialog_new(GTK_WINDOW(help_data), GTK_DIALOG_MODAL,
-                                             GTK_MESSAGE_INFO, GTK_BUTTONS_CLOSE, "%s",
-                                             CS_GIMP_TITLE);
-    gtk_message_dialog_format_secondary_text(GTK_MESSAGE_DIALOG(help), "%s", cs_gimp_help_text);
-    gtk_window_set_title(GTK_WINDOW(help), CS_GIMP_TITLE " Help");
-    gtk_dialog_run(GTK_DIALOG(help));
-    gtk_widget_destroy(help);
+    cs_gimp_dialog_show_help(GTK_WIDGET(help_data));
 }
 
 static GtkWidget *small_label(const char *markup) {
@@ -328,15 +225,15 @@ static GtkWidget *small_label(const char *markup) {
 /* Left: the preview and the verdict under it. */
 static GtkWidget *preview_column_new(dialog_state *state) {
     GtkWidget *box = gtk_vbox_new(FALSE, 6);
-    state->preview = gimp_zoom_preview_new_from_drawable_id(
-        cs_gimp_host_layer_of_mask(state->drawable) != -1
-            ? cs_gimp_host_layer_of_mask(state->drawable)
-            : state->drawable);
-    gtk_box_pack_start(GTK_BOX(box), state->preview, TRUE, TRUE, 0);
-    g_signal_connect(state->preview, "invalidated", G_CALLBACK(preview_invalidated), state);
-    state->verdict = small_label("");
-    gtk_widget_set_size_request(state->verdict, 300, -1);
-    gtk_box_pack_start(GTK_BOX(box), state->verdict, FALSE, FALSE, 0);
+    state->d.preview = gimp_zoom_preview_new_from_drawable_id(
+        cs_gimp_host_layer_of_mask(state->d.drawable) != -1
+            ? cs_gimp_host_layer_of_mask(state->d.drawable)
+            : state->d.drawable);
+    gtk_box_pack_start(GTK_BOX(box), state->d.preview, TRUE, TRUE, 0);
+    g_signal_connect(state->d.preview, "invalidated", G_CALLBACK(preview_invalidated), state);
+    state->d.verdict = small_label("");
+    gtk_widget_set_size_request(state->d.verdict, 300, -1);
+    gtk_box_pack_start(GTK_BOX(box), state->d.verdict, FALSE, FALSE, 0);
     return box;
 }
 
@@ -355,9 +252,9 @@ static GtkWidget *weights_row_new(dialog_state *state) {
     gtk_widget_set_sensitive(reset, installed != NULL);
     g_free(installed);
     gtk_table_attach(GTK_TABLE(table), reset, 2, 3, 0, 1, GTK_FILL, GTK_FILL, 0, 0);
-    state->model_note = small_label("");
-    gtk_table_attach(GTK_TABLE(table), state->model_note, 1, 3, 1, 2, GTK_FILL, GTK_FILL, 0, 0);
-    update_model_note(state);
+    state->d.model_note = small_label("");
+    gtk_table_attach(GTK_TABLE(table), state->d.model_note, 1, 3, 1, 2, GTK_FILL, GTK_FILL, 0, 0);
+    cs_gimp_dialog_update_model_note(&state->d, state->settings->weights);
     return table;
 }
 
@@ -405,8 +302,8 @@ static GtkWidget *device_row_new(dialog_state *state) {
     gtk_table_set_row_spacings(GTK_TABLE(table), 2);
     gimp_table_attach_aligned(GTK_TABLE(table), 0, 0, "_Device:", 0.0, 0.5,
                               device_combo_new(state), 1, FALSE);
-    state->device_note = small_label("");
-    gtk_table_attach(GTK_TABLE(table), state->device_note, 1, 2, 1, 2, GTK_FILL, GTK_FILL, 0, 0);
+    state->d.device_note = small_label("");
+    gtk_table_attach(GTK_TABLE(table), state->d.device_note, 1, 2, 1, 2, GTK_FILL, GTK_FILL, 0, 0);
     gimp_table_attach_aligned(GTK_TABLE(table), 0, 2, "_Precision:", 0.0, 0.5,
                               precision_combo_new(state), 1, FALSE);
     GtkWidget *tta = gtk_check_button_new_with_mnemonic(CS_GIMP_TTA_LABEL);
@@ -414,7 +311,7 @@ static GtkWidget *device_row_new(dialog_state *state) {
     g_signal_connect(tta, "toggled", G_CALLBACK(tta_toggled), state);
     gimp_help_set_help_data(tta, CS_GIMP_TTA_HELP, NULL);
     gtk_table_attach(GTK_TABLE(table), tta, 0, 2, 3, 4, GTK_FILL, GTK_FILL, 0, 0);
-    update_device_note(state);
+    cs_gimp_dialog_update_device_note(&state->d, state->settings->device);
     return table;
 }
 
@@ -425,12 +322,8 @@ static GtkWidget *settings_column_new(dialog_state *state) {
     gtk_box_pack_start(GTK_BOX(box), outputs_new(state), FALSE, FALSE, 0);
     gtk_box_pack_start(GTK_BOX(box), threshold_row_new(state), FALSE, FALSE, 0);
     gtk_box_pack_start(GTK_BOX(box), device_row_new(state), FALSE, FALSE, 0);
-    gtk_box_pack_start(GTK_BOX(box),
-                       small_label("<small>Preview: marked pixels tinted green. When no lesion "
-                                   "is found, a layer mask or selection is left unchanged. "
-                                   "Map layers: Screen mode, 75% opacity.</small>"),
-                       FALSE, FALSE, 0);
-    const char *warning = cs_gimp_input_warning(state->image);
+    gtk_box_pack_start(GTK_BOX(box), small_label(CS_GIMP_DIALOG_PREVIEW_NOTE), FALSE, FALSE, 0);
+    const char *warning = cs_gimp_input_warning(state->d.image);
     if (warning) {
         char *markup = g_markup_printf_escaped("<span foreground=\"#a05000\">%s</span>", warning);
         gtk_box_pack_start(GTK_BOX(box), small_label(markup), FALSE, FALSE, 0);
@@ -462,22 +355,16 @@ static GtkWidget *dialog_new(dialog_state *state) {
  * kept answer is written. FALSE with the reason in the dialog when it failed. */
 static gboolean dialog_ok(dialog_state *state, cs_gimp_outcome *outcome) {
     save_last_settings(state->settings);
-    GError *error = NULL;
-    const gboolean ok = ensure_inference(state) &&
-                        cs_gimp_apply(state->image, state->inference, state->settings, outcome,
-                                      &error);
-    if (!ok) {
-        set_verdict(state, error ? error->message : state->inference_error, TRUE);
-        g_clear_error(&error);
-    }
-    return ok;
+    return cs_gimp_dialog_apply(&state->d, state->settings, outcome);
 }
 
 /* Shows the dialog until a run succeeds (TRUE, `outcome` filled) or it is cancelled. A
  * failed run leaves the dialog open, with the reason in it and the values as chosen. */
 static gboolean run_dialog(gint32 image, gint32 drawable, cs_gimp_settings *settings,
                            cs_gimp_outcome *outcome) {
-    dialog_state state = {.image = image, .drawable = drawable, .settings = settings};
+    dialog_state state = {
+        .d = {.image = image, .drawable = drawable, .error_colour = "#b00000"},
+        .settings = settings};
     GtkWidget *dialog = dialog_new(&state);
     gtk_widget_show_all(dialog);
     /* Focus on the threshold: Return runs the filter instead of opening the file chooser. */
@@ -486,8 +373,7 @@ static gboolean run_dialog(gint32 image, gint32 drawable, cs_gimp_settings *sett
     while (!ok && gimp_dialog_run(GIMP_DIALOG(dialog)) == GTK_RESPONSE_OK)
         ok = dialog_ok(&state, outcome);
     gtk_widget_destroy(dialog);
-    cs_gimp_inference_free(state.inference);
-    g_free(state.inference_error);
+    cs_gimp_dialog_release(&state.d);
     return ok;
 }
 

@@ -19,7 +19,7 @@
 
 #include "condseg.h"
 #include "condseg_gimp_common.h"
-#include "condseg_gimp_preview.h"
+#include "condseg_gimp_dialog.h"
 
 typedef struct {
     GimpPlugIn parent_instance;
@@ -177,103 +177,21 @@ static gboolean settings_from_config(GimpProcedureConfig *config, cs_gimp_settin
 /* ---- the dialog --------------------------------------------------------------------- */
 
 typedef struct {
-    gint32 image, drawable;
+    cs_gimp_dialog d;               /* the kept answer and its labels (condseg_gimp_dialog.h) */
     GimpProcedureConfig *config;
     cs_gimp_settings settings;      /* the config's values, as the shared code takes them */
     gboolean settings_ok;
-    cs_gimp_inference *inference;   /* the network's answer for the current weights/device */
-    char *inference_error;          /* why the last network run failed, or NULL */
-    int network_runs;
-    gboolean busy;                  /* the network is running (events are being handled) */
-    GtkWidget *dialog, *preview, *model_note, *device_note, *verdict;
+    GtkWidget *dialog;
 } dialog_state;
 
-static void flush_events(void) {
-    while (gtk_events_pending()) gtk_main_iteration();
-}
-
-static void set_verdict(dialog_state *state, const char *text, gboolean is_error) {
-    char *markup = is_error ? g_markup_printf_escaped("<span foreground=\"#e04040\">%s</span>",
-                                                      text)
-                            : g_markup_printf_escaped("<b>%s</b>", text);
-    gtk_label_set_markup(GTK_LABEL(state->verdict), markup);
-    g_free(markup);
-}
-
-static void update_device_note(dialog_state *state) {
-    char *forecast = cs_gimp_device_forecast(state->settings.device);
-    char *text = state->inference
-                     ? g_markup_printf_escaped("<small>%s; the preview ran on %s in %.2f s</small>",
-                                               forecast,
-                                               strcmp(state->inference->device_ran, "cuda") == 0
-                                                   ? "the NVIDIA GPU"
-                                                   : "the CPU",
-                                               state->inference->seconds)
-                     : g_markup_printf_escaped("<small>%s</small>", forecast);
-    gtk_label_set_markup(GTK_LABEL(state->device_note), text);
-    g_free(text);
-    g_free(forecast);
-}
-
-static void update_model_note(dialog_state *state) {
-    char *installed = cs_default_weights_path();
-    char *basename = installed ? g_path_get_basename(installed) : NULL;
-    const char *weights = state->settings.weights;
-    char *text = !installed ? g_strdup("<small>No default model installed: choose a "
-                                       ".safetensors weights file.</small>")
-                 : (!weights[0] || strcmp(weights, installed) == 0)
-                     ? g_markup_printf_escaped("<small>The installed default model (%s)</small>",
-                                               basename)
-                     : g_markup_printf_escaped("<small>Not the default model; <i>Default "
-                                               "model</i> goes back to %s</small>",
-                                               basename);
-    gtk_label_set_markup(GTK_LABEL(state->model_note), text);
-    if (installed) gtk_widget_set_tooltip_text(state->model_note, installed);
-    g_free(text), g_free(basename), g_free(installed);
-}
-
-/* Runs the network when the kept answer does not fit the settings. */
-static gboolean ensure_inference(dialog_state *state) {
-    if (cs_gimp_inference_matches(state->inference, state->drawable, &state->settings))
-        return TRUE;
-    cs_gimp_inference_free(state->inference);
-    state->inference = NULL;
-    g_clear_pointer(&state->inference_error, g_free);
-    set_verdict(state, "Running the network...", FALSE);
-    state->busy = TRUE;
-    flush_events();
-    GError *error = NULL;
-    state->inference = cs_gimp_infer(state->image, state->drawable, &state->settings, FALSE,
-                                     &error);
-    state->busy = FALSE;
-    if (state->inference) {
-        state->network_runs++;
-        g_debug("ConDSeg preview: network run %d, %.3f s", state->network_runs,
-                state->inference->seconds);
-    } else {
-        state->inference_error = g_strdup(error->message);
-        g_error_free(error);
-    }
-    update_device_note(state);
-    return state->inference != NULL;
-}
-
-/* Draws the preview from the kept answer: no network run. */
-static void redraw(dialog_state *state) {
-    char *verdict = cs_gimp_preview_redraw(GIMP_PREVIEW(state->preview), state->inference,
-                                           &state->settings, state->network_runs);
-    set_verdict(state, verdict, FALSE);
-    g_free(verdict);
+/* The settings for the shared dialog code: NULL while the config's are not valid. */
+static const cs_gimp_settings *valid_settings(const dialog_state *state) {
+    return state->settings_ok ? &state->settings : NULL;
 }
 
 static void preview_invalidated(GimpPreview *preview, dialog_state *state) {
-    if (state->busy) return;   /* a redraw follows the run in progress */
-    if (!state->settings_ok || !ensure_inference(state)) {
-        gimp_preview_draw(preview);   /* the photo alone */
-        if (state->inference_error) set_verdict(state, state->inference_error, TRUE);
-        return;
-    }
-    redraw(state);
+    (void)preview;
+    cs_gimp_dialog_preview_invalidated(&state->d, valid_settings(state));
 }
 
 /* A value of the config changed: redraw at once when the kept answer still fits, else let
@@ -283,19 +201,15 @@ static void config_changed(GObject *config, GParamSpec *pspec, dialog_state *sta
     state->settings_ok = settings_from_config(GIMP_PROCEDURE_CONFIG(config), &state->settings,
                                               &error);
     if (error) {
-        set_verdict(state, error->message, TRUE);
+        cs_gimp_dialog_set_verdict(&state->d, error->message, TRUE);
         g_error_free(error);
     }
     /* The notes only for what they are about: the device forecast may probe for a GPU. */
-    if (strcmp(pspec->name, "weights") == 0) update_model_note(state);
-    if (strcmp(pspec->name, "device") == 0) update_device_note(state);
-    if (state->busy || !state->preview) return;
-    if (state->settings_ok &&
-        cs_gimp_inference_matches(state->inference, state->drawable, &state->settings) &&
-        gimp_preview_get_update(GIMP_PREVIEW(state->preview)))
-        redraw(state);
-    else
-        gimp_preview_invalidate(GIMP_PREVIEW(state->preview));
+    if (strcmp(pspec->name, "weights") == 0)
+        cs_gimp_dialog_update_model_note(&state->d, state->settings.weights);
+    if (strcmp(pspec->name, "device") == 0)
+        cs_gimp_dialog_update_device_note(&state->d, state->settings.device);
+    cs_gimp_dialog_settings_changed(&state->d, valid_settings(state));
 }
 
 static void default_model_clicked(GtkButton *button, dialog_state *state) {
@@ -309,30 +223,19 @@ static void default_model_clicked(GtkButton *button, dialog_state *state) {
     g_free(installed);
 }
 
-/* Help: the plug-in's own text (GIMP's manual has no page for it). */
-static void show_help(GtkWidget *dialog) {
-    GtkWidget *help = gtk_message_dialog_new(GTK_WINDOW(dialog), GTK_DIALOG_MODAL,
-                                             GTK_MESSAGE_INFO, GTK_BUTTONS_CLOSE, "%s",
-                                             CS_GIMP_TITLE);
-    gtk_message_dialog_format_secondary_text(GTK_MESSAGE_DIALOG(help), "%s", cs_gimp_help_text);
-    gtk_window_set_title(GTK_WINDOW(help), CS_GIMP_TITLE " Help");
-    gtk_dialog_run(GTK_DIALOG(help));
-    gtk_widget_destroy(help);
-}
-
 /* The Help button's response, taken before GimpDialog's own handler (which would look for
  * the manual). */
 static void dialog_response(GtkDialog *dialog, gint response, dialog_state *state) {
     (void)state;
     if (response != GTK_RESPONSE_HELP) return;
     g_signal_stop_emission_by_name(dialog, "response");
-    show_help(GTK_WIDGET(dialog));
+    cs_gimp_dialog_show_help(GTK_WIDGET(dialog));
 }
 
 /* F1: GIMP connects the manual to it; ours replaces that. */
 static gboolean dialog_show_help(GtkWidget *dialog, GtkWidgetHelpType type, dialog_state *state) {
     (void)type, (void)state;
-    show_help(dialog);
+    cs_gimp_dialog_show_help(dialog);
     return TRUE;
 }
 
@@ -343,7 +246,7 @@ static void connect_help_button(GtkWidget *dialog) {
     g_signal_handlers_disconnect_matched(button, G_SIGNAL_MATCH_ID,
                                          g_signal_lookup("clicked", GTK_TYPE_BUTTON), 0, NULL,
                                          NULL, NULL);
-    g_signal_connect_swapped(button, "clicked", G_CALLBACK(show_help), dialog);
+    g_signal_connect_swapped(button, "clicked", G_CALLBACK(cs_gimp_dialog_show_help), dialog);
 }
 
 static void connect_help(GtkWidget *dialog, dialog_state *state) {
@@ -367,14 +270,14 @@ static GtkWidget *small_label(const char *markup) {
 /* Left: the preview and the verdict under it. */
 static GtkWidget *preview_column_new(dialog_state *state) {
     GtkWidget *box = gtk_box_new(GTK_ORIENTATION_VERTICAL, 6);
-    const gint32 owner = cs_gimp_host_layer_of_mask(state->drawable);
-    state->preview = gimp_zoom_preview_new_from_drawable(
-        gimp_drawable_get_by_id(owner != -1 ? owner : state->drawable));
-    gtk_box_pack_start(GTK_BOX(box), state->preview, TRUE, TRUE, 0);
-    g_signal_connect(state->preview, "invalidated", G_CALLBACK(preview_invalidated), state);
-    state->verdict = small_label("");
-    gtk_label_set_max_width_chars(GTK_LABEL(state->verdict), 40);
-    gtk_box_pack_start(GTK_BOX(box), state->verdict, FALSE, FALSE, 0);
+    const gint32 owner = cs_gimp_host_layer_of_mask(state->d.drawable);
+    state->d.preview = gimp_zoom_preview_new_from_drawable(
+        gimp_drawable_get_by_id(owner != -1 ? owner : state->d.drawable));
+    gtk_box_pack_start(GTK_BOX(box), state->d.preview, TRUE, TRUE, 0);
+    g_signal_connect(state->d.preview, "invalidated", G_CALLBACK(preview_invalidated), state);
+    state->d.verdict = small_label("");
+    gtk_label_set_max_width_chars(GTK_LABEL(state->d.verdict), 40);
+    gtk_box_pack_start(GTK_BOX(box), state->d.verdict, FALSE, FALSE, 0);
     gtk_widget_show_all(box);
     return box;
 }
@@ -382,8 +285,8 @@ static GtkWidget *preview_column_new(dialog_state *state) {
 /* The widgets GIMP does not make from the arguments, packed into the boxes it made. */
 static void add_own_widgets(dialog_state *state, GtkWidget *settings_box) {
     GtkWidget *row = gtk_box_new(GTK_ORIENTATION_HORIZONTAL, 6);
-    state->model_note = small_label("");
-    gtk_box_pack_start(GTK_BOX(row), state->model_note, TRUE, TRUE, 0);
+    state->d.model_note = small_label("");
+    gtk_box_pack_start(GTK_BOX(row), state->d.model_note, TRUE, TRUE, 0);
     GtkWidget *reset = gtk_button_new_with_mnemonic("De_fault model");
     gtk_widget_set_tooltip_text(reset, "Back to the installed default model");
     g_signal_connect(reset, "clicked", G_CALLBACK(default_model_clicked), state);
@@ -393,22 +296,19 @@ static void add_own_widgets(dialog_state *state, GtkWidget *settings_box) {
     gtk_box_pack_end(GTK_BOX(row), reset, FALSE, FALSE, 0);
     gtk_box_pack_start(GTK_BOX(settings_box), row, FALSE, FALSE, 0);
     gtk_box_reorder_child(GTK_BOX(settings_box), row, 1);   /* under the weights */
-    state->device_note = small_label("");
-    gtk_box_pack_start(GTK_BOX(settings_box), state->device_note, FALSE, FALSE, 0);
-    gtk_box_pack_start(GTK_BOX(settings_box),
-                       small_label("<small>Preview: marked pixels tinted green. When no lesion "
-                                   "is found, a layer mask or selection is left unchanged. "
-                                   "Map layers: Screen mode, 75% opacity.</small>"),
-                       FALSE, FALSE, 0);
-    const char *warning = cs_gimp_input_warning(state->image);
+    state->d.device_note = small_label("");
+    gtk_box_pack_start(GTK_BOX(settings_box), state->d.device_note, FALSE, FALSE, 0);
+    gtk_box_pack_start(GTK_BOX(settings_box), small_label(CS_GIMP_DIALOG_PREVIEW_NOTE), FALSE,
+                       FALSE, 0);
+    const char *warning = cs_gimp_input_warning(state->d.image);
     if (warning) {
         char *markup = g_markup_printf_escaped("<span foreground=\"#e08000\">%s</span>", warning);
         gtk_box_pack_start(GTK_BOX(settings_box), small_label(markup), FALSE, FALSE, 0);
         g_free(markup);
     }
     gtk_widget_show_all(settings_box);
-    update_model_note(state);
-    update_device_note(state);
+    cs_gimp_dialog_update_model_note(&state->d, state->settings.weights);
+    cs_gimp_dialog_update_device_note(&state->d, state->settings.device);
 }
 
 /* The threshold's entry: Return in it runs the filter, and it has the focus. */
@@ -445,39 +345,23 @@ static GtkWidget *dialog_new(GimpProcedure *procedure, dialog_state *state) {
     return dialog;
 }
 
-/* One press of OK: the kept answer is written. FALSE with the reason in the dialog. */
-static gboolean dialog_ok(dialog_state *state, cs_gimp_outcome *outcome) {
-    GError *error = NULL;
-    gboolean ok = state->settings_ok && ensure_inference(state) &&
-                  cs_gimp_apply(state->image, state->inference, &state->settings, outcome,
-                                &error);
-    if (!ok) {
-        set_verdict(state, error ? error->message
-                           : state->inference_error ? state->inference_error
-                                                    : "ConDSeg: the settings are not valid",
-                    TRUE);
-        g_clear_error(&error);
-    }
-    return ok;
-}
-
 /* Shows the dialog until a run succeeds (TRUE, `outcome` filled) or it is cancelled. A
  * failed run leaves the dialog open, with the reason in it and the values as chosen
  * (GIMP 3 keeps the config's values only after a successful run). */
 static gboolean run_dialog(GimpProcedure *procedure, GimpProcedureConfig *config, gint32 image,
                            gint32 drawable, cs_gimp_outcome *outcome) {
-    dialog_state state = {.image = image, .drawable = drawable, .config = config};
+    dialog_state state = {
+        .d = {.image = image, .drawable = drawable, .error_colour = "#e04040"}, .config = config};
     GError *error = NULL;
     state.settings_ok = settings_from_config(config, &state.settings, &error);
     g_clear_error(&error);
     GtkWidget *dialog = dialog_new(procedure, &state);
     gboolean ok = FALSE;
     while (!ok && gimp_procedure_dialog_run(GIMP_PROCEDURE_DIALOG(dialog)))
-        ok = dialog_ok(&state, outcome);
+        ok = cs_gimp_dialog_apply(&state.d, valid_settings(&state), outcome);
     g_signal_handlers_disconnect_by_data(config, &state);
     gtk_widget_destroy(dialog);
-    cs_gimp_inference_free(state.inference);
-    g_free(state.inference_error);
+    cs_gimp_dialog_release(&state.d);
     return ok;
 }
 

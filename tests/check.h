@@ -73,6 +73,28 @@ static inline void check_remove_tree(const char *path) {
     g_rmdir(path);
 }
 
+/* The Python the tests compare against (Debian's, with python3-numpy). */
+#define CHECK_PYTHON "/usr/bin/python3"
+
+/* Runs `python -c script arg1 [arg2]` (arg2 may be NULL); returns its stdout (g_free it),
+ * or NULL with the reason or python's stderr printed. */
+static inline char *check_run_python(const char *script, const char *arg1, const char *arg2) {
+    const char *argv[] = {CHECK_PYTHON, "-c", script, arg1, arg2, NULL};
+    char *out = NULL, *err = NULL;
+    int status = 0;
+    GError *error = NULL;
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
+                      &error)) {
+        fprintf(stderr, "cannot run %s: %s\n", CHECK_PYTHON, error->message);
+        g_error_free(error);
+    } else if (!g_spawn_check_wait_status(status, NULL)) {
+        fprintf(stderr, "%s failed:\n%s\n", CHECK_PYTHON, err);
+        g_clear_pointer(&out, g_free);
+    }
+    g_free(err);
+    return out;
+}
+
 static inline int check_summary(const char *name) {
     if (check_failures) {
         fprintf(stderr, "%s: %d check(s) failed\n", name, check_failures);

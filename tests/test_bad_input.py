@@ -30,15 +30,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
 import st_io  # noqa: E402
+from cs_test import check, link_dataset, summary  # noqa: E402
 
 DEFAULT_MODEL = os.path.join(HERE, "..", "models", "condseg-default.safetensors")
-failures = []
-
-
-def check(cond, what):
-    print(("ok    " if cond else "FAIL  ") + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 def run(args, cwd=None, as_limit_mb=None, fsize_limit=None):
@@ -96,17 +90,6 @@ def png_claiming(path, width, height):
     open(path, "wb").write(data)
 
 
-def make_dataset(root, kvasir, name, train_ids, val_ids):
-    d = os.path.join(root, name)
-    for sub in ("images", "masks"):
-        os.makedirs(os.path.join(d, sub))
-        for i in train_ids + val_ids:
-            os.symlink(os.path.join(kvasir, sub, i + ".jpg"), os.path.join(d, sub, i + ".jpg"))
-    open(os.path.join(d, "train.txt"), "w").write("".join(i + "\n" for i in train_ids))
-    open(os.path.join(d, "val.txt"), "w").write("".join(i + "\n" for i in val_ids))
-    return d
-
-
 # ---- the cases -----------------------------------------------------------------------
 
 def cases(tmp, exe, kvasir):
@@ -139,7 +122,7 @@ def cases(tmp, exe, kvasir):
 
     # a split list reaching outside the dataset: DS/images/../outside.jpg (= DS/outside.jpg,
     # its own mask too) exists, and its mask would go to evalmasks/../outside.png
-    ds = make_dataset(tmp, kvasir, "escape", [], val[:1])
+    ds = link_dataset(tmp, kvasir, [], val[:1], "escape")
     shutil.copy(image, os.path.join(ds, "outside.jpg"))
     open(os.path.join(ds, "val.txt"), "w").write(f"{val[0]}\n../outside\n")
 
@@ -151,7 +134,7 @@ def cases(tmp, exe, kvasir):
     x_before = open(p("x.jpg"), "rb").read()
 
     # a dataset for a run whose checkpoint cannot be written (1 MB file size limit)
-    small = make_dataset(tmp, kvasir, "small", val[:2], val[2:3])
+    small = link_dataset(tmp, kvasir, val[:2], val[2:3], "small")
     run_dir = p("fullrun")
 
     def checkpoint_logged():
@@ -240,11 +223,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     if a.report:
         return 0
-    if failures:
-        print(f"test_bad_input: {len(failures)} check(s) failed")
-        return 1
-    print("test_bad_input: all checks passed")
-    return 0
+    return summary("test_bad_input")
 
 
 if __name__ == "__main__":

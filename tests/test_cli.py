@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -25,21 +24,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import st_io  # noqa: E402
+from cs_test import check, run, summary  # noqa: E402
 
-failures = []
 PROB_TOL = 1e-4
-
-
-def check(cond, what):
-    print(("ok    " if cond else "FAIL  ") + what)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def run(args, **kw):
-    p = subprocess.run(args, capture_output=True, text=True, **kw)
-    return p.returncode, p.stdout, p.stderr
 
 
 def files_in(d):
@@ -407,11 +394,7 @@ def main():
         bad(["info", missing], 1, [missing], "info on a missing file")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print(f"test_cli: {len(failures)} check(s) failed")
-        return 1
-    print("test_cli: all checks passed")
-    return 0
+    return summary("test_cli")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import st_io  # noqa: E402
+import cs_test  # noqa: E402
+from cs_test import check, failures  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -44,21 +46,11 @@ MAX_EDGE_PIXELS = 20
 TTA_VIEWS = "hv"
 PROB_TOL = 1e-4
 
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    print(("ok    " if ok else "FAIL  ") + what)
-    failures += 0 if ok else 1
-    return ok
-
 
 def run(args):
     env = dict(os.environ)
     env.pop("CONDSEG_WEIGHTS", None)   # the default must be found without help
-    p = subprocess.run(args, capture_output=True, text=True, env=env)
-    return p.returncode, p.stdout, p.stderr
+    return cs_test.run(args, env=env)
 
 
 def entropy_bits(p):
@@ -172,7 +164,7 @@ def main():
             f.write(b"not a weights file")
         rc, out, err = run([a.condseg, "predict", "-w", other, "-o", out_png, image])
         check(rc == 1 and other in err, f"-w overrides the default ({err.strip()[-200:]})")
-    print("test_default_model: " + ("all checks passed" if failures == 0 else f"{failures} failed"))
+    print("test_default_model: " + ("all checks passed" if not failures else f"{len(failures)} failed"))
     return 1 if failures else 0
 
 

@@ -14,8 +14,6 @@
 #include "condseg.h"
 #include "safetensors.h"
 
-#define PYTHON "/usr/bin/python3"
-
 static char *temp_dir;
 
 /* Tensor shape as (height, width, channels), channels 1 for a 2-D tensor. */
@@ -207,26 +205,6 @@ static void test_png_round_trip(void) {
     g_free(dir);
 }
 
-/* Runs python on `script` with argv[1] = path; returns its stdout (or NULL). */
-static char *run_python(const char *script, const char *path) {
-    const char *argv[] = {PYTHON, "-c", script, path, NULL};
-    char *out = NULL, *err = NULL;
-    int status = 0;
-    GError *error = NULL;
-    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
-                      &error)) {
-        fprintf(stderr, "cannot run %s: %s\n", PYTHON, error->message);
-        g_error_free(error);
-        return NULL;
-    }
-    if (!g_spawn_check_wait_status(status, NULL)) {
-        fprintf(stderr, "%s failed: %s\n", PYTHON, err);
-        g_clear_pointer(&out, g_free);
-    }
-    g_free(err);
-    return out;
-}
-
 static void test_npy(void) {
     static const char *script =
         "import sys, numpy as np\n"
@@ -252,7 +230,7 @@ static void test_npy(void) {
         CHECK_MSG(cs_write_npy_f32(path, data, cases[k].ndim, cases[k].shape, &error),
                   "write %s: %s", path, error ? error->message : "");
         g_clear_error(&error);
-        char *out = run_python(script, path);
+        char *out = check_run_python(script, path, NULL);
         CHECK_MSG(out && strcmp(out, cases[k].expected) == 0,
                   "numpy reads %s as \"%s\", expected \"%s\"", path, out ? out : "(failed)",
                   cases[k].expected);

@@ -27,13 +27,7 @@ import time
 import cv2
 import numpy as np
 
-failures = []
-
-
-def check(cond, what):
-    print(("ok    " if cond else "FAIL  ") + what, flush=True)
-    if not cond:
-        failures.append(what)
+from cs_test import check, summary
 
 
 def make_dataset(root):
@@ -141,11 +135,7 @@ def main():
               f"compared", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print(f"test_kill: {len(failures)} check(s) failed (seed {seed})")
-        return 1
-    print("test_kill: all checks passed")
-    return 0
+    return summary("test_kill", f" (seed {seed})")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import st_io  # noqa: E402
+from cs_test import check, failures, link_dataset  # noqa: E402
 
 # The tolerances of "the same run" (compare_runs; README, "Training on several processes").
 # The split changes float32 rounding only: each rank's BatchNorm mean and variance are
@@ -42,25 +43,6 @@ import st_io  # noqa: E402
 # losses 9e-7, metrics 1.3e-4, weights 1.8e-2; per-rank BatchNorm instead: losses 3.4e-3,
 # weights 1.3.
 LOSS_TOLERANCE, METRIC_TOLERANCE, WEIGHT_TOLERANCE = 1e-5, 1e-2, 0.1
-failures = []
-
-
-def check(cond, what):
-    print(("ok    " if cond else "FAIL  ") + what)
-    if not cond:
-        failures.append(what)
-
-
-def make_dataset(root, kvasir, train_ids, val_ids, name):
-    d = os.path.join(root, name)
-    for sub in ("images", "masks"):
-        os.makedirs(os.path.join(d, sub))
-        for i in train_ids + val_ids:
-            os.symlink(os.path.join(kvasir, sub, i + ".jpg"), os.path.join(d, sub, i + ".jpg"))
-    for split, ids in (("train", train_ids), ("val", val_ids)):
-        with open(os.path.join(d, split + ".txt"), "w") as f:
-            f.write("".join(i + "\n" for i in ids))
-    return d
 
 
 class Runner:
@@ -198,8 +180,8 @@ def main():
     try:
         run = Runner(a.condseg, a.mpiexec, None)
         # One step per epoch: train_log.csv is the per-step loss curve.
-        run.data = make_dataset(root, a.data, ids[:8], val[:8], "d8")
-        d7 = make_dataset(root, a.data, ids[8:15], val[:8], "d7")
+        run.data = link_dataset(root, a.data, ids[:8], val[:8], "d8")
+        d7 = link_dataset(root, a.data, ids[8:15], val[:8], "d7")
         R = lambda name: os.path.join(root, name)  # noqa: E731
 
         # The initial weights, for the scale of the weights' change.
@@ -223,7 +205,7 @@ def main():
         run.data = d8
 
         # An epoch's last batch with fewer images than ranks (9 = 8 + 1): skipped, and said.
-        run.data = make_dataset(root, a.data, ids[:9], val[:8], "d9")
+        run.data = link_dataset(root, a.data, ids[:9], val[:8], "d9")
         r = run.train(2, R("nine"), 8, ["--epochs", "1"])
         log = open(os.path.join(R("nine"), "train.log")).read()
         check(r.returncode == 0 and "its last batch (1 image) skipped" in log and

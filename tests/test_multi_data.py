@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -33,38 +32,19 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import st_io  # noqa: E402
+from cs_test import check, link_dataset, run, summary  # noqa: E402
 
-failures = []
 COLUMNS = ["loss", "mIoU", "f1", "recall", "precision"]
 ORIGINAL = ("epoch,train_loss,train_mIoU,train_f1,train_recall,train_precision,valid_loss,"
             "valid_mIoU,valid_f1,valid_recall,valid_precision")
 EVAL_KEYS = {"mIoU": "mIoU", "f1": "mDSC", "recall": "recall", "precision": "precision"}
 
 
-def check(cond, what):
-    print(("ok    " if cond else "FAIL  ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-def run(args):
-    p = subprocess.run(args, capture_output=True, text=True)
-    return p.returncode, p.stdout, p.stderr
-
-
 def make_dataset(root, source, n_train, n_val, name):
     """A dataset folder of links to the first n_train / n_val ids of `source`."""
     train = open(os.path.join(source, "train.txt")).read().split()[:n_train]
     val = open(os.path.join(source, "val.txt")).read().split()[:n_val]
-    d = os.path.join(root, name)
-    for sub in ("images", "masks"):
-        os.makedirs(os.path.join(d, sub))
-        for i in train + val:
-            os.symlink(os.path.join(source, sub, i + ".jpg"), os.path.join(d, sub, i + ".jpg"))
-    for split, ids in (("train", train), ("val", val)):
-        with open(os.path.join(d, split + ".txt"), "w") as f:
-            f.write("".join(i + "\n" for i in ids))
-    return d
+    return link_dataset(root, source, train, val, name)
 
 
 def csv_table(path):
@@ -208,11 +188,7 @@ def main():
               f"two folders of the same name are refused ({err.strip()})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print(f"test_multi_data: {len(failures)} check(s) failed")
-        return 1
-    print("test_multi_data: all checks passed")
-    return 0
+    return summary("test_multi_data")
 
 
 if __name__ == "__main__":

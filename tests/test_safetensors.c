@@ -15,8 +15,6 @@
 #include "condseg.h"
 #include "safetensors.h"
 
-#define PYTHON "/usr/bin/python3"
-
 static char *temp_dir;
 
 static char *temp_path(const char *name) { return g_build_filename(temp_dir, name, NULL); }
@@ -37,19 +35,7 @@ static char *run_python(const char *script, const char *arg) {
         return NULL;
     }
     char *tools = g_build_filename(source, "tools", NULL);
-    const char *argv[] = {PYTHON, "-c", script, tools, arg, NULL};
-    char *out = NULL, *err = NULL;
-    int status = 0;
-    GError *error = NULL;
-    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
-                      &error)) {
-        fprintf(stderr, "cannot run %s: %s\n", PYTHON, error->message);
-        g_error_free(error);
-    } else if (!g_spawn_check_wait_status(status, NULL)) {
-        fprintf(stderr, "%s failed:\n%s\n", PYTHON, err);
-        g_clear_pointer(&out, g_free);
-    }
-    g_free(err);
+    char *out = check_run_python(script, tools, arg);
     g_free(tools);
     return out;
 }
@@ -400,64 +386,65 @@ static void test_corrupt_files(void) {
     write_raw(path, G_MAXUINT64, "{}", NULL, 0);
     expect_open_error("absurd header length", path, CS_ERROR_FORMAT, "exceeds");
 
-    write_st(path, "{\"a\": ", 0);
-    expect_open_error("invalid JSON", path, CS_ERROR_FORMAT, "not valid JSON");
-    write_st(path, "[1, 2]  ", 0);
-    expect_open_error("JSON array header", path, CS_ERROR_FORMAT, "not a JSON object");
-    write_st(path, "        ", 0);
-    expect_open_error("blank header", path, CS_ERROR_FORMAT, "not a JSON object");
-    write_st(path, "{\"\xff\xfe\":{}}", 0);
-    expect_open_error("invalid UTF-8", path, CS_ERROR_FORMAT, "UTF-8");
-
-    write_st(path, "{" ENTRY("w", "F8", "[4]", 0, 4) "}", 4);
-    expect_open_error("unknown dtype", path, CS_ERROR_FORMAT, "unknown dtype \"F8\"");
-    write_st(path, "{" ENTRY("w", "F32", "[3]", 0, 16) "}", 16);
-    expect_open_error("shape/bytes mismatch", path, CS_ERROR_FORMAT, "needs 12 bytes");
-    write_st(path, "{" ENTRY("w", "F32", "[-1,4]", 0, 16) "}", 16);
-    expect_open_error("negative dimension", path, CS_ERROR_FORMAT, "negative");
-    write_st(path, "{" ENTRY("w", "F32", "[2.0,2]", 0, 16) "}", 16);
-    expect_open_error("float dimension", path, CS_ERROR_FORMAT, "not an integer");
-    write_st(path, "{" ENTRY("w", "U8", "[4294967296,4294967296,4294967296]", 0, 16) "}", 16);
-    expect_open_error("overflowing shape", path, CS_ERROR_FORMAT, "overflow");
-    write_st(path, "{\"w\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4);
-    expect_open_error("no data_offsets", path, CS_ERROR_FORMAT, "\"data_offsets\" is missing");
-    write_st(path, "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4);
-    expect_open_error("one data offset", path, CS_ERROR_FORMAT, "\"data_offsets\" is malformed");
-    write_st(path, "{\"w\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
-    expect_open_error("numeric dtype", path, CS_ERROR_FORMAT, "\"dtype\" is not a string");
-    write_st(path, "{\"w\":{\"dtype\":\"F32\",\"shape\":\"1\",\"data_offsets\":[0,4]}}", 4);
-    expect_open_error("string shape", path, CS_ERROR_FORMAT, "\"shape\" is not an array");
-    write_st(path, "{\"w\": [1, 2]}", 0);
-    expect_open_error("entry not an object", path, CS_ERROR_FORMAT, "not a JSON object");
-    write_st(path, "{" ENTRY("w", "F32", "[1]", 4, 0) "}", 4);
-    expect_open_error("end before begin", path, CS_ERROR_FORMAT, "begin <= end");
-
-    write_st(path, "{" ENTRY("a", "F32", "[1]", 0, 4) "," ENTRY("b", "F32", "[1]", 8, 12) "}", 12);
-    expect_open_error("gap between tensors", path, CS_ERROR_FORMAT, "leave a gap");
-    write_st(path, "{" ENTRY("a", "F32", "[1]", 4, 8) "}", 8);
-    expect_open_error("first tensor not at 0", path, CS_ERROR_FORMAT, "expected 0");
-    write_st(path, "{" ENTRY("a", "F32", "[2]", 0, 8) "," ENTRY("b", "F32", "[2]", 4, 12) "}", 12);
-    expect_open_error("overlapping tensors", path, CS_ERROR_FORMAT, "overlap");
-    write_st(path, "{" ENTRY("a", "F32", "[1]", 0, 4) "}", 8);
-    expect_open_error("trailing bytes", path, CS_ERROR_FORMAT, "4 trailing bytes");
-
-    write_st(path, "{" ENTRY("a", "F32", "[1]", 0, 4) "," ENTRY("a", "F32", "[1]", 4, 8) "}", 8);
-    expect_open_error("duplicate names", path, CS_ERROR_FORMAT,
-                      "tensor name \"a\" appears more than once");
-    write_st(path,
-             "{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,4]}}",
-             4);
-    expect_open_error("duplicate key in an entry", path, CS_ERROR_FORMAT,
-                      "key \"dtype\" appears more than once");
-
-    write_st(path, "{\"__metadata__\":{\"k\":1}," ENTRY("a", "U8", "[1]", 0, 1) "}", 1);
-    expect_open_error("metadata value not a string", path, CS_ERROR_FORMAT,
-                      "metadata \"k\" is not a string");
-    write_st(path, "{\"__metadata__\":[\"k\"]}", 0);
-    expect_open_error("metadata not an object", path, CS_ERROR_FORMAT,
-                      "\"__metadata__\" is not a JSON object");
-    write_st(path, "{\"__metadata__\":{\"k\":\"v\",\"k\":\"w\"}}", 0);
-    expect_open_error("duplicate metadata key", path, CS_ERROR_FORMAT, "appears more than once");
+    /* Corrupt headers, each followed by `data_len` zero bytes: the error must say `expected`. */
+    static const struct {
+        const char *what, *header;
+        size_t data_len;
+        const char *expected;
+    } corrupt[] = {
+        {"invalid JSON", "{\"a\": ", 0, "not valid JSON"},
+        {"JSON array header", "[1, 2]  ", 0, "not a JSON object"},
+        {"blank header", "        ", 0, "not a JSON object"},
+        {"invalid UTF-8", "{\"\xff\xfe\":{}}", 0, "UTF-8"},
+        {"unknown dtype", "{" ENTRY("w", "F8", "[4]", 0, 4) "}", 4, "unknown dtype \"F8\""},
+        {"shape/bytes mismatch", "{" ENTRY("w", "F32", "[3]", 0, 16) "}", 16, "needs 12 bytes"},
+        {"negative dimension", "{" ENTRY("w", "F32", "[-1,4]", 0, 16) "}", 16, "negative"},
+        {"float dimension", "{" ENTRY("w", "F32", "[2.0,2]", 0, 16) "}", 16, "not an integer"},
+        {"overflowing shape",
+         "{" ENTRY("w", "U8", "[4294967296,4294967296,4294967296]", 0, 16) "}", 16,
+         "overflow"},
+        {"no data_offsets",
+         "{\"w\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4,
+         "\"data_offsets\" is missing"},
+        {"one data offset",
+         "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4,
+         "\"data_offsets\" is malformed"},
+        {"numeric dtype",
+         "{\"w\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+         "\"dtype\" is not a string"},
+        {"string shape",
+         "{\"w\":{\"dtype\":\"F32\",\"shape\":\"1\",\"data_offsets\":[0,4]}}", 4,
+         "\"shape\" is not an array"},
+        {"entry not an object", "{\"w\": [1, 2]}", 0, "not a JSON object"},
+        {"end before begin", "{" ENTRY("w", "F32", "[1]", 4, 0) "}", 4, "begin <= end"},
+        {"gap between tensors",
+         "{" ENTRY("a", "F32", "[1]", 0, 4) "," ENTRY("b", "F32", "[1]", 8, 12) "}", 12,
+         "leave a gap"},
+        {"first tensor not at 0", "{" ENTRY("a", "F32", "[1]", 4, 8) "}", 8, "expected 0"},
+        {"overlapping tensors",
+         "{" ENTRY("a", "F32", "[2]", 0, 8) "," ENTRY("b", "F32", "[2]", 4, 12) "}", 12,
+         "overlap"},
+        {"trailing bytes", "{" ENTRY("a", "F32", "[1]", 0, 4) "}", 8, "4 trailing bytes"},
+        {"duplicate names",
+         "{" ENTRY("a", "F32", "[1]", 0, 4) "," ENTRY("a", "F32", "[1]", 4, 8) "}", 8,
+         "tensor name \"a\" appears more than once"},
+        {"duplicate key in an entry",
+         "{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+         "key \"dtype\" appears more than once"},
+        {"metadata value not a string",
+         "{\"__metadata__\":{\"k\":1}," ENTRY("a", "U8", "[1]", 0, 1) "}", 1,
+         "metadata \"k\" is not a string"},
+        {"metadata not an object",
+         "{\"__metadata__\":[\"k\"]}", 0,
+         "\"__metadata__\" is not a JSON object"},
+        {"duplicate metadata key",
+         "{\"__metadata__\":{\"k\":\"v\",\"k\":\"w\"}}", 0,
+         "appears more than once"},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(corrupt); i++) {
+        write_st(path, corrupt[i].header, corrupt[i].data_len);
+        expect_open_error(corrupt[i].what, path, CS_ERROR_FORMAT, corrupt[i].expected);
+    }
 
     /* and a well-formed hand-made file with a zero-size tensor and padding opens */
     write_st(path, "{\"__metadata__\":{\"k\":\"v\"}," ENTRY("e", "F32", "[0]", 0, 0) ","

@@ -33,34 +33,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import st_io  # noqa: E402
-
-failures = []
-
-
-def check(cond, what):
-    print(("ok    " if cond else "FAIL  ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-def run(args, **kw):
-    p = subprocess.run(args, capture_output=True, text=True, **kw)
-    return p.returncode, p.stdout, p.stderr
-
-
-def make_dataset(root, kvasir, train_ids, val_ids, name):
-    """A dataset folder of links to Kvasir files (train_ids / val_ids lists)."""
-    d = os.path.join(root, name)
-    for sub in ("images", "masks"):
-        os.makedirs(os.path.join(d, sub))
-        for i in train_ids + val_ids:
-            os.symlink(os.path.join(kvasir, sub, i + ".jpg"), os.path.join(d, sub, i + ".jpg"))
-    with open(os.path.join(d, "train.txt"), "w") as f:
-        f.write("".join(i + "\n" for i in train_ids))
-    with open(os.path.join(d, "val.txt"), "w") as f:
-        f.write("".join(i + "\n" for i in val_ids))
-    return d
-
+from cs_test import check, link_dataset, run, summary  # noqa: E402
 
 def weights_data(path):
     """Every tensor of a safetensors file, as bytes (bit-for-bit comparison)."""
@@ -95,7 +68,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="condseg-train-")
     env = dict(os.environ)
     try:
-        small = make_dataset(tmp, kvasir, train_all[:6], val_all[:2], "small")
+        small = link_dataset(tmp, kvasir, train_all[:6], val_all[:2], "small")
         common = ["--data", small, "--image-size", "32", "--batch", "2", "--seed", "11",
                   "--workers", "2"]
 
@@ -178,7 +151,7 @@ def main():
 
         # ---- bad data, before training starts
         def bad_data(name, mutate, needle):
-            d = make_dataset(tmp, kvasir, train_all[:4], val_all[:2], name)
+            d = link_dataset(tmp, kvasir, train_all[:4], val_all[:2], name)
             culprit = mutate(d)
             out = os.path.join(tmp, name + "-run")
             rc, _, err = run([exe, "train", "--stage", "1", "--out", out, "--data", d,
@@ -220,7 +193,7 @@ def main():
         bad_data("missing-split", no_split, "")
 
         # ---- eval against a NumPy computation of §7
-        ev = make_dataset(tmp, kvasir, train_all[:2], val_all[:5], "evalset")
+        ev = link_dataset(tmp, kvasir, train_all[:2], val_all[:5], "evalset")
         probs, js = os.path.join(tmp, "probs"), os.path.join(tmp, "eval.json")
         masks = os.path.join(tmp, "evalmasks")
         rc, out, err = run([exe, "eval", "-w", os.path.join(r2, "last.safetensors"), "--data", ev,
@@ -251,11 +224,7 @@ def main():
             check(m0 is not None and m0.shape == i0.shape[:2], "saved masks have the image's size")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print(f"test_train_cli: {len(failures)} check(s) failed")
-        return 1
-    print("test_train_cli: all checks passed")
-    return 0
+    return summary("test_train_cli")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,26 @@ def set_tf32(on):
     torch.backends.cudnn.allow_tf32 = on
 
 
+def train_step(model, batch, size, dev=None):
+    """One stage-2 training step (forward in train mode, loss, backward, Adam) on a random
+    batch, as a function to time; with `dev` the batch is copied there each step, as
+    condseg's training copies it to the GPU."""
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+    x = torch.rand(batch, 3, size, size)
+    y1 = (torch.rand(batch, 1, size, size) > 0.5).float()
+    y2 = 1 - y1
+
+    def step():
+        xd, y1d, y2d = (x.to(dev), y1.to(dev), y2.to(dev)) if dev is not None else (x, y1, y2)
+        opt.zero_grad(set_to_none=True)
+        mask, fg, bg, uc = model(xd)
+        loss = R.stage2_loss(mask, fg, bg, uc, y1d, y2d)["loss"]
+        loss.backward()
+        opt.step()
+    return step
+
+
 def cuda_bench(args):
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
@@ -92,24 +112,12 @@ def cuda_bench(args):
                 emit(f"pytorch_cuda_mask_b{b}", b, med, ts, images_per_s=round(b / med, 2),
                      gpu_ms_per_img=round(1000 * gmed / b, 3), tf32=tf32, **common)
         if args.train_step:
-            model.train()
-            opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
             B = args.batch
-            x = torch.rand(B, 3, s, s)
-            y1 = (torch.rand(B, 1, s, s) > 0.5).float()
-            y2 = 1 - y1
-
-            def step():
-                xd, y1d, y2d = x.to(dev), y1.to(dev), y2.to(dev)
-                opt.zero_grad(set_to_none=True)
-                mask, fg, bg, uc = model(xd)
-                loss = R.stage2_loss(mask, fg, bg, uc, y1d, y2d)["loss"]
-                loss.backward()
-                opt.step()
+            step = train_step(model, B, s, dev)
             med, ts = timed(step, args.repeat, warmup=2, sync=sync, budget=args.budget)
             emit(f"pytorch_cuda_train_b{B}", B, med, ts, images_per_s=round(B / med, 2),
                  step_ms=round(1000 * med, 2), tf32=tf32, **common)
-            del opt
+            del step   # and with it Adam's state, before the next TF32 mode
     print(json.dumps({"what": "pytorch_cuda_peak_memory_mb",
                       "value": round(torch.cuda.max_memory_allocated() / 1e6), "gpu": name}),
           flush=True)
@@ -162,20 +170,8 @@ def main(argv=None):
             emit("pytorch_full_b1", 1, med, ts, size=s)
 
     if args.train_step:
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
         B = args.batch
-        x = torch.rand(B, 3, s, s)
-        y1 = (torch.rand(B, 1, s, s) > 0.5).float()
-        y2 = 1 - y1
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            mask, fg, bg, uc = model(x)
-            loss = R.stage2_loss(mask, fg, bg, uc, y1, y2)["loss"]
-            loss.backward()
-            opt.step()
-        med, ts = timed(step, args.repeat, budget=args.budget)
+        med, ts = timed(train_step(model, B, s), args.repeat, budget=args.budget)
         emit(f"pytorch_train_step_b{B}", B, med, ts, size=s, step_ms=round(1000 * med, 1))
     return 0
 

@@ -222,9 +222,7 @@ def main():
     }
     os.makedirs(args.out, exist_ok=True)
     out = os.path.join(args.out, "augment_golden.safetensors")
-    tmp = out + ".tmp"
-    st_io.save_file(tensors, tmp, metadata)
-    os.replace(tmp, out)
+    st_io.save_file_atomic(tensors, out, metadata)
     print(f"golden_augment: wrote {len(tensors)} tensors to {out}")
 
 

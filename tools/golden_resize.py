@@ -234,9 +234,7 @@ def main():
 
     os.makedirs(args.out, exist_ok=True)
     out = os.path.join(args.out, "resize.safetensors")
-    tmp = out + ".tmp"
-    st_io.save_file(tensors, tmp, metadata)
-    os.replace(tmp, out)
+    st_io.save_file_atomic(tensors, out, metadata)
     print(f"golden_resize: wrote {len(tensors)} tensors to {out}")
 
 

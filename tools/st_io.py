@@ -7,6 +7,7 @@ The writer pads the header with spaces to a multiple of 8, as the reference
 implementation does, so that every tensor starts 8-byte aligned.
 """
 import json
+import os
 import struct
 
 import numpy as np
@@ -51,6 +52,14 @@ def save_file(tensors, path, metadata=None):
         f.write(text)
         for raw in blobs:
             f.write(raw)
+
+
+def save_file_atomic(tensors, path, metadata=None):
+    """save_file to path + ".tmp", then renamed to `path`: an interrupted write never leaves
+    a partial file under the name readers look for."""
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata)
+    os.replace(tmp, path)
 
 
 def load_file(path):

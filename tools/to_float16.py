@@ -39,9 +39,7 @@ def main():
     for kv in a.meta:
         key, _, value = kv.partition("=")
         meta[key] = value
-    tmp = a.output + ".tmp"
-    st_io.save_file(out, tmp, meta)
-    os.replace(tmp, a.output)
+    st_io.save_file_atomic(out, a.output, meta)
     print(f"{a.output}: {len(out)} tensors, {os.path.getsize(a.output) / 1e6:.1f} MB; "
           f"largest rounding error {worst:.1e} of a tensor's scale")
 
