@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """to_float16.py — store a condseg weights file compactly: every float32 tensor as float16
-(IEEE half, round to nearest), other dtypes and the metadata unchanged. condseg reads F16
+(IEEE half, round to nearest) except one holding a value beyond float16's range (65504; a
+BatchNorm running variance can be), which stays float32 and is named; other dtypes and the
+metadata unchanged. condseg reads F16
 weights directly (converting to float32 on load). Written to a temporary file, then
 renamed.
 
@@ -28,9 +30,13 @@ def main():
     worst = 0.0
     for name, t in tensors.items():
         if t.dtype == np.float32:
+            if np.all(np.isfinite(t)) and np.abs(t).max(initial=0) > np.finfo(np.float16).max:
+                print(f"{name}: values up to {np.abs(t).max():.6g}, beyond float16: kept float32")
+                out[name] = t
+                continue
             h = t.astype(np.float16)
             if not np.all(np.isfinite(h)):
-                raise SystemExit(f"{a.input}: tensor {name} does not fit float16")
+                raise SystemExit(f"{a.input}: tensor {name} is not finite")
             scale = float(np.abs(t).max()) or 1.0
             worst = max(worst, float(np.abs(h.astype(np.float32) - t).max()) / scale)
             out[name] = h
