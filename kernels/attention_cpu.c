@@ -11,6 +11,11 @@
  * of 2 pixels (the planes of a map are a power of two apart, which would make the caches
  * thrash, and the border removes every bounds test), then accumulates Y with one
  * multiply-add per (channel, i, j) over whole rows.
+ *
+ * The maps may be NCHW or NHWC (the _nhwc forms: between oneDNN convolutions, so that
+ * the 324-channel logits and the values need no layout pass): only the gathers into the
+ * tile and the stores out of it differ, through a channel stride and a pixel stride; the
+ * arithmetic, and so the result, is the same bit for bit.
  */
 #include <float.h>
 #include <math.h>
@@ -47,7 +52,27 @@ typedef struct {
     int c, heads, head_dim, h, w;
     float scale;
     int pw, pr;                   /* padded tile width and height */
+    int nhwc;                     /* every map (v, a, y, prob and their gradients) NHWC */
 } outlook_dims;
+
+/* Where channel ch of image b's pixel 0 lies in a map of `channels` channels, and how far
+ * apart its channels and its pixels are. */
+typedef struct {
+    size_t origin, channel_stride, pixel_stride;
+} map_view;
+
+static map_view view_of(const outlook_dims *d, int channels, int b, int ch) {
+    const size_t hw = (size_t)d->h * d->w;
+    if (d->nhwc) return (map_view){((size_t)b * hw) * channels + ch, 1, (size_t)channels};
+    return (map_view){((size_t)b * channels + ch) * hw, hw, 1};
+}
+
+/* Offset of channel k (counted from the view's) at image row r, column 0. */
+static size_t view_at(const map_view *m, const outlook_dims *d, int k, int r) {
+    return m->origin + (size_t)k * m->channel_stride + (size_t)r * d->w * m->pixel_stride;
+}
+
+static int logit_channels(const outlook_dims *d) { return d->heads * CS_NB * CS_NB; }
 
 static size_t tile_floats(const outlook_dims *d) {
     const size_t plane = (size_t)d->pr * d->pw;
@@ -55,48 +80,77 @@ static size_t tile_floats(const outlook_dims *d) {
            (size_t)d->head_dim * CS_TILE_ROWS * d->pw + 2 * (size_t)d->w;
 }
 
-/* One local row of a padded plane: the image row `src` (w values) in the middle, zeros in
- * the borders; src == NULL (a row outside the image) gives zeros throughout. */
-static void put_row(float *dst, const float *src, int w) {
-    if (!src) {
-        memset(dst, 0, sizeof(float) * (w + 2 * CS_HALO));
-        return;
-    }
-    dst[0] = dst[1] = 0.0f;
-    memcpy(dst + CS_HALO, src, sizeof(float) * w);
-    dst[CS_HALO + w] = dst[CS_HALO + w + 1] = 0.0f;
-}
-
-/* Fills `count` padded planes (local row lr = image row y0 - CS_HALO + lr) from the image
- * planes src (hw floats apart): the image rows in [r_lo, r_hi) are copied, all others are
- * zero. */
-static void load_planes(float *dst, size_t dst_plane, const float *src, size_t src_plane,
+/* Fills `count` padded planes (local row lr = image row y0 - CS_HALO + lr) from channels
+ * 0..count-1 of the map view m: the image rows in [r_lo, r_hi) are copied, everything else
+ * (other rows, the borders) is zero. NCHW rows are copied whole; NHWC pixels are read
+ * whole (count contiguous channels) and spread over the planes. */
+static void load_planes(float *dst, size_t dst_plane, const float *src, const map_view *m,
                         int count, const outlook_dims *d, int y0, int r_lo, int r_hi) {
+    const int w = d->w, pw = d->pw;
     if (r_lo < 0) r_lo = 0;
     if (r_hi > d->h) r_hi = d->h;
     for (int k = 0; k < count; k++)
         for (int lr = 0; lr < d->pr; lr++) {
+            float *row = dst + k * dst_plane + (size_t)lr * pw;
             const int r = y0 - CS_HALO + lr;
-            put_row(dst + k * dst_plane + (size_t)lr * d->pw,
-                    r >= r_lo && r < r_hi ? src + k * src_plane + (size_t)r * d->w : NULL, d->w);
+            if (r < r_lo || r >= r_hi) {
+                memset(row, 0, sizeof(float) * pw);
+                continue;
+            }
+            row[0] = row[1] = row[CS_HALO + w] = row[CS_HALO + w + 1] = 0.0f;
+            if (m->pixel_stride == 1)
+                memcpy(row + CS_HALO, src + view_at(m, d, k, r), sizeof(float) * w);
         }
+    if (m->pixel_stride == 1) return;
+    for (int r = r_lo; r < r_hi; r++) {
+        float *row = dst + (size_t)(r - y0 + CS_HALO) * pw + CS_HALO;
+        for (int x = 0; x < w; x++) {
+            const float *restrict pixel = src + view_at(m, d, 0, r) + (size_t)x * m->pixel_stride;
+            for (int k = 0; k < count; k++) row[k * dst_plane + x] = pixel[k];
+        }
+    }
 }
 
-/* Softmax over j of scale * logits[j * hw + x] for x < w, into the 9 padded rows
- * out[j * plane + x] (the logits are copied there first). m and s are w floats of scratch. */
-static inline void softmax9_row(float *out, size_t plane, const float *logits, size_t hw, int w,
-                                float scale, float *restrict m, float *restrict s) {
+/* Channels 0..count-1 of the map view m, image rows [y0, y1), (+)= the tile's planes src
+ * (src_plane apart, rows pw apart, the first at image row y0): NCHW row by row, NHWC pixel
+ * by pixel. */
+static void store_planes(float *out, const map_view *m, const float *src, size_t src_plane,
+                         int count, const outlook_dims *d, int y0, int y1, int accumulate) {
+    const int w = d->w, pw = d->pw;
+    for (int r = y0; r < y1; r++) {
+        const float *row = src + (size_t)(r - y0) * pw;
+        if (m->pixel_stride == 1) {
+            for (int k = 0; k < count; k++) {
+                float *restrict o = out + view_at(m, d, k, r);
+                const float *restrict in = row + k * src_plane;
+                if (!accumulate) memcpy(o, in, sizeof(float) * w);
+                else
+                    for (int x = 0; x < w; x++) o[x] += in[x];
+            }
+            continue;
+        }
+        for (int x = 0; x < w; x++) {
+            float *restrict o = out + view_at(m, d, 0, r) + (size_t)x * m->pixel_stride;
+            for (int k = 0; k < count; k++)
+                o[k] = accumulate ? o[k] + row[k * src_plane + x] : row[k * src_plane + x];
+        }
+    }
+}
+
+/* In place, over the 9 rows e[j * plane + x] (x < w) of logits: softmax over j of
+ * scale * e. m and s are w floats of scratch. */
+static inline void softmax9_row(float *e0, size_t plane, int w, float scale, float *restrict m,
+                                float *restrict s) {
     for (int x = 0; x < w; x++) m[x] = -FLT_MAX, s[x] = 0.0f;
     for (int j = 0; j < CS_NB; j++) {
-        const float *restrict src = logits + j * hw;
+        const float *restrict e = e0 + j * plane;
         for (int x = 0; x < w; x++) {
-            const float t = scale * src[x];
+            const float t = scale * e[x];
             m[x] = t > m[x] ? t : m[x];
         }
     }
     for (int j = 0; j < CS_NB; j++) {
-        put_row(out + j * plane, logits + j * hw, w);
-        float *restrict e = out + j * plane + CS_HALO;
+        float *restrict e = e0 + j * plane;
         for (int x = 0; x < w; x++) {
             e[x] = csm_softmax_exp(e[x], scale, m[x]);
             s[x] += e[x];
@@ -104,7 +158,7 @@ static inline void softmax9_row(float *out, size_t plane, const float *logits, s
     }
     for (int x = 0; x < w; x++) s[x] = 1.0f / s[x];
     for (int j = 0; j < CS_NB; j++) {
-        float *restrict e = out + j * plane + CS_HALO;
+        float *restrict e = e0 + j * plane;
         for (int x = 0; x < w; x++) e[x] *= s[x];
     }
 }
@@ -112,7 +166,7 @@ static inline void softmax9_row(float *out, size_t plane, const float *logits, s
 CS_VECTOR_CLONES
 static void outlook_tile(float *y, float *prob, const float *v, const float *a,
                          const outlook_dims *d, int b, int hd, int y0, int y1, float *scratch) {
-    const int w = d->w, pw = d->pw, pr = d->pr, hw = d->h * w, rows = y1 - y0;
+    const int w = d->w, pw = d->pw, pr = d->pr, rows = y1 - y0;
     const size_t plane = (size_t)pr * pw;
     float *P = scratch;                                   /* 81 planes, padded */
     float *V = P + CS_NB * CS_NB * plane;                 /* head_dim planes, padded */
@@ -121,28 +175,19 @@ static void outlook_tile(float *y, float *prob, const float *v, const float *a,
 
     /* Softmax over j of the logits, for the image rows [y0-1, y1+1) (local row lr); the
      * other local rows of P are zero. */
-    const float *logits = a + ((size_t)b * d->heads + hd) * CS_NB * CS_NB * hw;
-    for (int lr = 0; lr < pr; lr++) {
-        const int r = y0 - CS_HALO + lr;
-        const int inside = r >= 0 && r < d->h && r >= y0 - 1 && r < y1 + 1;
-        for (int i = 0; i < CS_NB; i++) {
-            float *row = P + (size_t)(i * CS_NB) * plane + (size_t)lr * pw;
-            if (!inside) {
-                for (int j = 0; j < CS_NB; j++) put_row(row + j * plane, NULL, w);
-                continue;
-            }
-            softmax9_row(row, plane, logits + (size_t)(i * CS_NB) * hw + (size_t)r * w, hw, w,
-                         d->scale, m, s);
-            if (prob && r >= y0 && r < y1) /* kept for the backward pass */
-                for (int j = 0; j < CS_NB; j++)
-                    memcpy(prob + (((size_t)b * d->heads + hd) * CS_NB * CS_NB + i * CS_NB + j) * hw +
-                               (size_t)r * w,
-                           row + j * plane + CS_HALO, sizeof(float) * w);
-        }
-    }
+    const map_view logits = view_of(d, logit_channels(d), b, hd * CS_NB * CS_NB);
+    const int r_lo = y0 - 1 < 0 ? 0 : y0 - 1, r_hi = imin(y1 + 1, d->h);
+    load_planes(P, plane, a, &logits, CS_NB * CS_NB, d, y0, r_lo, r_hi);
+    for (int r = r_lo; r < r_hi; r++)
+        for (int i = 0; i < CS_NB; i++)
+            softmax9_row(P + (size_t)(i * CS_NB) * plane + (size_t)(r - y0 + CS_HALO) * pw + CS_HALO,
+                         plane, w, d->scale, m, s);
+    if (prob) /* kept for the backward pass */
+        store_planes(prob, &logits, P + (size_t)CS_HALO * pw + CS_HALO, plane, CS_NB * CS_NB, d,
+                     y0, y1, 0);
     /* The head's values, rows [y0-2, y1+2). */
-    load_planes(V, plane, v + ((size_t)b * d->c + hd * d->head_dim) * hw, hw, d->head_dim, d,
-                y0, y0 - CS_HALO, y1 + CS_HALO);
+    const map_view values = view_of(d, d->c, b, hd * d->head_dim);
+    load_planes(V, plane, v, &values, d->head_dim, d, y0, y0 - CS_HALO, y1 + CS_HALO);
     /* Y[dd](y, x) += P_ij(y - ay, x - ax) * V[dd](y - ay + by, x - ax + bx). Y has the
      * padded row length too, so that the rows of a tile form one long run per (i, j); the
      * 4 columns past w hold garbage and are not copied out. */
@@ -162,10 +207,8 @@ static void outlook_tile(float *y, float *prob, const float *v, const float *a,
                 for (size_t k = 0; k < run; k++) yd[k] += prow[k] * vrow[k];
             }
         }
-        float *out = y + ((size_t)b * d->c + hd * d->head_dim + dd) * hw + (size_t)y0 * w;
-        for (int ly = 0; ly < rows; ly++)
-            memcpy(out + (size_t)ly * w, yd + (size_t)ly * pw, sizeof(float) * w);
     }
+    store_planes(y, &values, Y, (size_t)CS_TILE_ROWS * pw, d->head_dim, d, y0, y1, 0);
 }
 
 /* Runs `tile` over every (image, head, CS_TILE_ROWS rows) of the map, the tiles spread
@@ -192,9 +235,10 @@ static void run_tiles(const outlook_dims *d, int n, size_t scratch_floats, tile_
     }
 }
 
-static outlook_dims make_dims(int c, int heads, int h, int w, float scale) {
+static outlook_dims make_dims(int c, int heads, int h, int w, float scale, int nhwc) {
     return (outlook_dims){.c = c, .heads = heads, .head_dim = c / heads, .h = h, .w = w,
-                          .scale = scale, .pw = w + 2 * CS_HALO, .pr = CS_TILE_ROWS + 2 * CS_HALO};
+                          .scale = scale, .pw = w + 2 * CS_HALO, .pr = CS_TILE_ROWS + 2 * CS_HALO,
+                          .nhwc = nhwc};
 }
 
 typedef struct {
@@ -208,11 +252,21 @@ static void forward_tile(const void *args, const outlook_dims *d, int b, int hd,
     outlook_tile(f->y, f->prob, f->v, f->a, d, b, hd, y0, y1, scratch);
 }
 
-void cs_cpu_outlook_attention(float *y, float *prob, const float *v, const float *a, int n,
-                              int c, int heads, int h, int w, float scale) {
-    const outlook_dims d = make_dims(c, heads, h, w, scale);
+static void outlook_forward(float *y, float *prob, const float *v, const float *a, int n, int c,
+                            int heads, int h, int w, float scale, int nhwc) {
+    const outlook_dims d = make_dims(c, heads, h, w, scale, nhwc);
     const forward_args args = {y, prob, v, a};
     run_tiles(&d, n, tile_floats(&d), forward_tile, &args);
+}
+
+void cs_cpu_outlook_attention(float *y, float *prob, const float *v, const float *a, int n,
+                              int c, int heads, int h, int w, float scale) {
+    outlook_forward(y, prob, v, a, n, c, heads, h, w, scale, 0);
+}
+
+void cs_cpu_outlook_attention_nhwc(float *y, float *prob, const float *v, const float *a, int n,
+                                   int c, int heads, int h, int w, float scale) {
+    outlook_forward(y, prob, v, a, n, c, heads, h, w, scale, 1);
 }
 
 /* ---- backward ------------------------------------------------------------------------- */
@@ -232,7 +286,7 @@ CS_VECTOR_CLONES
 static void outlook_backward_tile(float *dv, float *da, const float *dy, const float *prob,
                                   const float *v, const outlook_dims *d, int b, int hd, int y0,
                                   int y1, float *scratch) {
-    const int w = d->w, pw = d->pw, hw = d->h * w, rows = y1 - y0, hdim = d->head_dim;
+    const int w = d->w, pw = d->pw, rows = y1 - y0, hdim = d->head_dim;
     const size_t plane = (size_t)d->pr * pw, local = (size_t)CS_TILE_ROWS * pw;
     const size_t run = (size_t)rows * pw - 2 * CS_HALO;
     float *P = scratch;                           /* 81 padded planes */
@@ -241,13 +295,12 @@ static void outlook_backward_tile(float *dv, float *da, const float *dy, const f
     float *V = G + (size_t)hdim * plane;          /* head_dim padded planes of V */
     float *dV = V + (size_t)hdim * plane;         /* head_dim local planes */
     float *s = dV + (size_t)hdim * local;         /* w floats */
-    const size_t head_planes = (size_t)CS_NB * CS_NB;
-    const float *pb = prob + ((size_t)b * d->heads + hd) * head_planes * hw;
-    const size_t ch0 = (size_t)b * d->c + (size_t)hd * hdim;
+    const map_view logits = view_of(d, logit_channels(d), b, hd * CS_NB * CS_NB);
+    const map_view values = view_of(d, d->c, b, hd * hdim);
 
-    load_planes(P, plane, pb, hw, CS_NB * CS_NB, d, y0, y0 - 1, y1 + 1);
-    load_planes(G, plane, dy + ch0 * hw, hw, hdim, d, y0, y0 - CS_HALO, y1 + CS_HALO);
-    load_planes(V, plane, v + ch0 * hw, hw, hdim, d, y0, y0 - CS_HALO, y1 + CS_HALO);
+    load_planes(P, plane, prob, &logits, CS_NB * CS_NB, d, y0, y0 - 1, y1 + 1);
+    load_planes(G, plane, dy, &values, hdim, d, y0, y0 - CS_HALO, y1 + CS_HALO);
+    load_planes(V, plane, v, &values, hdim, d, y0, y0 - CS_HALO, y1 + CS_HALO);
     memset(dP, 0, sizeof(float) * CS_NB * CS_NB * local);
     memset(dV, 0, sizeof(float) * hdim * local);
 
@@ -272,10 +325,8 @@ static void outlook_backward_tile(float *dv, float *da, const float *dy, const f
             }
         }
     }
-    /* Softmax backward per (p, i), added to da; dV added to dv. */
-    float *dab = da + ((size_t)b * d->heads + hd) * head_planes * hw;
+    /* Softmax backward per (p, i), then dA added to da and dV to dv. */
     for (int ly = 0; ly < rows; ly++) {
-        const int r = y0 + ly;
         for (int i = 0; i < CS_NB; i++) {
             for (int x = 0; x < w; x++) s[x] = 0.0f;
             for (int j = 0; j < CS_NB; j++) {
@@ -287,17 +338,14 @@ static void outlook_backward_tile(float *dv, float *da, const float *dy, const f
             for (int j = 0; j < CS_NB; j++) {
                 const float *restrict p = P + (size_t)(i * CS_NB + j) * plane +
                                           (size_t)(ly + CS_HALO) * pw + CS_HALO;
-                const float *restrict q = dP + (size_t)(i * CS_NB + j) * local + (size_t)ly * pw;
-                float *restrict out = dab + (size_t)(i * CS_NB + j) * hw + (size_t)r * w;
-                for (int x = 0; x < w; x++) out[x] += csm_softmax_grad(p[x], q[x], s[x], d->scale);
+                /* dA replaces dP, which no later step reads. */
+                float *restrict q = dP + (size_t)(i * CS_NB + j) * local + (size_t)ly * pw;
+                for (int x = 0; x < w; x++) q[x] = csm_softmax_grad(p[x], q[x], s[x], d->scale);
             }
         }
-        for (int dd = 0; dd < hdim; dd++) {
-            float *restrict out = dv + (ch0 + dd) * hw + (size_t)r * w;
-            const float *restrict src = dV + dd * local + (size_t)ly * pw;
-            for (int x = 0; x < w; x++) out[x] += src[x];
-        }
     }
+    store_planes(da, &logits, dP, local, CS_NB * CS_NB, d, y0, y1, 1);
+    store_planes(dv, &values, dV, local, hdim, d, y0, y1, 1);
 }
 
 typedef struct {
@@ -311,12 +359,24 @@ static void backward_tile(const void *args, const outlook_dims *d, int b, int hd
     outlook_backward_tile(g->dv, g->da, g->dy, g->prob, g->v, d, b, hd, y0, y1, scratch);
 }
 
+static void outlook_backward(float *dv, float *da, const float *dy, const float *prob,
+                             const float *v, int n, int c, int heads, int h, int w, float scale,
+                             int nhwc) {
+    const outlook_dims d = make_dims(c, heads, h, w, scale, nhwc);
+    const backward_args args = {dv, da, dy, prob, v};
+    run_tiles(&d, n, backward_tile_floats(&d), backward_tile, &args);
+}
+
 void cs_cpu_outlook_attention_backward(float *dv, float *da, const float *dy, const float *prob,
                                        const float *v, int n, int c, int heads, int h, int w,
                                        float scale) {
-    const outlook_dims d = make_dims(c, heads, h, w, scale);
-    const backward_args args = {dv, da, dy, prob, v};
-    run_tiles(&d, n, backward_tile_floats(&d), backward_tile, &args);
+    outlook_backward(dv, da, dy, prob, v, n, c, heads, h, w, scale, 0);
+}
+
+void cs_cpu_outlook_attention_backward_nhwc(float *dv, float *da, const float *dy,
+                                            const float *prob, const float *v, int n, int c,
+                                            int heads, int h, int w, float scale) {
+    outlook_backward(dv, da, dy, prob, v, n, c, heads, h, w, scale, 1);
 }
 
 void cs_cpu_softmax_rows_backward(float *dx, const float *dy, const float *y, size_t rows,

@@ -153,6 +153,10 @@ CS_NHWC_OP(void, mul_channel_nhwc,
            (float *y, const float *x, const float *s, int n, int c, int hw))
 CS_NHWC_OP(void, mul_spatial_nhwc,
            (float *y, const float *x, const float *m, int n, int c, int hw))
+/* CDFA's outlook attention with v, a, y and prob all NHWC (the same arithmetic). */
+CS_NHWC_OP(void, outlook_attention_nhwc,
+           (float *y, float *prob, const float *v, const float *a, int n, int c, int heads, int h,
+            int w, float scale))
 /* Training on NHWC maps: BatchNorm's batch statistics, affine map and backward (the NCHW
  * forms' arithmetic, sums in double); y (NHWC) = x (NCHW), or += when accumulating: the
  * gradient of the layout pass; and the backward passes of the NHWC forms above. */
@@ -182,6 +186,9 @@ CS_NHWC_OP(void, mul_channel_backward_nhwc,
 CS_NHWC_OP(void, mul_spatial_backward_nhwc,
            (float *dx, float *dm, const float *dy, const float *x, const float *m, int n, int c,
             int hw))
+CS_NHWC_OP(void, outlook_attention_backward_nhwc,
+           (float *dv, float *da, const float *dy, const float *prob, const float *v, int n, int c,
+            int heads, int h, int w, float scale))
 
 #undef CS_OP
 #undef CS_NHWC_OP

@@ -2,10 +2,11 @@
  * operations they replace (the same arithmetic, so max |diff| <= 1e-6 x scale): the layout
  * pass back to NCHW and its gradient, bilinear upsampling (x2, x4, odd sizes, batches),
  * channel concatenation, the global poolings, channel reductions and products of the
- * attention blocks (bit-identical), a convolution taking and giving NHWC (fp32 and bf16);
+ * attention blocks and CDFA's outlook attention (bit-identical), a convolution taking and giving NHWC (fp32 and bf16);
  * for training, the backward pass of each of them (onto a nonzero gradient: they
  * accumulate), BatchNorm's statistics, affine map and backward, and the convolution's
  * backward on NHWC x and dy. */
+#include <math.h>
 #include <string.h>
 
 #include "check.h"
@@ -241,6 +242,35 @@ static void test_products_backward(GRand *rng, int n, int c, int hw) {
     g_free(ds), g_free(ds2), g_free(dm), g_free(dm2);
 }
 
+/* Outlook attention on NHWC v and logits against the NCHW kernel: y and the kept
+ * probabilities bit for bit (the same arithmetic, only the gathers differ), then the
+ * backward pass onto nonzero dv and da. Sizes cross the 8-row tiles and the image border. */
+static void test_outlook(GRand *rng, int n, int c, int heads, int h, int w) {
+    const int hw = h * w, ca = heads * 81;
+    const size_t vn = (size_t)n * c * hw, an = (size_t)n * ca * hw;
+    const float scale = 1.0f / sqrtf((float)(c / heads));
+    float *v = random_floats(rng, vn), *a = random_floats(rng, an);
+    float *vt = check_nhwc_of(v, n, c, hw), *at = check_nhwc_of(a, n, ca, hw);
+    float *y = g_new(float, vn), *yt = g_new(float, vn);
+    float *prob = g_new(float, an), *probt = g_new(float, an);
+    cs_cpu_outlook_attention(y, prob, v, a, n, c, heads, h, w, scale);
+    cs_cpu_outlook_attention_nhwc(yt, probt, vt, at, n, c, heads, h, w, scale);
+    float *back = nchw_of(yt, n, c, hw), *pback = nchw_of(probt, n, ca, hw);
+    CHECK_MSG(memcmp(back, y, sizeof(float) * vn) == 0,
+              "outlook attention %dx%dx%dx%d, %d heads, in NHWC: y differs", n, c, h, w, heads);
+    CHECK_MSG(memcmp(pback, prob, sizeof(float) * an) == 0,
+              "outlook attention in NHWC: probabilities differ");
+    float *dy = random_floats(rng, vn), *dyt = check_nhwc_of(dy, n, c, hw);
+    grad_pair dv = grad_pair_new(rng, n, c, hw), da = grad_pair_new(rng, n, ca, hw);
+    cs_cpu_outlook_attention_backward(dv.nchw, da.nchw, dy, prob, v, n, c, heads, h, w, scale);
+    cs_cpu_outlook_attention_backward_nhwc(dv.nhwc, da.nhwc, dyt, probt, vt, n, c, heads, h, w,
+                                           scale);
+    grad_pair_check(&dv, "outlook attention backward in NHWC, dv");
+    grad_pair_check(&da, "outlook attention backward in NHWC, da");
+    g_free(v), g_free(a), g_free(vt), g_free(at), g_free(y), g_free(yt), g_free(prob);
+    g_free(probt), g_free(back), g_free(pback), g_free(dy), g_free(dyt);
+}
+
 /* Training BatchNorm on NHWC: statistics, the affine map (+ReLU) and the backward. */
 static void test_batchnorm_nhwc(GRand *rng, int n, int c, int hw) {
     const size_t count = (size_t)n * c * hw;
@@ -308,6 +338,8 @@ int main(void) {
         test_reduce(rng, "channel maximum", cs_cpu_channel_max, cs_cpu_channel_max_nhwc, 0, 2, c, 77);
     }
     test_products(rng, 2, 19, 45);
+    test_outlook(rng, 2, 8, 2, 11, 9);
+    test_outlook(rng, 1, 32, 4, 16, 20);
     test_conv_nhwc(rng, 0);
     if (!cs_cpu_bf16_unsupported()) test_conv_nhwc(rng, 1);
     test_to_nchw_backward(rng, 2, 37, 45);

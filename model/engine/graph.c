@@ -337,6 +337,21 @@ static void make_nchw(cs_ctx *ctx, cs_tensor *t) {
     t->nhwc = FALSE;
 }
 
+/* Inference: the bytes of NCHW t reordered to NHWC in place. */
+void cs_tensor_make_nhwc(cs_ctx *ctx, const cs_tensor *t) {
+    g_assert(!ctx->training && ctx->be->nchw_to_nhwc);
+    cs_tensor *m = (cs_tensor *)t; /* the layout belongs to the storage (see below) */
+    if (m->nhwc) return;
+    if (m->c > 1 && m->h * m->w > 1) {
+        float *nhwc = pool_take(ctx, block_size(cs_numel(m)));
+        PROFILED("NCHW to NHWC",
+                 ctx->be->nchw_to_nhwc(nhwc, m->data, m->n, m->c, m->h * m->w, 0));
+        pool_give(ctx, m->data);
+        m->data = nhwc;
+    }
+    m->nhwc = TRUE;
+}
+
 static void nchw_copy_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *x = node->in[0];
     if (!x->requires_grad) return;

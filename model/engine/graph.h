@@ -62,6 +62,8 @@ void cs_ctx_set_weights_tag(cs_ctx *ctx, uint64_t tag);
  * (its values are unchanged); in training a copy recorded on the tape (the NHWC tensor and
  * its gradient stay as the operations that read them saw them), made once. */
 const cs_tensor *cs_tensor_nchw(cs_ctx *ctx, const cs_tensor *t);
+/* Inference with NHWC kernels only: t's storage turned NHWC in place. */
+void cs_tensor_make_nhwc(cs_ctx *ctx, const cs_tensor *t);
 /* Room for t's values in bfloat16 (t->bf16, kept until t is released). */
 void *cs_tensor_bf16_room(cs_ctx *ctx, cs_tensor *t);
 /* The gradient of t (zeroed when first asked for), in the backend's memory. */

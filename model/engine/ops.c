@@ -28,6 +28,12 @@ static size_t plane(const cs_tensor *t) { return (size_t)t->h * t->w; }
 #define NHWC_FORWARD(x, fn, bwd) \
     ((x)->nhwc && ctx->be->fn && (!ctx->training || ctx->be->bwd))
 
+/* Whether an operation that meets NCHW and NHWC inputs turns the NCHW ones NHWC (one
+ * pass over those, and the result stays NHWC for the convolution that usually follows)
+ * rather than the NHWC ones NCHW (that pass, and another in that convolution): in
+ * inference, where the maps are not kept for a backward pass. */
+#define JOIN_NHWC(ctx) (!(ctx)->training && (ctx)->be->nchw_to_nhwc && (ctx)->be->copy_channels_nhwc)
+
 /* ---- convolution ------------------------------------------------------------------- */
 
 /* A conv or Linear weight: O x C x k x k, or out x in (a 1x1 kernel). */
@@ -357,7 +363,10 @@ static void add_backward(cs_ctx *ctx, const cs_node *node) {
 
 cs_tensor *cs_add(cs_ctx *ctx, const cs_tensor *a, const cs_tensor *b, int relu) {
     check_same_shape(a, b, "add");
-    if (a->nhwc != b->nhwc) NCHW(a), NCHW(b);
+    if (a->nhwc != b->nhwc) {
+        if (JOIN_NHWC(ctx)) cs_tensor_make_nhwc(ctx, a), cs_tensor_make_nhwc(ctx, b);
+        else NCHW(a), NCHW(b);
+    }
     cs_tensor *y = cs_tensor_new(ctx, a->n, a->c, a->h, a->w);
     y->nhwc = a->nhwc;
     PROFILED("add", ctx->be->add(y->data, a->data, b->data, cs_numel(a), relu));
@@ -435,8 +444,15 @@ cs_tensor *cs_concat(cs_ctx *ctx, int count, const cs_tensor *const *parts) {
         c += parts[i]->c;
     }
     const cs_tensor *in[4];
-    gboolean nhwc = TRUE;
-    for (int i = 0; i < count; i++) nhwc = nhwc && NHWC_FORWARD(parts[i], copy_channels_nhwc, copy_channels_backward_nhwc);
+    gboolean nhwc = TRUE, any_nhwc = FALSE;
+    for (int i = 0; i < count; i++) {
+        nhwc = nhwc && NHWC_FORWARD(parts[i], copy_channels_nhwc, copy_channels_backward_nhwc);
+        any_nhwc = any_nhwc || parts[i]->nhwc;
+    }
+    if (!nhwc && any_nhwc && JOIN_NHWC(ctx)) {
+        for (int i = 0; i < count; i++) cs_tensor_make_nhwc(ctx, parts[i]);
+        nhwc = TRUE;
+    }
     for (int i = 0; i < count; i++) in[i] = nhwc ? parts[i] : cs_tensor_nchw(ctx, parts[i]);
     cs_tensor *y = cs_tensor_new(ctx, in[0]->n, c, in[0]->h, in[0]->w);
     y->nhwc = nhwc;
@@ -579,8 +595,9 @@ static void outlook_backward(cs_ctx *ctx, const cs_node *node) {
     cs_tensor *v = node->in[0], *a = node->in[1];
     float *dv = cs_grad_of(ctx, v), *da = cs_grad_of(ctx, a);
     g_assert(dv && da);
-    ctx->be->outlook_attention_backward(dv, da, node->out->grad, node->saved_tensor->data, v->data,
-                                      v->n, v->c, node->iarg[0], v->h, v->w, node->farg);
+    (v->nhwc ? ctx->be->outlook_attention_backward_nhwc : ctx->be->outlook_attention_backward)(
+        dv, da, node->out->grad, node->saved_tensor->data, v->data, v->n, v->c, node->iarg[0],
+        v->h, v->w, node->farg);
 }
 
 cs_tensor *cs_outlook_attention(cs_ctx *ctx, const cs_tensor *v, const cs_tensor *a,
@@ -588,14 +605,20 @@ cs_tensor *cs_outlook_attention(cs_ctx *ctx, const cs_tensor *v, const cs_tensor
     if (a->n != v->n || a->c != heads * 81 || a->h != v->h || a->w != v->w || v->c % heads)
         g_error("internal error: outlook attention over %d heads of %dx%dx%dx%d logits", heads,
                 a->n, a->c, a->h, a->w);
-    NCHW(v), NCHW(a);
+    /* NHWC when both inputs are (the outputs of oneDNN convolutions): no layout pass over
+     * the 324-channel logits. */
+    const gboolean nhwc = a->nhwc && NHWC_FORWARD(v, outlook_attention_nhwc,
+                                                  outlook_attention_backward_nhwc);
+    if (!nhwc) NCHW(v), NCHW(a);
     cs_tensor *y = cs_tensor_new(ctx, v->n, v->c, v->h, v->w);
-    /* The probabilities are only kept for the backward pass. */
+    y->nhwc = nhwc;
+    /* The probabilities (in the maps' layout) are only kept for the backward pass. */
     cs_tensor *prob = ctx->training ? cs_tensor_new(ctx, a->n, a->c, a->h, a->w) : NULL;
     const float scale = 1.0f / sqrtf((float)(v->c / heads));
     PROFILED("outlook_attention",
-             ctx->be->outlook_attention(y->data, prob ? prob->data : NULL, v->data, a->data, v->n,
-                                      v->c, heads, v->h, v->w, scale));
+             (nhwc ? ctx->be->outlook_attention_nhwc : ctx->be->outlook_attention)(
+                 y->data, prob ? prob->data : NULL, v->data, a->data, v->n, v->c, heads, v->h,
+                 v->w, scale));
     cs_node *node = cs_tape_record(ctx, "outlook_attention", outlook_backward, y);
     if (node) {
         node->in[0] = (cs_tensor *)v, node->in[1] = (cs_tensor *)a;
