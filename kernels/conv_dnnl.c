@@ -91,6 +91,16 @@ const char *cs_cpu_bf16_unsupported(void) {
     return "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)";
 }
 
+/* oneDNN's AVX512-BF16 kernels ran no faster than its float32 ones on a Xeon whose AMX
+ * was not enabled (paper network: 1186 ms against 1198 in one bench/run.sh; a bf16 matmul
+ * at 158 GFLOP/s against sgemm's 227): the gain is AMX's. */
+const char *cs_cpu_bf16_slow(void) {
+    const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    const unsigned amx = (unsigned)dnnl_cpu_isa_avx512_core_amx;
+    if (cs_cpu_bf16_unsupported() || (isa & amx) == amx) return NULL;
+    return "this CPU has AVX512-BF16 but no AMX: bf16 is no faster than fp32 here";
+}
+
 /* ---- layouts -------------------------------------------------------------------------------- */
 
 static dnnl_data_type_t input_type(const cs_conv_shape *s) { return s->bf16 ? dnnl_bf16 : dnnl_f32; }

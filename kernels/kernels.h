@@ -67,6 +67,8 @@ void cs_conv_geometry(cs_conv_shape *s);
 /* Whether this CPU runs bfloat16 convolutions natively (AVX512-BF16 or AMX); NULL when it
  * does, else why not. */
 const char *cs_cpu_bf16_unsupported(void);
+/* NULL, or why bfloat16 will not be faster here: bfloat16 instructions without AMX. */
+const char *cs_cpu_bf16_slow(void);
 /* A fresh nonzero weights tag, and the end of one (its reordered weights are freed). */
 uint64_t cs_cpu_conv_new_tag(void);
 void cs_cpu_conv_forget(uint64_t weights_tag);

@@ -248,6 +248,7 @@ gboolean cs_precision_parse(const char *precision, gboolean *bf16, char **note,
     const char *why = cs_cpu_bf16_unsupported();
     *bf16 = why == NULL;
     if (why && note) *note = g_strdup_printf("%s: running in fp32", why);
+    else if (note && cs_cpu_bf16_slow()) *note = g_strdup(cs_cpu_bf16_slow());
     return TRUE;
 }
 
