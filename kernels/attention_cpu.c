@@ -102,11 +102,19 @@ static void load_planes(float *dst, size_t dst_plane, const float *src, const ma
                 memcpy(row + CS_HALO, src + view_at(m, d, k, r), sizeof(float) * w);
         }
     if (m->pixel_stride == 1) return;
+    /* NHWC: a transposition in blocks of 16 pixels, so that each plane gets whole cache
+     * lines and the block's pixels stay in L1. */
+    const size_t ps = m->pixel_stride;
     for (int r = r_lo; r < r_hi; r++) {
         float *row = dst + (size_t)(r - y0 + CS_HALO) * pw + CS_HALO;
-        for (int x = 0; x < w; x++) {
-            const float *restrict pixel = src + view_at(m, d, 0, r) + (size_t)x * m->pixel_stride;
-            for (int k = 0; k < count; k++) row[k * dst_plane + x] = pixel[k];
+        const float *pixels = src + view_at(m, d, 0, r);
+        for (int x0 = 0; x0 < w; x0 += 16) {
+            const int n = imin(16, w - x0);
+            for (int k = 0; k < count; k++) {
+                float *restrict out = row + k * dst_plane + x0;
+                const float *restrict in = pixels + (size_t)x0 * ps + k;
+                for (int x = 0; x < n; x++) out[x] = in[(size_t)x * ps];
+            }
         }
     }
 }
@@ -163,6 +171,36 @@ static inline void softmax9_row(float *e0, size_t plane, int w, float scale, flo
     }
 }
 
+/* The fold's multiply-adds in blocks: CS_RUN_CHUNK pixels of CS_DIM_CHUNK channels, whose
+ * sums stay in registers (or L1) over all 81 (i, j) while each probability row is loaded
+ * once for the block's channels. Every sum still runs over (i, j) in order from zero, so
+ * the result is the unblocked loop's bit for bit. */
+#define CS_RUN_CHUNK 64
+#define CS_DIM_CHUNK 4
+
+CS_VECTOR_CLONES
+static void outlook_chunk(float *Y, const float *P, const float *V, int dims, size_t k0,
+                          size_t kn, size_t plane, int pw) {
+    float acc[CS_DIM_CHUNK][CS_RUN_CHUNK];
+    memset(acc, 0, sizeof acc);
+    for (int i = 0; i < CS_NB; i++) {
+        const int ay = csm_nb_dy(i), ax = csm_nb_dx(i);
+        for (int j = 0; j < CS_NB; j++) {
+            const int by = csm_nb_dy(j), bx = csm_nb_dx(j);
+            const float *restrict prow = P + (size_t)(i * CS_NB + j) * plane +
+                                         (size_t)(CS_HALO - ay) * pw + CS_HALO - ax + k0;
+            const size_t voff = (size_t)(CS_HALO - ay + by) * pw + CS_HALO - ax + bx + k0;
+            for (int dd = 0; dd < dims; dd++) {
+                const float *restrict vrow = V + dd * plane + voff;
+                float *restrict a = acc[dd];
+                for (size_t k = 0; k < kn; k++) a[k] += prow[k] * vrow[k];
+            }
+        }
+    }
+    for (int dd = 0; dd < dims; dd++)
+        memcpy(Y + (size_t)dd * CS_TILE_ROWS * pw, acc[dd], sizeof(float) * kn);
+}
+
 CS_VECTOR_CLONES
 static void outlook_tile(float *y, float *prob, const float *v, const float *a,
                          const outlook_dims *d, int b, int hd, int y0, int y1, float *scratch) {
@@ -192,21 +230,11 @@ static void outlook_tile(float *y, float *prob, const float *v, const float *a,
      * padded row length too, so that the rows of a tile form one long run per (i, j); the
      * 4 columns past w hold garbage and are not copied out. */
     const size_t run = (size_t)rows * pw - 2 * CS_HALO;
-    for (int dd = 0; dd < d->head_dim; dd++) {
-        float *restrict yd = Y + (size_t)dd * CS_TILE_ROWS * pw;
-        const float *vd = V + dd * plane;
-        memset(yd, 0, sizeof(float) * run);
-        for (int i = 0; i < CS_NB; i++) {
-            const int ay = csm_nb_dy(i), ax = csm_nb_dx(i);
-            for (int j = 0; j < CS_NB; j++) {
-                const int by = csm_nb_dy(j), bx = csm_nb_dx(j);
-                const float *restrict prow =
-                    P + (size_t)(i * CS_NB + j) * plane + (size_t)(CS_HALO - ay) * pw + CS_HALO - ax;
-                const float *restrict vrow =
-                    vd + (size_t)(CS_HALO - ay + by) * pw + CS_HALO - ax + bx;
-                for (size_t k = 0; k < run; k++) yd[k] += prow[k] * vrow[k];
-            }
-        }
+    for (size_t k0 = 0; k0 < run; k0 += CS_RUN_CHUNK) {
+        const size_t kn = run - k0 < CS_RUN_CHUNK ? run - k0 : CS_RUN_CHUNK;
+        for (int d0 = 0; d0 < d->head_dim; d0 += CS_DIM_CHUNK)
+            outlook_chunk(Y + (size_t)d0 * CS_TILE_ROWS * pw + k0, P, V + (size_t)d0 * plane,
+                          imin(CS_DIM_CHUNK, d->head_dim - d0), k0, kn, plane, pw);
     }
     store_planes(y, &values, Y, (size_t)CS_TILE_ROWS * pw, d->head_dim, d, y0, y1, 0);
 }
