@@ -42,7 +42,10 @@ static int conv_is_pointwise(const cs_conv_shape *s) {
 
 /* A float32 1x1 convolution from and to NCHW maps is one sgemm per image on the maps as
  * they are, where oneDNN would need a layout pass each way (training; inference where
- * the input is not a oneDNN convolution's NHWC output). */
+ * the input is not a oneDNN convolution's NHWC output). On NHWC maps it stays on oneDNN:
+ * one sgemm over all pixels with the weights transposed (no weight reorder) ran at
+ * 0.2-0.7x oneDNN's speed on the networks' 1x1 shapes (16x16 to 256x256 maps, Xeon with
+ * AVX-512), faster only on 8x8 maps. */
 static int conv_pointwise_nchw(const cs_conv_shape *s) {
     return !s->bf16 && conv_is_pointwise(s) && !s->x_nhwc && !s->y_nhwc;
 }
