@@ -67,6 +67,12 @@ cs_model *cs_model_load_file(const cs_safetensors *file, const char *foreign_pre
         arch = CS_ARCH_CONDSEG;
     } else if (cs_st_find(file, "head.conv_fuse.weight")) {
         arch = CS_ARCH_STAGE1;
+    } else if (cs_st_find(file, "layer0.0.weight")) {
+        g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
+                    "weights file '%s' holds a ResNet trunk only (layer0.0.weight, no ConDSeg "
+                    "or stage-1 head): initial weights for 'condseg train --init', not a "
+                    "network to run", path);
+        return NULL;
     } else {
         g_set_error(error, CS_ERROR, CS_ERROR_TENSOR,
                     "weights file '%s' holds neither a ConDSeg network (no tensor "

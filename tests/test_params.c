@@ -171,6 +171,9 @@ int main(void) {
                       NULL);
     expect_load_error(dir, NOTHING_KNOWN, "layer0.0.weight", "neither a ConDSeg network",
                       "stage-1");
+    /* A trunk without a head (pth2safetensors.py --torchvision-resnet50): said what it is. */
+    expect_load_error(dir, DROP, "head.conv_fuse.weight", "holds a ResNet trunk only",
+                      "condseg train --init");
     /* num_batches_tracked may be absent (checkpoints older than the buffer): loads. */
     char *path = write_variant(dir, DROP_COUNTERS, NULL);
     GError *error = NULL;
