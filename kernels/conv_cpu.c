@@ -60,7 +60,10 @@ static int use_onednn(const cs_conv_shape *s) {
     return !conv_small(s) && !conv_pointwise_nchw(s);
 }
 
-const char *cs_cpu_conv_engine(const cs_conv_shape *s) { return use_onednn(s) ? "onednn" : "sgemm"; }
+const char *cs_cpu_conv_engine(const cs_conv_shape *s) {
+    if (!use_onednn(s)) return "sgemm";
+    return csk_dnnl_conv_winograd(s) ? "onednn-winograd" : "onednn";
+}
 int cs_cpu_conv2d_supports_nhwc(const cs_conv_shape *s) { return use_onednn(s); }
 
 static size_t conv_kdim(const cs_conv_shape *s) { return (size_t)s->c * s->k * s->k; }

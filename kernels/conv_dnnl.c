@@ -19,6 +19,7 @@
  * step's convolution backward 23% faster and the paper network's no faster (CONDSEG_PROFILE,
  * same load), for a weight gradient 2e-3 (rel-L2) off instead of 1e-5: not worth it.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "conv_dnnl.h"
@@ -26,7 +27,7 @@
 
 enum {
     PASS_FORWARD, PASS_BACKWARD_DATA, PASS_BACKWARD_WEIGHTS, PASS_TO_NCHW, PASS_TO_NHWC,
-    PASS_TO_NHWC_SUM
+    PASS_TO_NHWC_SUM, PASS_FORWARD_WINOGRAD
 };
 enum { EPI_SCALE = 1, EPI_SHIFT = 2, EPI_RELU = 4 };
 
@@ -53,6 +54,10 @@ typedef struct {
      * an NHWC float32 x: in_nhwc. */
     dnnl_primitive_t in[2], out, in_nhwc;
     size_t scratchpad_bytes;          /* the convolution's scratch, in our workspace */
+    /* Winograd (conv NULL: this oneDNN has no such kernel for the shape): its maps are
+     * blocked by 16 channels; `out_nhwc` is the pass from y_blocked to NHWC. */
+    csd_md x_blocked, y_blocked;
+    dnnl_primitive_t out_nhwc;
 } plan;
 
 static dnnl_engine_t engine;
@@ -275,6 +280,86 @@ static plan *plan_layout_pass(const cs_conv_shape *s, int pass) {
     return p;
 }
 
+/* ---- Winograd (float32 inference) ------------------------------------------------------
+ * oneDNN 2.x's Winograd kernel F(2x2, 3x3) (jit_fp32_wino_2x3 on AVX-512) computes a 3x3
+ * stride-1 convolution with 2.25x fewer multiplications, on maps blocked by 16 channels.
+ * Measured on the networks' shapes, one image (Xeon, 2 threads, against brgconv on NHWC):
+ * 128 -> 128 channels at 128x128, 12.5 against 17-20 ms; at 256x256, 48 against 73-75; at
+ * 64x64, 3.1 against 4.5. Its weights' transform is per call (1.3-1.9 ms, 1.8x the weights)
+ * and each map needs passes to and from the blocked layout, so it is used from 128x128
+ * output pixels up (64x64 came out even). Its F(4x4, 3x3) kernel (jit_wino_4x3, chosen for
+ * 256-512 input channels) is refused: 4x the weights in the workspace and a 12-19 ms
+ * transform per call, which took most of its gain and pushed the paper network's peak RSS
+ * 30 MB above the issue's limit. A whole map's transformed tiles took up to 140 MB of
+ * scratch, so the map goes through in bands of output rows, each band's input rows (with
+ * their halo) reordered into a small blocked buffer that stays in cache; the first and last
+ * bands get their zero row in a staging copy, so that no band is padded vertically (with
+ * padded edges oneDNN chose the 4x3 kernel there). The sums differ from the direct ones by
+ * 1-2e-6 of the output's scale (test_layout); the whole network's outputs stayed as close to
+ * the float64 reference (test_network: mask 1.79e-5 against 1.83e-5 direct). Training,
+ * whose backward is the direct convolution's, keeps the direct sums. CONDSEG_WINOGRAD=0
+ * turns it off (benchmarks' A/B). */
+#define CS_WINOGRAD_MIN_PIXELS (128 * 128)
+/* A band's input rows: 2 MB (32 rows of 128 channels at 128 wide), which kept the
+ * workspace within the direct engine's (the transformed tiles are 4-9x the band). */
+#define CS_WINOGRAD_BAND_FLOATS ((size_t)1 << 19)
+
+static int winograd_wanted(const cs_conv_shape *s) {
+    static int disabled = -1;
+    if (disabled < 0) {
+        const char *e = getenv("CONDSEG_WINOGRAD");
+        disabled = e && strcmp(e, "0") == 0;
+    }
+    return !disabled && s->winograd && !s->bf16 && s->x_nhwc && s->y_nhwc && s->k == 3 &&
+           s->stride == 1 && s->dil == 1 && s->pad == 1 &&
+           (size_t)s->n * s->ho * s->wo >= CS_WINOGRAD_MIN_PIXELS;
+}
+
+/* The epilogue of a Winograd plan: the scale goes into the weights (winograd_forward), the
+ * shift is the bias, ReLU a post-op. */
+static dnnl_primitive_attr_t winograd_attr(int epilogue) {
+    dnnl_primitive_attr_t attr = conv_attr();
+    if (epilogue & EPI_RELU) {
+        dnnl_post_ops_t po;
+        CSD_CHECK(dnnl_post_ops_create(&po));
+        csd_append_relu(po);
+        CSD_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
+        dnnl_post_ops_destroy(po);
+    }
+    return attr;
+}
+
+/* The plan of one band (s: one image, the band's input rows, the halo rows included, so
+ * that no band is padded at the top or bottom); conv NULL where this oneDNN has no
+ * Winograd kernel for it. */
+static plan *plan_winograd(const cs_conv_shape *s, int epilogue) {
+    plan *p = g_new0(plan, 1);
+    layouts_make(&p->md, s);
+    p->x_blocked = md4(s->n, s->c, s->h, s->w, dnnl_f32, dnnl_nChw16c);
+    p->y_blocked = md4(s->n, s->o, s->ho, s->wo, dnnl_f32, dnnl_nChw16c);
+    dnnl_primitive_attr_t attr = winograd_attr(epilogue);
+    csd_md w = weights_any(s, dnnl_f32);
+    csd_conv_geometry g = geometry(s);
+    g.pad_l[0] = g.pad_r[0] = 0;
+    dnnl_primitive_desc_t pd;
+    const dnnl_status_t st =
+        csd_winograd_forward_pd(&pd, engine, p->x_blocked, w,
+                                (epilogue & EPI_SHIFT) ? p->md.bias : NULL, p->y_blocked, &g, attr);
+    csd_md_free(w);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success) return p;
+    const char *impl = "";
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    if (!strstr(impl, "2x3")) { /* the 4x3 kernel: see the top of this section */
+        dnnl_primitive_desc_destroy(pd);
+        return p;
+    }
+    plan_take(p, pd, dnnl_query_weights_md, PASS_FORWARD);
+    p->in_nhwc = reorder_between(p->md.x_f32, p->x_blocked, 0);
+    p->out_nhwc = reorder_between(p->y_blocked, p->md.y_f32, 0);
+    return p;
+}
+
 static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
     engine_init();
     plan_key key = {s->n, s->c, s->h, s->w, s->o, s->k, s->stride, s->pad, s->dil, !!s->bf16,
@@ -282,14 +367,16 @@ static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
     g_mutex_lock(&cache_lock);
     plan *p = g_hash_table_lookup(plans, &key);
     if (!p) {
-        p = pass == PASS_FORWARD                                    ? plan_forward(s, epilogue)
-            : pass >= PASS_TO_NCHW                             ? plan_layout_pass(s, pass)
-                                                               : plan_backward(s, pass);
+        p = pass == PASS_FORWARD            ? plan_forward(s, epilogue)
+            : pass == PASS_FORWARD_WINOGRAD ? plan_winograd(s, epilogue)
+            : pass >= PASS_TO_NCHW          ? plan_layout_pass(s, pass)
+                                            : plan_backward(s, pass);
         g_hash_table_insert(plans, g_memdup2(&key, sizeof key), p);
     }
     g_mutex_unlock(&cache_lock);
     return p;
 }
+
 
 /* ---- execution ----------------------------------------------------------------------------- */
 
@@ -418,10 +505,64 @@ static size_t forward_y_floats(const cs_conv_shape *s) {
     return s->y_nhwc ? 0 : floats_of(nhwc_out_bytes(s, 0));
 }
 
-size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {
+static size_t direct_forward_floats(const cs_conv_shape *s) {
     return forward_x_floats(s) + forward_y_floats(s) + floats_of(weights_bytes(s, PASS_FORWARD)) +
            floats_of(scratchpad_bytes(s, PASS_FORWARD));
 }
+
+/* Output rows [r0, r0 + rows) of one image: input rows r0 - 1 to r0 + rows, the ones
+ * outside the map zero. */
+static int winograd_band_rows(const cs_conv_shape *s) {
+    int rows = (int)(CS_WINOGRAD_BAND_FLOATS / ((size_t)s->w * s->c)) / 4 * 4;
+    return rows < 4 ? 4 : rows > s->ho ? s->ho : rows;
+}
+
+static cs_conv_shape band_shape(const cs_conv_shape *s, int rows) {
+    cs_conv_shape b = *s;
+    b.n = 1;
+    b.h = rows + 2;
+    b.ho = rows;
+    return b;
+}
+
+static const plan *band_plan(const cs_conv_shape *s, int rows, int epilogue) {
+    const cs_conv_shape b = band_shape(s, rows);
+    return plan_get(&b, PASS_FORWARD_WINOGRAD, epilogue);
+}
+
+/* A band's NHWC input rows: the edge bands' staging copy. */
+static size_t band_staging_floats(const cs_conv_shape *s, int rows) {
+    return floats_of((size_t)(rows + 2) * s->w * s->c * 4);
+}
+
+/* Whether every band of the shape has the Winograd kernel; with `floats`, the workspace its
+ * bands need at most: the weights times the scale (OIHW) | the staging copy | the weights
+ * in the kernel's layout | x and y of a band, blocked | the scratchpad (of the plans without
+ * epilogue; one that wants more gets its own). */
+
+static int winograd_ok(const cs_conv_shape *s, size_t *floats) {
+    if (!winograd_wanted(s)) return 0;
+    const int rows = winograd_band_rows(s), last = s->ho - (s->ho - 1) / rows * rows;
+    size_t total = floats_of((size_t)s->o * s->c * 9 * 4) + band_staging_floats(s, rows);
+    size_t most = 0;
+    for (int k = 0; k < 2; k++) {
+        const plan *p = band_plan(s, k ? last : rows, 0);
+        if (!p->conv) return 0;
+        most = max_bytes(most, floats_of(dnnl_memory_desc_get_size(p->md.weights)) +
+                                   floats_of(dnnl_memory_desc_get_size(p->x_blocked)) +
+                                   floats_of(dnnl_memory_desc_get_size(p->y_blocked)) +
+                                   floats_of(p->scratchpad_bytes));
+    }
+    if (floats) *floats = total + most;
+    return 1;
+}
+
+size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {
+    size_t winograd = 0;
+    return winograd_ok(s, &winograd) ? winograd : direct_forward_floats(s);
+}
+
+int csk_dnnl_conv_winograd(const cs_conv_shape *s) { return winograd_ok(s, NULL); }
 
 /* The backward-weights pass runs in float32 whatever the precision (see the top). */
 static cs_conv_shape as_float32(const cs_conv_shape *s) {
@@ -467,10 +608,84 @@ static const void *forward_input(const plan *p, const cs_conv_shape *s, const fl
     return xs;
 }
 
+/* One band: its input rows (halo included) into the blocked buffer, the convolution, its
+ * output rows out. */
+static void band_run(const plan *p, float *y, const float *x, const void *weights,
+                     const float *shift, float *buffers, size_t avail) {
+    float *xb = buffers, *yb = xb + floats_of(dnnl_memory_desc_get_size(p->x_blocked));
+    float *pad = yb + floats_of(dnnl_memory_desc_get_size(p->y_blocked));
+    const size_t used = 4 * (size_t)(pad - buffers);
+    reorder_run(p->in_nhwc, p->md.x_f32, x, p->x_blocked, xb);
+    dnnl_memory_t mem[4];
+    dnnl_exec_arg_t args[5];
+    const csd_md mds[4] = {p->x_blocked, p->md.weights, p->y_blocked, p->md.bias};
+    const void *data[4] = {xb, weights, yb, shift};
+    const int which[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+    const int n = shift ? 4 : 3;
+    for (int i = 0; i < n; i++) {
+        mem[i] = memory_at(mds[i], data[i]);
+        args[i].arg = which[i], args[i].memory = mem[i];
+    }
+    run_conv(p, n, args, pad, avail > used ? avail - used : 0);
+    for (int i = 0; i < n; i++) dnnl_memory_destroy(mem[i]);
+    reorder_run(p->out_nhwc, p->y_blocked, yb, p->md.y_f32, y);
+}
+
+/* w with each output channel's rows times its scale. */
+static void scale_rows(float *out, const float *w, const float *scale, int rows, size_t cols) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (size_t i = 0; i < cols; i++) out[r * cols + i] = w[r * cols + i] * scale[r];
+}
+
+/* The input rows r0 - 1 .. r0 + rows of image `img` (NHWC): x itself, or, at the map's
+ * edges, a staging copy with the zero rows outside it. */
+static const float *band_input(const float *img, const cs_conv_shape *s, int r0, int rows,
+                               float *staging) {
+    const size_t row = (size_t)s->w * s->c;
+    if (r0 > 0 && r0 + rows < s->ho) return img + (size_t)(r0 - 1) * row;
+    const int first = r0 > 0 ? r0 - 1 : 0, last = r0 + rows < s->h ? r0 + rows : s->h - 1;
+    float *dst = staging;
+    if (r0 == 0) memset(dst, 0, row * sizeof(float)), dst += row;
+    memcpy(dst, img + (size_t)first * row, (size_t)(last - first + 1) * row * sizeof(float));
+    if (r0 + rows >= s->ho) memset(dst + (size_t)(last - first + 1) * row, 0, row * sizeof(float));
+    return staging;
+}
+
+static void winograd_forward(float *y, const float *x, const float *w, const float *scale,
+                             const float *shift, const cs_conv_shape *s, int epilogue,
+                             float *workspace) {
+    const size_t total = csk_dnnl_conv_forward_workspace(s);
+    const int rows = winograd_band_rows(s);
+    float *scaled = workspace, *staging = scaled + floats_of((size_t)s->o * s->c * 9 * 4);
+    float *weights = staging + band_staging_floats(s, rows);
+    const plan *transformed = NULL; /* whose weights layout `weights` holds */
+    if (scale) scale_rows(scaled, w, scale, s->o, (size_t)s->c * 9);
+    for (int r0 = 0; r0 < s->ho; r0 += rows) {
+        const int n_rows = r0 + rows < s->ho ? rows : s->ho - r0;
+        const plan *p = band_plan(s, n_rows, epilogue);
+        float *buffers = weights + floats_of(dnnl_memory_desc_get_size(p->md.weights));
+        if (!transformed || !dnnl_memory_desc_equal(transformed->md.weights, p->md.weights)) {
+            weights_reorder_run(p, scale ? scaled : w, weights, 0);
+            transformed = p;
+        }
+        for (int i = 0; i < s->n; i++) {
+            const float *img = x + (size_t)i * s->h * s->w * s->c;
+            float *out = y + ((size_t)i * s->ho + r0) * s->wo * s->o;
+            band_run(p, out, band_input(img, s, r0, n_rows, staging), weights, shift, buffers,
+                     4 * (total - (size_t)(buffers - workspace)));
+        }
+    }
+}
+
 void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float *scale,
                            const float *shift, const cs_conv_shape *s, int relu,
                            float *workspace) {
     const int epilogue = (scale ? EPI_SCALE : 0) | (shift ? EPI_SHIFT : 0) | (relu ? EPI_RELU : 0);
+    if (winograd_ok(s, NULL)) {
+        winograd_forward(y, x, w, scale, shift, s, epilogue, workspace);
+        return;
+    }
     const plan *p = plan_get(s, PASS_FORWARD, epilogue);
     float *xs = workspace, *ys = xs + forward_x_floats(s);
     float *wscratch = ys + forward_y_floats(s);

@@ -3,7 +3,8 @@
  * descriptor constructors differ:
  *  - csd_md is a memory descriptor owned by the caller: a heap copy of 2.x's struct, 3.x's
  *    handle; either passes straight to the API's memory-descriptor arguments;
- *  - csd_*_pd create the primitive descriptors of a convolution and of a matmul;
+ *  - csd_*_pd create the primitive descriptors of a convolution (direct, or Winograd where
+ *    the build has it) and of a matmul;
  *  - csd_append_sum / csd_append_relu are the post-ops whose arguments changed.
  * Every DNNL call returning a status goes through CSD_CHECK: a failure is an internal
  * error (the shapes and formats are ours), reported with the call. */
@@ -68,6 +69,16 @@ static inline void csd_forward_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t engin
         pd, engine, prop, dnnl_convolution_direct, src, weights, bias, dst, g->strides,
         g->dilates, g->pad_l, g->pad_r, attr));
 }
+/* Winograd: a status, not a check (not every oneDNN build or CPU has the kernels). */
+static inline dnnl_status_t csd_winograd_forward_pd(dnnl_primitive_desc_t *pd,
+                                                    dnnl_engine_t engine, csd_md src,
+                                                    csd_md weights, csd_md bias, csd_md dst,
+                                                    const csd_conv_geometry *g,
+                                                    const_dnnl_primitive_attr_t attr) {
+    return dnnl_convolution_forward_primitive_desc_create(
+        pd, engine, dnnl_forward_inference, dnnl_convolution_winograd, src, weights, bias, dst,
+        g->strides, g->dilates, g->pad_l, g->pad_r, attr);
+}
 static inline void csd_backward_data_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t engine,
                                         csd_md diff_src, csd_md weights, csd_md diff_dst,
                                         const csd_conv_geometry *g,
@@ -106,6 +117,17 @@ static inline void csd_forward_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t engin
         &d, prop, dnnl_convolution_direct, src, weights, bias, dst, g->strides, g->dilates,
         g->pad_l, g->pad_r));
     CSD_CHECK(dnnl_primitive_desc_create(pd, &d, attr, engine, NULL));
+}
+static inline dnnl_status_t csd_winograd_forward_pd(dnnl_primitive_desc_t *pd,
+                                                    dnnl_engine_t engine, csd_md src,
+                                                    csd_md weights, csd_md bias, csd_md dst,
+                                                    const csd_conv_geometry *g,
+                                                    const_dnnl_primitive_attr_t attr) {
+    dnnl_convolution_desc_t d;
+    dnnl_status_t st = dnnl_dilated_convolution_forward_desc_init(
+        &d, dnnl_forward_inference, dnnl_convolution_winograd, src, weights, bias, dst,
+        g->strides, g->dilates, g->pad_l, g->pad_r);
+    return st != dnnl_success ? st : dnnl_primitive_desc_create(pd, &d, attr, engine, NULL);
 }
 static inline void csd_backward_data_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t engine,
                                         csd_md diff_src, csd_md weights, csd_md diff_dst,

@@ -53,6 +53,8 @@ typedef struct {
     int bf16;                /* CPU: x, w (and dy) rounded to bfloat16, float32 accumulation */
     uint64_t weights_tag;    /* nonzero: w stays as it is while the tag lives, so the CPU may
                               * keep its reordered copy until cs_cpu_conv_forget(tag) */
+    int winograd;            /* CPU, float32 inference: Winograd's algorithm allowed where it
+                              * is measured faster (its sums differ from the direct ones) */
     int x_nhwc, y_nhwc;      /* x / y in NHWC order instead of NCHW (where
                               * conv2d_supports_nhwc says the shape allows it) */
     /* CPU, bf16 inference: room for x in NHWC bfloat16 (n*c*h*w values), which the

@@ -2,12 +2,15 @@
  * operations they replace (the same arithmetic, so max |diff| <= 1e-6 x scale): the layout
  * pass back to NCHW and its gradient, bilinear upsampling (x2, x4, odd sizes, batches),
  * channel concatenation, the global poolings, channel reductions and products of the
- * attention blocks and CDFA's outlook attention (bit-identical), a convolution taking and giving NHWC (fp32 and bf16);
+ * attention blocks and CDFA's outlook attention (bit-identical), a convolution taking and giving NHWC (fp32 and bf16),
+ * the Winograd convolution of float32 inference against the direct one (2e-5 x scale);
  * for training, the backward pass of each of them (onto a nonzero gradient: they
  * accumulate), BatchNorm's statistics, affine map and backward, and the convolution's
  * backward on NHWC x and dy. */
 #include <math.h>
 #include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
 
 #include "check.h"
 #include "kernels.h"
@@ -135,6 +138,47 @@ static void test_conv_nhwc(GRand *rng, int bf16) {
     g_free(xt), g_free(back);
 }
 
+/* Float32 inference on NHWC maps from 128x128 output pixels up runs oneDNN's Winograd
+ * kernel in bands of rows (conv_dnnl.c): against the direct kernel on the same maps, each
+ * epilogue (scale/shift + ReLU, bias only, none), several bands with a shorter last one
+ * and batches, and one band covering the whole map. Measured: a few 1e-6 x scale. */
+#define WINOGRAD_TOL 2e-5
+
+static void test_conv_winograd(GRand *rng, int n, int c, int o, int h, int w) {
+    cs_conv_shape s = {.n = n, .c = c, .h = h, .w = w, .o = o, .k = 3, .stride = 1, .pad = 1,
+                       .dil = 1, .x_nhwc = 1, .y_nhwc = 1};
+    cs_conv_geometry(&s);
+    const size_t in = (size_t)n * c * h * w, out = (size_t)n * o * s.ho * s.wo;
+    float *x = random_floats(rng, in), *wt = random_floats(rng, (size_t)o * c * 9);
+    float *scale = random_floats(rng, o), *shift = random_floats(rng, o);
+    float *want = g_new(float, out), *got = g_new(float, out);
+    CHECK_MSG(strcmp(cs_cpu_conv_engine(&s), "onednn") == 0, "direct engine: %s",
+              cs_cpu_conv_engine(&s));
+    cs_conv_shape fast = s;
+    fast.winograd = 1;
+    const char *engine = cs_cpu_conv_engine(&fast);
+#if DNNL_VERSION_MAJOR < 3
+    /* oneDNN 2.x has the kernel on every AVX-512 CPU (3.x dropped it). */
+    if (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core)
+        CHECK_MSG(strcmp(engine, "onednn-winograd") == 0, "%dx%dx%dx%d -> %d: engine %s", n, c, h,
+                  w, o, engine);
+#endif
+    printf("  %dx%dx%dx%d -> %d channels: %s\n", n, c, h, w, o, engine);
+    const float *scales[3] = {scale, NULL, NULL}, *shifts[3] = {shift, shift, NULL};
+    for (int e = 0; e < 3; e++) {
+        float *ws = g_new(float, cs_cpu_conv2d_forward_workspace(&s) + 1);
+        cs_cpu_conv2d_forward(want, x, wt, scales[e], shifts[e], &s, e == 0, ws);
+        g_free(ws);
+        ws = g_new(float, cs_cpu_conv2d_forward_workspace(&fast) + 1);
+        cs_cpu_conv2d_forward(got, x, wt, scales[e], shifts[e], &fast, e == 0, ws);
+        g_free(ws);
+        const double err = check_max_abs_diff(got, want, out) / check_max_abs(want, out);
+        printf("    epilogue %d: max |diff| %.2e x scale\n", e, err);
+        CHECK_MSG(err <= WINOGRAD_TOL, "Winograd %dx%dx%dx%d, epilogue %d: %.2e x scale", n, c,
+                  h, w, e, err);
+    }
+    g_free(x), g_free(wt), g_free(scale), g_free(shift), g_free(want), g_free(got);
+}
 
 /* ---- backward passes ------------------------------------------------------------------- */
 
@@ -341,6 +385,9 @@ int main(void) {
     test_outlook(rng, 2, 8, 2, 11, 9);
     test_outlook(rng, 1, 32, 4, 16, 20);
     test_conv_nhwc(rng, 0);
+    test_conv_winograd(rng, 1, 128, 128, 128, 128);
+    test_conv_winograd(rng, 3, 128, 96, 75, 100);
+    test_conv_winograd(rng, 4, 128, 128, 64, 64);
     if (!cs_cpu_bf16_unsupported()) test_conv_nhwc(rng, 1);
     test_to_nchw_backward(rng, 2, 37, 45);
     test_upsample_backward(rng, 1, 16, 8, 8, 16, 16);

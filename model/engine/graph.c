@@ -276,18 +276,23 @@ void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data) {
     ctx->probe_user = user_data;
 }
 
+/* Probes see NCHW maps in host memory. An NHWC map is shown through an NCHW copy rather
+ * than turned NCHW in place: a probe must not change which layouts the operations after
+ * it meet (it made bench_infer's probed run slower than the others). */
 void cs_probe(cs_ctx *ctx, const char *name, const cs_tensor *t) {
     if (!ctx->probe) return;
-    t = cs_tensor_nchw(ctx, t);
-    if (ctx->be->host_memory) {
-        ctx->probe(name, t, ctx->probe_user);
-        return;
-    }
-    /* Probes look at host memory: a copy of a device tensor. */
     cs_tensor host = *t;
-    host.data = g_new(float, cs_numel(t));
+    host.nhwc = FALSE;
     host.grad = NULL;
-    cs_tensor_read(ctx, t, host.data);
+    host.data = g_new(float, cs_numel(t));
+    if (t->nhwc && t->c > 1 && t->h * t->w > 1) {
+        float *nchw = pool_take(ctx, block_size(cs_numel(t)));
+        ctx->be->nhwc_to_nchw(nchw, t->data, t->n, t->c, t->h * t->w);
+        ctx->be->download(host.data, nchw, sizeof(float) * cs_numel(t));
+        pool_give(ctx, nchw);
+    } else {
+        ctx->be->download(host.data, t->data, sizeof(float) * cs_numel(t));
+    }
     ctx->probe(name, &host, ctx->probe_user);
     g_free(host.data);
 }

@@ -53,7 +53,8 @@ static cs_conv_shape conv_shape(const cs_ctx *ctx, const cs_tensor *x, int o, in
                                 int pad, int dil) {
     cs_conv_shape s = {.n = x->n, .c = x->c, .h = x->h, .w = x->w, .o = o, .k = k,
                        .stride = stride, .pad = pad, .dil = dil, .bf16 = ctx->bf16,
-                       .weights_tag = ctx->training ? 0 : ctx->weights_tag};
+                       .weights_tag = ctx->training ? 0 : ctx->weights_tag,
+                       .winograd = !ctx->training};
     cs_conv_geometry(&s);
     return s;
 }
