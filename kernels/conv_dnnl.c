@@ -377,7 +377,6 @@ static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
     return p;
 }
 
-
 /* ---- execution ----------------------------------------------------------------------------- */
 
 static dnnl_memory_t memory_at(csd_md md, const void *data) {
@@ -539,7 +538,6 @@ static size_t band_staging_floats(const cs_conv_shape *s, int rows) {
  * bands need at most: the weights times the scale (OIHW) | the staging copy | the weights
  * in the kernel's layout | x and y of a band, blocked | the scratchpad (of the plans without
  * epilogue; one that wants more gets its own). */
-
 static int winograd_ok(const cs_conv_shape *s, size_t *floats) {
     if (!winograd_wanted(s)) return 0;
     const int rows = winograd_band_rows(s), last = s->ho - (s->ho - 1) / rows * rows;
@@ -631,13 +629,6 @@ static void band_run(const plan *p, float *y, const float *x, const void *weight
     reorder_run(p->out_nhwc, p->y_blocked, yb, p->md.y_f32, y);
 }
 
-/* w with each output channel's rows times its scale. */
-static void scale_rows(float *out, const float *w, const float *scale, int rows, size_t cols) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++)
-        for (size_t i = 0; i < cols; i++) out[r * cols + i] = w[r * cols + i] * scale[r];
-}
-
 /* The input rows r0 - 1 .. r0 + rows of image `img` (NHWC): x itself, or, at the map's
  * edges, a staging copy with the zero rows outside it. */
 static const float *band_input(const float *img, const cs_conv_shape *s, int r0, int rows,
@@ -652,15 +643,15 @@ static const float *band_input(const float *img, const cs_conv_shape *s, int r0,
     return staging;
 }
 
+/* `total`: the workspace's floats (winograd_ok). */
 static void winograd_forward(float *y, const float *x, const float *w, const float *scale,
                              const float *shift, const cs_conv_shape *s, int epilogue,
-                             float *workspace) {
-    const size_t total = csk_dnnl_conv_forward_workspace(s);
+                             float *workspace, size_t total) {
     const int rows = winograd_band_rows(s);
     float *scaled = workspace, *staging = scaled + floats_of((size_t)s->o * s->c * 9 * 4);
     float *weights = staging + band_staging_floats(s, rows);
     const plan *transformed = NULL; /* whose weights layout `weights` holds */
-    if (scale) scale_rows(scaled, w, scale, s->o, (size_t)s->c * 9);
+    if (scale) cs_cpu_mul_channel(scaled, w, scale, 1, s->o, s->c * 9); /* each row x its scale */
     for (int r0 = 0; r0 < s->ho; r0 += rows) {
         const int n_rows = r0 + rows < s->ho ? rows : s->ho - r0;
         const plan *p = band_plan(s, n_rows, epilogue);
@@ -682,8 +673,9 @@ void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float
                            const float *shift, const cs_conv_shape *s, int relu,
                            float *workspace) {
     const int epilogue = (scale ? EPI_SCALE : 0) | (shift ? EPI_SHIFT : 0) | (relu ? EPI_RELU : 0);
-    if (winograd_ok(s, NULL)) {
-        winograd_forward(y, x, w, scale, shift, s, epilogue, workspace);
+    size_t winograd_floats;
+    if (winograd_ok(s, &winograd_floats)) {
+        winograd_forward(y, x, w, scale, shift, s, epilogue, workspace, winograd_floats);
         return;
     }
     const plan *p = plan_get(s, PASS_FORWARD, epilogue);

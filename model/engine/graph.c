@@ -279,13 +279,16 @@ void cs_ctx_set_probe(cs_ctx *ctx, cs_probe_fn fn, void *user_data) {
 /* Probes see NCHW maps in host memory. An NHWC map is shown through an NCHW copy rather
  * than turned NCHW in place: a probe must not change which layouts the operations after
  * it meet (it made bench_infer's probed run slower than the others). */
+/* Whether t's NHWC and NCHW bytes differ (they are the same for one channel or one pixel). */
+static gboolean layouts_differ(const cs_tensor *t) { return t->c > 1 && t->h * t->w > 1; }
+
 void cs_probe(cs_ctx *ctx, const char *name, const cs_tensor *t) {
     if (!ctx->probe) return;
     cs_tensor host = *t;
     host.nhwc = FALSE;
     host.grad = NULL;
     host.data = g_new(float, cs_numel(t));
-    if (t->nhwc && t->c > 1 && t->h * t->w > 1) {
+    if (t->nhwc && layouts_differ(t)) {
         float *nchw = pool_take(ctx, block_size(cs_numel(t)));
         ctx->be->nhwc_to_nchw(nchw, t->data, t->n, t->c, t->h * t->w);
         ctx->be->download(host.data, nchw, sizeof(float) * cs_numel(t));
@@ -370,7 +373,7 @@ const cs_tensor *cs_tensor_nchw(cs_ctx *ctx, const cs_tensor *t) {
     if (!t->nhwc) return t;
     /* The layout belongs to the storage, not to the value the const promises. */
     cs_tensor *m = (cs_tensor *)t;
-    if (m->c == 1 || m->h * m->w == 1) { /* the same bytes in both orders */
+    if (!layouts_differ(m)) {
         m->nhwc = FALSE;
         return m;
     }
@@ -393,8 +396,7 @@ void cs_tensor_read(cs_ctx *ctx, const cs_tensor *t, float *host) {
 }
 
 void cs_tensor_set_grad(cs_ctx *ctx, cs_tensor *t, const float *host) {
-    if (t->nhwc && t->c > 1 && t->h * t->w > 1)
-        g_error("internal error: a host gradient for an NHWC map");
+    if (t->nhwc && layouts_differ(t)) g_error("internal error: a host gradient for an NHWC map");
     ctx->be->upload(cs_tensor_grad(ctx, t), host, sizeof(float) * cs_numel(t));
 }
 
