@@ -31,7 +31,8 @@ void cs_conv_geometry(cs_conv_shape *s) {
  * wins wherever there is work to share out; on tiny problems — the channel attention's
  * MLP on 1x1 maps, a single output channel (spatial attention, the output layer) — its
  * per-call set-up and layout passes cost more than the arithmetic, and sgemm (in float32,
- * whatever the precision) is faster. */
+ * whatever the precision) is faster. Shapes for which oneDNN has only its own im2col + GEMM
+ * kernel (dilated ones on AVX2 CPUs: conv_dnnl.c) run on sgemm, 10x faster. */
 static int conv_small(const cs_conv_shape *s) {
     return (size_t)s->n * s->ho * s->wo < 64 || s->o < 8 || s->c < 2;
 }
@@ -57,7 +58,7 @@ static int use_onednn(const cs_conv_shape *s) {
         forced = !e || !*e ? -2 : strcmp(e, "sgemm") == 0 ? 0 : 1;
     }
     if (forced >= 0 && !s->bf16) return forced;
-    return !conv_small(s) && !conv_pointwise_nchw(s);
+    return !conv_small(s) && !conv_pointwise_nchw(s) && !csk_dnnl_conv_fallback(s);
 }
 
 const char *cs_cpu_conv_engine(const cs_conv_shape *s) {

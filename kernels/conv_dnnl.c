@@ -27,7 +27,7 @@
 
 enum {
     PASS_FORWARD, PASS_BACKWARD_DATA, PASS_BACKWARD_WEIGHTS, PASS_TO_NCHW, PASS_TO_NHWC,
-    PASS_TO_NHWC_SUM, PASS_FORWARD_WINOGRAD
+    PASS_TO_NHWC_SUM, PASS_FORWARD_WINOGRAD, PASS_PROBE
 };
 enum { EPI_SCALE = 1, EPI_SHIFT = 2, EPI_RELU = 4 };
 
@@ -58,6 +58,7 @@ typedef struct {
      * blocked by 16 channels; `out_nhwc` is the pass from y_blocked to NHWC. */
     csd_md x_blocked, y_blocked;
     dnnl_primitive_t out_nhwc;
+    int fallback; /* PASS_PROBE: oneDNN has only its im2col + GEMM or reference kernel */
 } plan;
 
 static dnnl_engine_t engine;
@@ -360,6 +361,26 @@ static plan *plan_winograd(const cs_conv_shape *s, int epilogue) {
     return p;
 }
 
+/* ---- oneDNN's fallback kernels --------------------------------------------------------
+ * Where oneDNN has no direct kernel for a shape it runs its own im2col + GEMM ("gemm:jit")
+ * or a reference loop. On an AVX2 CPU (AMD EPYC, Debian's oneDNN 2.6) that is every dilated
+ * convolution of the networks (their padding is wider than the jit kernel's row block):
+ * 3.9 GFLOP/s against 38 for im2col + OpenBLAS sgemm (compact preset, CONDSEG_PROFILE=1),
+ * so conv_cpu.c runs such shapes on sgemm. The probe makes the forward's descriptor only. */
+static plan *plan_probe(const cs_conv_shape *s) {
+    plan *p = g_new0(plan, 1);
+    layouts_make(&p->md, s);
+    dnnl_primitive_attr_t attr = conv_attr();
+    dnnl_primitive_desc_t pd;
+    forward_pd(&pd, &p->md, s, dnnl_forward_inference, 0, attr);
+    dnnl_primitive_attr_destroy(attr);
+    const char *impl = "";
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    p->fallback = strstr(impl, "gemm") != NULL || strstr(impl, "ref") != NULL;
+    dnnl_primitive_desc_destroy(pd);
+    return p;
+}
+
 static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
     engine_init();
     plan_key key = {s->n, s->c, s->h, s->w, s->o, s->k, s->stride, s->pad, s->dil, !!s->bf16,
@@ -369,6 +390,7 @@ static const plan *plan_get(const cs_conv_shape *s, int pass, int epilogue) {
     if (!p) {
         p = pass == PASS_FORWARD            ? plan_forward(s, epilogue)
             : pass == PASS_FORWARD_WINOGRAD ? plan_winograd(s, epilogue)
+            : pass == PASS_PROBE            ? plan_probe(s)
             : pass >= PASS_TO_NCHW          ? plan_layout_pass(s, pass)
                                             : plan_backward(s, pass);
         g_hash_table_insert(plans, g_memdup2(&key, sizeof key), p);
@@ -553,6 +575,10 @@ static int winograd_ok(const cs_conv_shape *s, size_t *floats) {
     }
     if (floats) *floats = total + most;
     return 1;
+}
+
+int csk_dnnl_conv_fallback(const cs_conv_shape *s) {
+    return plan_get(s, PASS_PROBE, 0)->fallback;
 }
 
 size_t csk_dnnl_conv_forward_workspace(const cs_conv_shape *s) {

@@ -13,6 +13,9 @@ size_t csk_dnnl_conv_backward_workspace(const cs_conv_shape *s);
 /* Whether the forward of this shape runs oneDNN's Winograd kernel (see conv_dnnl.c). */
 int csk_dnnl_conv_winograd(const cs_conv_shape *s);
 
+/* Whether oneDNN has only its own im2col + GEMM (or reference) kernel for this shape. */
+int csk_dnnl_conv_fallback(const cs_conv_shape *s);
+
 /* y = conv(x, w) * scale + shift (+ ReLU); scale/shift as in backend_ops.h. */
 void csk_dnnl_conv_forward(float *y, const float *x, const float *w, const float *scale,
                            const float *shift, const cs_conv_shape *s, int relu,
