@@ -173,7 +173,7 @@ static inline void softmax9_row(float *e0, size_t plane, int w, float scale, flo
 
 /* The fold's multiply-adds in blocks of CS_RUN_CHUNK pixels of CS_DIM_CHUNK channels,
  * whose sums stay in vector registers over all 81 (i, j) while each probability row is
- * loaded once for the block's channels (outlook_block: GCC vector types, which the
+ * loaded once for the block's channels (fold_block: GCC vector types, which the
  * AVX-512 / AVX2 clones map onto one or two registers per sum). With the sums in an L1
  * array instead (a load and a store per multiply-add) the loop ran at 4-8 GFLOP/s on an
  * AVX2 core pair. The tails (the last pixels of a tile, a head's last channels) take the
@@ -190,26 +190,31 @@ typedef float cs_pixels __attribute__((vector_size(CS_LANES * sizeof(float))));
 /* (By pointer: a function returning a 32-byte vector would change the baseline ABI.) */
 static inline void pixels_load(cs_pixels *v, const float *p) { memcpy(v, p, sizeof *v); }
 
-/* Where the 81 (i, j) terms of a pixel read P and V, from the block's first pixel: P's
- * row of (i, j) shifted by -d(i), V's shifted by d(j) - d(i). Made once per tile. */
+/* Where the 81 terms t = (i, j) of an output pixel q read their two factors, from the
+ * block's first pixel. The forward fold: P's plane (i, j) at q - d(i), V at
+ * q - d(i) + d(j). The fold of the values' gradient: P's plane (i, j) at q - d(j), dY at
+ * q - d(j) + d(i) (the same with the shifts of i and j swapped). Made once per tile. */
 typedef struct {
     size_t p[CS_NB * CS_NB], v[CS_NB * CS_NB];
 } fold_offsets;
 
-static void fold_offsets_make(fold_offsets *o, size_t plane, int pw) {
+static void fold_offsets_make(fold_offsets *o, size_t plane, int pw, int values_gradient) {
     for (int i = 0; i < CS_NB; i++)
         for (int j = 0; j < CS_NB; j++) {
-            const int ay = csm_nb_dy(i), ax = csm_nb_dx(i);
+            const int s = values_gradient ? j : i, u = values_gradient ? i : j;
+            const int ay = csm_nb_dy(s), ax = csm_nb_dx(s);
             o->p[i * CS_NB + j] = (size_t)(i * CS_NB + j) * plane + (size_t)(CS_HALO - ay) * pw +
                                   CS_HALO - ax;
-            o->v[i * CS_NB + j] = (size_t)(CS_HALO - ay + csm_nb_dy(j)) * pw + CS_HALO - ax +
-                                  csm_nb_dx(j);
+            o->v[i * CS_NB + j] = (size_t)(CS_HALO - ay + csm_nb_dy(u)) * pw + CS_HALO - ax +
+                                  csm_nb_dx(u);
         }
 }
 
+/* Y[dd] (rows `ystride` apart) = sum over t of P at o->p[t] times V[dd] at o->v[t], for
+ * one block of CS_RUN_CHUNK pixels and CS_DIM_CHUNK channels. */
 CS_VECTOR_CLONES
-static void outlook_block(float *Y, const float *P, const float *V, const fold_offsets *o,
-                          size_t plane, int pw) {
+static void fold_block(float *Y, size_t ystride, const float *P, const float *V,
+                       const fold_offsets *o, size_t plane) {
     cs_pixels acc[CS_DIM_CHUNK][CS_BLOCK_VECTORS];
     memset(acc, 0, sizeof acc);
     for (int t = 0; t < CS_NB * CS_NB; t++) {
@@ -222,12 +227,12 @@ static void outlook_block(float *Y, const float *P, const float *V, const fold_o
                 acc[dd][b] += p[b] * v;
             }
     }
-    for (int dd = 0; dd < CS_DIM_CHUNK; dd++)
-        memcpy(Y + (size_t)dd * CS_TILE_ROWS * pw, acc[dd], sizeof acc[dd]);
+    for (int dd = 0; dd < CS_DIM_CHUNK; dd++) memcpy(Y + dd * ystride, acc[dd], sizeof acc[dd]);
 }
 
-static void outlook_chunk(float *Y, const float *P, const float *V, const fold_offsets *o,
-                          int dims, size_t kn, size_t plane, int pw) {
+/* The same for a tail: kn <= CS_RUN_CHUNK pixels, dims <= CS_DIM_CHUNK channels. */
+static void fold_chunk(float *Y, size_t ystride, const float *P, const float *V,
+                       const fold_offsets *o, int dims, size_t kn, size_t plane) {
     float acc[CS_DIM_CHUNK][CS_RUN_CHUNK];
     memset(acc, 0, sizeof acc);
     for (int t = 0; t < CS_NB * CS_NB; t++)
@@ -236,8 +241,23 @@ static void outlook_chunk(float *Y, const float *P, const float *V, const fold_o
             const float *restrict vrow = V + dd * plane + o->v[t];
             for (size_t k = 0; k < kn; k++) acc[dd][k] += prow[k] * vrow[k];
         }
-    for (int dd = 0; dd < dims; dd++)
-        memcpy(Y + (size_t)dd * CS_TILE_ROWS * pw, acc[dd], sizeof(float) * kn);
+    for (int dd = 0; dd < dims; dd++) memcpy(Y + dd * ystride, acc[dd], sizeof(float) * kn);
+}
+
+/* The fold over a tile's run of `run` pixels and `dims` channels: Y (local planes) from
+ * P and V (padded planes) at the offsets o. */
+static void fold_run(float *Y, const float *P, const float *V, const fold_offsets *o, int dims,
+                     size_t run, size_t plane, size_t local) {
+    for (size_t k0 = 0; k0 < run; k0 += CS_RUN_CHUNK) {
+        const size_t kn = run - k0 < CS_RUN_CHUNK ? run - k0 : CS_RUN_CHUNK;
+        for (int d0 = 0; d0 < dims; d0 += CS_DIM_CHUNK) {
+            float *Yd = Y + (size_t)d0 * local + k0;
+            const float *Vd = V + (size_t)d0 * plane + k0;
+            const int n = imin(CS_DIM_CHUNK, dims - d0);
+            if (kn == CS_RUN_CHUNK && n == CS_DIM_CHUNK) fold_block(Yd, local, P + k0, Vd, o, plane);
+            else fold_chunk(Yd, local, P + k0, Vd, o, n, kn, plane);
+        }
+    }
 }
 
 CS_VECTOR_CLONES
@@ -270,19 +290,8 @@ static void outlook_tile(float *y, float *prob, const float *v, const float *a,
      * 4 columns past w hold garbage and are not copied out. */
     const size_t run = (size_t)rows * pw - 2 * CS_HALO;
     fold_offsets o;
-    fold_offsets_make(&o, plane, pw);
-    for (size_t k0 = 0; k0 < run; k0 += CS_RUN_CHUNK) {
-        const size_t kn = run - k0 < CS_RUN_CHUNK ? run - k0 : CS_RUN_CHUNK;
-        for (int d0 = 0; d0 < d->head_dim; d0 += CS_DIM_CHUNK) {
-            float *Yd = Y + (size_t)d0 * CS_TILE_ROWS * pw + k0;
-            const float *Vd = V + (size_t)d0 * plane + k0;
-            const int dims = imin(CS_DIM_CHUNK, d->head_dim - d0);
-            if (kn == CS_RUN_CHUNK && dims == CS_DIM_CHUNK)
-                outlook_block(Yd, P + k0, Vd, &o, plane, pw);
-            else
-                outlook_chunk(Yd, P + k0, Vd, &o, dims, kn, plane, pw);
-        }
-    }
+    fold_offsets_make(&o, plane, pw, 0);
+    fold_run(Y, P, V, &o, d->head_dim, run, plane, (size_t)CS_TILE_ROWS * pw);
     store_planes(y, &values, Y, (size_t)CS_TILE_ROWS * pw, d->head_dim, d, y0, y1, 0);
 }
 
@@ -352,6 +361,41 @@ static size_t backward_tile_floats(const outlook_dims *d) {
            (size_t)d->w;
 }
 
+/* dP_p[i][j] = sum_d dY_d(p + d(i)) V_d(p + d(j)) over a tile's run of pixels, into the
+ * local planes dP: for each i the nine sums of CS_LANES pixels stay in registers over
+ * all channels (dY's row loaded once for the nine), each still summed over the channels
+ * in order from zero, as the one-channel-at-a-time loop it replaces did. */
+CS_VECTOR_CLONES
+static void gradient_of_probabilities(float *dP, const float *G, const float *V, int dims,
+                                      size_t run, size_t plane, size_t local, int pw) {
+    size_t shift[CS_NB];
+    for (int j = 0; j < CS_NB; j++)
+        shift[j] = (size_t)(CS_HALO + csm_nb_dy(j)) * pw + CS_HALO + csm_nb_dx(j);
+    for (int i = 0; i < CS_NB; i++) {
+        size_t k0 = 0;
+        for (; k0 + CS_LANES <= run; k0 += CS_LANES) {
+            cs_pixels acc[CS_NB], g, v;
+            memset(acc, 0, sizeof acc);
+            for (int dd = 0; dd < dims; dd++) {
+                pixels_load(&g, G + dd * plane + shift[i] + k0);
+                for (int j = 0; j < CS_NB; j++) {
+                    pixels_load(&v, V + dd * plane + shift[j] + k0);
+                    acc[j] += g * v;
+                }
+            }
+            for (int j = 0; j < CS_NB; j++)
+                memcpy(dP + (size_t)(i * CS_NB + j) * local + k0, &acc[j], sizeof acc[j]);
+        }
+        for (int j = 0; j < CS_NB; j++)
+            for (size_t k = k0; k < run; k++) {
+                float sum = 0.0f;
+                for (int dd = 0; dd < dims; dd++)
+                    sum += G[dd * plane + shift[i] + k] * V[dd * plane + shift[j] + k];
+                dP[(size_t)(i * CS_NB + j) * local + k] = sum;
+            }
+    }
+}
+
 /* For the source pixels p and value pixels r of rows [y0, y1):
  *   dP_p[i][j] = sum_d dY_d(p + d(i)) V_d(p + d(j))
  *   dA_p[i][j] = scale P_p[i][j] (dP_p[i][j] - sum_k P_p[i][k] dP_p[i][k])
@@ -379,27 +423,10 @@ static void outlook_backward_tile(float *dv, float *da, const float *dy, const f
     memset(dP, 0, sizeof(float) * CS_NB * CS_NB * local);
     memset(dV, 0, sizeof(float) * hdim * local);
 
-    for (int dd = 0; dd < hdim; dd++) {
-        const float *g = G + dd * plane, *vd = V + dd * plane;
-        float *restrict dvd = dV + dd * local;
-        for (int i = 0; i < CS_NB; i++) {
-            const int ai = csm_nb_dy(i), bi = csm_nb_dx(i);
-            for (int j = 0; j < CS_NB; j++) {
-                const int aj = csm_nb_dy(j), bj = csm_nb_dx(j);
-                /* dP at p (local k): dY at p + d(i), V at p + d(j). */
-                float *restrict dpij = dP + (size_t)(i * CS_NB + j) * local;
-                const float *restrict gi = g + (size_t)(CS_HALO + ai) * pw + CS_HALO + bi;
-                const float *restrict vj = vd + (size_t)(CS_HALO + aj) * pw + CS_HALO + bj;
-                for (size_t k = 0; k < run; k++) dpij[k] += gi[k] * vj[k];
-                /* dV at r (local k): P at r - d(j), dY at r - d(j) + d(i). */
-                const float *restrict pij =
-                    P + (size_t)(i * CS_NB + j) * plane + (size_t)(CS_HALO - aj) * pw + CS_HALO - bj;
-                const float *restrict gij =
-                    g + (size_t)(CS_HALO - aj + ai) * pw + CS_HALO - bj + bi;
-                for (size_t k = 0; k < run; k++) dvd[k] += pij[k] * gij[k];
-            }
-        }
-    }
+    fold_offsets o;
+    fold_offsets_make(&o, plane, pw, 1);
+    fold_run(dV, P, G, &o, hdim, run, plane, local);
+    gradient_of_probabilities(dP, G, V, hdim, run, plane, local, pw);
     /* Softmax backward per (p, i), then dA added to da and dV to dv. */
     for (int ly = 0; ly < rows; ly++) {
         for (int i = 0; i < CS_NB; i++) {
