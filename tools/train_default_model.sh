@@ -17,7 +17,8 @@
 #      an epoch on the busy 2 cores; 256x256 (small polyps vanish at 128) took 4x that and
 #      was left for a machine with the time (a GPU).
 #   4. step 3 continued in a new run from its best checkpoint, 9 epochs (below).
-# The stage-4 checkpoint with the best validation figure is stored as float16.
+# Step 4's last checkpoint is stored as float16 (README, "The default model", says why not
+# its best by validation mIoU).
 #
 #   tools/train_default_model.sh [DATA_DIR] [RUN_DIR]   (DATA_DIR holds kvasir-seg/, nopolyp/)
 #
@@ -71,7 +72,7 @@ mixed "$runs/stage3" 3 30 "$runs/stage2/best-fp16.safetensors"
 best_fp16 "$runs/stage3"
 mixed "$runs/stage4" 4 9 "$runs/stage3/best-fp16.safetensors"
 mkdir -p models
-/usr/bin/python3 tools/to_float16.py "$runs/stage4/best.safetensors" \
+/usr/bin/python3 tools/to_float16.py "$runs/stage4/last.safetensors" \
   models/condseg-default.safetensors \
   --meta "condseg.trained_on=Kvasir-SEG train split (880 images) + nopolyp train split (900 polyp-free frames)" \
   --meta "condseg.recipe=tools/train_default_model.sh"
