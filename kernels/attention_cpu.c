@@ -420,9 +420,7 @@ static void outlook_backward_tile(float *dv, float *da, const float *dy, const f
     load_planes(P, plane, prob, &logits, CS_NB * CS_NB, d, y0, y0 - 1, y1 + 1);
     load_planes(G, plane, dy, &values, hdim, d, y0, y0 - CS_HALO, y1 + CS_HALO);
     load_planes(V, plane, v, &values, hdim, d, y0, y0 - CS_HALO, y1 + CS_HALO);
-    memset(dP, 0, sizeof(float) * CS_NB * CS_NB * local);
-    memset(dV, 0, sizeof(float) * hdim * local);
-
+    /* dV and dP are written whole over the run (no zeroing first); nothing past it is read. */
     fold_offsets o;
     fold_offsets_make(&o, plane, pw, 1);
     fold_run(dV, P, G, &o, hdim, run, plane, local);
