@@ -97,14 +97,20 @@ const char *cs_cpu_bf16_unsupported(void) {
     return "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)";
 }
 
-/* oneDNN's AVX512-BF16 kernels ran no faster than its float32 ones on a Xeon whose AMX
- * was not enabled (paper network: 1186 ms against 1198 in one bench/run.sh; a bf16 matmul
- * at 158 GFLOP/s against sgemm's 227): the gain is AMX's. */
+/* oneDNN's AVX512-BF16 kernels ran no faster than its float32 ones on an Intel Xeon whose
+ * AMX was not enabled (paper network: 1186 ms against 1198 in one bench/run.sh; a bf16
+ * matmul at 158 GFLOP/s against sgemm's 227): there the gain is AMX's. AMD's cores run
+ * them at twice the float32 rate (Zen 5, 2 cores: paper network 272 ms against 463, a bf16
+ * matmul at 724-783 GFLOP/s against sgemm's 412), so no note there. */
 const char *cs_cpu_bf16_slow(void) {
     const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
     const unsigned amx = (unsigned)dnnl_cpu_isa_avx512_core_amx;
     if (cs_cpu_bf16_unsupported() || (isa & amx) == amx) return NULL;
-    return "this CPU has AVX512-BF16 but no AMX: bf16 is no faster than fp32 here";
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_is("intel")) return NULL;
+#endif
+    return "this Intel CPU has AVX512-BF16 but no AMX: bf16 is no faster than fp32 here";
 }
 
 /* ---- layouts -------------------------------------------------------------------------------- */
