@@ -80,6 +80,99 @@ static size_t tile_floats(const outlook_dims *d) {
            (size_t)d->head_dim * CS_TILE_ROWS * d->pw + 2 * (size_t)d->w;
 }
 
+/* Eight floats: one AVX2 register (GCC spilled a 16-float type to memory on AVX2). */
+#define CS_LANES 8
+typedef float cs_pixels __attribute__((vector_size(CS_LANES * sizeof(float))));
+typedef int cs_lane_index __attribute__((vector_size(CS_LANES * sizeof(int))));
+
+/* (By pointer: a function returning a 32-byte vector would change the baseline ABI.) */
+static inline void pixels_load(cs_pixels *v, const float *p) { memcpy(v, p, sizeof *v); }
+
+/* Lanes of a and b (b's numbered from 8) picked by the indices. */
+#if defined(__clang__)
+#define CS_SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define CS_SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (cs_lane_index){__VA_ARGS__})
+#endif
+
+/* v[p] = channels k..k+7 of pixel p becomes v[k] = channel k of pixels 0..7: the three
+ * rounds of pairwise interleaving an AVX2 8x8 transposition takes (unpack, shuffle,
+ * 128-bit permute), written as generic shuffles. */
+static inline void transpose8(cs_pixels v[CS_LANES]) {
+    cs_pixels t[CS_LANES], u[CS_LANES];
+    for (int p = 0; p < CS_LANES; p += 2) {
+        t[p] = CS_SHUFFLE(v[p], v[p + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[p + 1] = CS_SHUFFLE(v[p], v[p + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int q = 0; q < CS_LANES; q += 4)
+        for (int h = 0; h < 2; h++) {
+            u[q + 2 * h] = CS_SHUFFLE(t[q + h], t[q + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[q + 2 * h + 1] = CS_SHUFFLE(t[q + h], t[q + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int k = 0; k < 4; k++) {
+        v[k] = CS_SHUFFLE(u[k], u[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        v[k + 4] = CS_SHUFFLE(u[k], u[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+/* One image row of an NHWC map (w pixels `ps` floats apart, `count` channels each) spread
+ * over `count` planes (dst_plane apart): in blocks of 8 pixels x 8 channels transposed in
+ * registers (the element-by-element loop was a third of the compact network's outlook
+ * attention), the channels and pixels past the last whole block one by one. */
+CS_VECTOR_CLONES
+static void nhwc_row_to_planes(float *dst, size_t dst_plane, const float *pixels, size_t ps,
+                               int count, int w) {
+    const int whole_k = count / CS_LANES * CS_LANES, whole_x = w / CS_LANES * CS_LANES;
+    for (int x0 = 0; x0 < whole_x; x0 += CS_LANES) {
+        const float *in = pixels + (size_t)x0 * ps;
+        for (int k0 = 0; k0 < whole_k; k0 += CS_LANES) {
+            cs_pixels v[CS_LANES];
+            for (int p = 0; p < CS_LANES; p++) pixels_load(&v[p], in + (size_t)p * ps + k0);
+            transpose8(v);
+            for (int k = 0; k < CS_LANES; k++)
+                memcpy(dst + (size_t)(k0 + k) * dst_plane + x0, &v[k], sizeof v[k]);
+        }
+        for (int k = whole_k; k < count; k++)
+            for (int p = 0; p < CS_LANES; p++) dst[(size_t)k * dst_plane + x0 + p] = in[(size_t)p * ps + k];
+    }
+    for (int x = whole_x; x < w; x++)
+        for (int k = 0; k < count; k++) dst[(size_t)k * dst_plane + x] = pixels[(size_t)x * ps + k];
+}
+
+/* The way back: `count` planes (src_plane apart) of one row of w pixels (+)= into the
+ * NHWC row `pixels` (pixels ps floats apart), in the same blocks of 8 x 8. */
+CS_VECTOR_CLONES
+static void planes_to_nhwc_row(float *pixels, size_t ps, const float *src, size_t src_plane,
+                               int count, int w, int accumulate) {
+    const int whole_k = count / CS_LANES * CS_LANES, whole_x = w / CS_LANES * CS_LANES;
+    for (int x0 = 0; x0 < whole_x; x0 += CS_LANES) {
+        float *out = pixels + (size_t)x0 * ps;
+        for (int k0 = 0; k0 < whole_k; k0 += CS_LANES) {
+            cs_pixels v[CS_LANES], o;
+            for (int k = 0; k < CS_LANES; k++)
+                pixels_load(&v[k], src + (size_t)(k0 + k) * src_plane + x0);
+            transpose8(v);
+            for (int p = 0; p < CS_LANES; p++) {
+                float *at = out + (size_t)p * ps + k0;
+                if (accumulate) pixels_load(&o, at), v[p] += o;
+                memcpy(at, &v[p], sizeof v[p]);
+            }
+        }
+        for (int k = whole_k; k < count; k++)
+            for (int p = 0; p < CS_LANES; p++) {
+                const float x = src[(size_t)k * src_plane + x0 + p];
+                float *at = out + (size_t)p * ps + k;
+                *at = accumulate ? *at + x : x;
+            }
+    }
+    for (int x = whole_x; x < w; x++)
+        for (int k = 0; k < count; k++) {
+            const float v = src[(size_t)k * src_plane + x];
+            float *at = pixels + (size_t)x * ps + k;
+            *at = accumulate ? *at + v : v;
+        }
+}
+
 /* Fills `count` padded planes (local row lr = image row y0 - CS_HALO + lr) from channels
  * 0..count-1 of the map view m: the image rows in [r_lo, r_hi) are copied, everything else
  * (other rows, the borders) is zero. NCHW rows are copied whole; NHWC pixels are read
@@ -102,26 +195,14 @@ static void load_planes(float *dst, size_t dst_plane, const float *src, const ma
                 memcpy(row + CS_HALO, src + view_at(m, d, k, r), sizeof(float) * w);
         }
     if (m->pixel_stride == 1) return;
-    /* NHWC: a transposition in blocks of 16 pixels, so that each plane gets whole cache
-     * lines and the block's pixels stay in L1. */
-    const size_t ps = m->pixel_stride;
-    for (int r = r_lo; r < r_hi; r++) {
-        float *row = dst + (size_t)(r - y0 + CS_HALO) * pw + CS_HALO;
-        const float *pixels = src + view_at(m, d, 0, r);
-        for (int x0 = 0; x0 < w; x0 += 16) {
-            const int n = imin(16, w - x0);
-            for (int k = 0; k < count; k++) {
-                float *restrict out = row + k * dst_plane + x0;
-                const float *restrict in = pixels + (size_t)x0 * ps + k;
-                for (int x = 0; x < n; x++) out[x] = in[(size_t)x * ps];
-            }
-        }
-    }
+    for (int r = r_lo; r < r_hi; r++)
+        nhwc_row_to_planes(dst + (size_t)(r - y0 + CS_HALO) * pw + CS_HALO, dst_plane,
+                           src + view_at(m, d, 0, r), m->pixel_stride, count, w);
 }
 
 /* Channels 0..count-1 of the map view m, image rows [y0, y1), (+)= the tile's planes src
- * (src_plane apart, rows pw apart, the first at image row y0): NCHW row by row, NHWC pixel
- * by pixel. */
+ * (src_plane apart, rows pw apart, the first at image row y0): NCHW row by row, NHWC through
+ * planes_to_nhwc_row. */
 static void store_planes(float *out, const map_view *m, const float *src, size_t src_plane,
                          int count, const outlook_dims *d, int y0, int y1, int accumulate) {
     const int w = d->w, pw = d->pw;
@@ -137,11 +218,8 @@ static void store_planes(float *out, const map_view *m, const float *src, size_t
             }
             continue;
         }
-        for (int x = 0; x < w; x++) {
-            float *restrict o = out + view_at(m, d, 0, r) + (size_t)x * m->pixel_stride;
-            for (int k = 0; k < count; k++)
-                o[k] = accumulate ? o[k] + row[k * src_plane + x] : row[k * src_plane + x];
-        }
+        planes_to_nhwc_row(out + view_at(m, d, 0, r), m->pixel_stride, row, src_plane, count, w,
+                           accumulate);
     }
 }
 
@@ -182,13 +260,7 @@ static inline void softmax9_row(float *e0, size_t plane, int w, float scale, flo
 #define CS_RUN_CHUNK 16
 #define CS_DIM_CHUNK 4
 
-/* Eight floats: one AVX2 register (GCC spilled a 16-float type to memory on AVX2). */
-#define CS_LANES 8
-typedef float cs_pixels __attribute__((vector_size(CS_LANES * sizeof(float))));
 #define CS_BLOCK_VECTORS (CS_RUN_CHUNK / CS_LANES)
-
-/* (By pointer: a function returning a 32-byte vector would change the baseline ABI.) */
-static inline void pixels_load(cs_pixels *v, const float *p) { memcpy(v, p, sizeof *v); }
 
 /* Where the 81 terms t = (i, j) of an output pixel q read their two factors, from the
  * block's first pixel. The forward fold: P's plane (i, j) at q - d(i), V at
