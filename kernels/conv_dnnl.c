@@ -457,9 +457,20 @@ static void weights_reorder_run(const plan *p, const float *oihw, void *blocked,
 
 typedef struct {
     const float *w;
+    guint64 scale_hash; /* of the scale folded into Winograd's weights (0: none) */
     const plan *p;
     guint64 tag;
 } weights_key;
+
+/* FNV-1a over the scale's values: inference makes the folded BatchNorm's scale anew for
+ * every forward (a new buffer, the same values while the tag lives). */
+static guint64 values_hash(const float *v, int n) {
+    if (!v) return 0;
+    const unsigned char *b = (const unsigned char *)v;
+    guint64 h = 1469598103934665603ull;
+    for (size_t i = 0; i < (size_t)n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h | 1;
+}
 
 static guint weights_key_hash(gconstpointer k) { return bytes_hash(k, sizeof(weights_key)); }
 static gboolean weights_key_equal(gconstpointer a, gconstpointer b) {
@@ -485,6 +496,30 @@ void cs_cpu_conv_forget(uint64_t weights_tag) {
     g_mutex_unlock(&cache_lock);
 }
 
+/* The weights w (each output channel's row times its scale, when given) in the plan's
+ * layout, made once for the tag. */
+static const void *cached_weights(const plan *p, const cs_conv_shape *s, const float *w,
+                                  const float *scale) {
+    weights_key key;
+    memset(&key, 0, sizeof key);
+    key.w = w, key.scale_hash = values_hash(scale, s->o), key.p = p, key.tag = s->weights_tag;
+    g_mutex_lock(&cache_lock);
+    if (!weights_cache)
+        weights_cache = g_hash_table_new_full(weights_key_hash, weights_key_equal, g_free, g_free);
+    void *cached = g_hash_table_lookup(weights_cache, &key);
+    if (!cached) {
+        const int row = s->c * s->k * s->k;
+        float *scaled = scale ? g_new(float, (size_t)s->o * row) : NULL;
+        if (scale) cs_cpu_mul_channel(scaled, w, scale, 1, s->o, row);
+        cached = g_malloc(dnnl_memory_desc_get_size(p->md.weights));
+        weights_reorder_run(p, scale ? scaled : w, cached, 0);
+        g_free(scaled);
+        g_hash_table_insert(weights_cache, g_memdup2(&key, sizeof key), cached);
+    }
+    g_mutex_unlock(&cache_lock);
+    return cached;
+}
+
 /* The weights in the plan's layout: from the cache when tagged and in bfloat16, else
  * reordered into `scratch`. A float32 cache would double the model's memory (182 MB more
  * for the paper's network) to save one pass over the weights per forward (a few percent of
@@ -495,20 +530,7 @@ static const void *weights_for(const plan *p, const cs_conv_shape *s, const floa
         weights_reorder_run(p, w, scratch, 0);
         return scratch;
     }
-    weights_key key;
-    memset(&key, 0, sizeof key);
-    key.w = w, key.p = p, key.tag = s->weights_tag;
-    g_mutex_lock(&cache_lock);
-    if (!weights_cache)
-        weights_cache = g_hash_table_new_full(weights_key_hash, weights_key_equal, g_free, g_free);
-    void *cached = g_hash_table_lookup(weights_cache, &key);
-    if (!cached) {
-        cached = g_malloc(dnnl_memory_desc_get_size(p->md.weights));
-        weights_reorder_run(p, w, cached, 0);
-        g_hash_table_insert(weights_cache, g_memdup2(&key, sizeof key), cached);
-    }
-    g_mutex_unlock(&cache_lock);
-    return cached;
+    return cached_weights(p, s, w, NULL);
 }
 
 /* ---- the operations ----------------------------------------------------------------------- */
@@ -562,19 +584,34 @@ static size_t band_staging_floats(const cs_conv_shape *s, int rows) {
     return floats_of((size_t)(rows + 2) * s->w * s->c * 4);
 }
 
+/* Tagged weights whose transformed copy is this small are transformed once and kept (the
+ * weights cache) instead of on every call: all of the compact preset's (32-64 channels,
+ * 64-144 KB each), whose transforms took 2.85 of 13.4 ms of Winograd per forward (AMD Zen
+ * 5, 256x256); not the paper network's 128-channel ones (1 MB each, 18 MB in all, which
+ * would take its peak memory over this engine's limit). */
+#define CS_WINOGRAD_KEEP_BYTES ((size_t)256 << 10)
+
+static int winograd_weights_kept(const cs_conv_shape *s, const plan *p) {
+    return s->weights_tag && dnnl_memory_desc_get_size(p->md.weights) <= CS_WINOGRAD_KEEP_BYTES;
+}
+
 /* Whether every band of the shape has the Winograd kernel; with `floats`, the workspace its
  * bands need at most: the weights times the scale (OIHW) | the staging copy | the weights
  * in the kernel's layout | x and y of a band, blocked | the scratchpad (of the plans without
- * epilogue; one that wants more gets its own). */
+ * epilogue; one that wants more gets its own). Kept weights need neither copy there. */
 static int winograd_ok(const cs_conv_shape *s, size_t *floats) {
     if (!winograd_wanted(s)) return 0;
     const int rows = winograd_band_rows(s), last = s->ho - (s->ho - 1) / rows * rows;
-    size_t total = floats_of((size_t)s->o * s->c * 9 * 4) + band_staging_floats(s, rows);
+    const plan *first = band_plan(s, rows, 0);
+    if (!first->conv) return 0;
+    const int kept = winograd_weights_kept(s, first);
+    size_t total = (kept ? 0 : floats_of((size_t)s->o * s->c * 9 * 4)) +
+                   band_staging_floats(s, rows);
     size_t most = 0;
     for (int k = 0; k < 2; k++) {
         const plan *p = band_plan(s, k ? last : rows, 0);
         if (!p->conv) return 0;
-        most = max_bytes(most, floats_of(dnnl_memory_desc_get_size(p->md.weights)) +
+        most = max_bytes(most, (kept ? 0 : floats_of(dnnl_memory_desc_get_size(p->md.weights))) +
                                    floats_of(dnnl_memory_desc_get_size(p->x_blocked)) +
                                    floats_of(dnnl_memory_desc_get_size(p->y_blocked)) +
                                    floats_of(p->scratchpad_bytes));
@@ -675,28 +712,38 @@ static const float *band_input(const float *img, const cs_conv_shape *s, int r0,
     return staging;
 }
 
-/* `total`: the workspace's floats (winograd_ok). */
+/* `total`: the workspace's floats (winograd_ok). The weights times the scale in the
+ * kernel's layout are made on every call, or once where they are kept. */
 static void winograd_forward(float *y, const float *x, const float *w, const float *scale,
                              const float *shift, const cs_conv_shape *s, int epilogue,
                              float *workspace, size_t total) {
     const int rows = winograd_band_rows(s);
-    float *scaled = workspace, *staging = scaled + floats_of((size_t)s->o * s->c * 9 * 4);
+    const int kept = winograd_weights_kept(s, band_plan(s, rows, 0));
+    float *scaled = workspace;
+    float *staging = scaled + (kept ? 0 : floats_of((size_t)s->o * s->c * 9 * 4));
     float *weights = staging + band_staging_floats(s, rows);
-    const plan *transformed = NULL; /* whose weights layout `weights` holds */
-    if (scale) cs_cpu_mul_channel(scaled, w, scale, 1, s->o, s->c * 9); /* each row x its scale */
+    const plan *transformed = NULL; /* whose weights layout `layout_weights` holds */
+    const void *layout_weights = NULL;
+    if (scale && !kept) cs_cpu_mul_channel(scaled, w, scale, 1, s->o, s->c * 9); /* rows x scale */
     for (int r0 = 0; r0 < s->ho; r0 += rows) {
         const int n_rows = r0 + rows < s->ho ? rows : s->ho - r0;
         const plan *p = band_plan(s, n_rows, epilogue);
-        float *buffers = weights + floats_of(dnnl_memory_desc_get_size(p->md.weights));
+        float *buffers =
+            kept ? weights : weights + floats_of(dnnl_memory_desc_get_size(p->md.weights));
         if (!transformed || !dnnl_memory_desc_equal(transformed->md.weights, p->md.weights)) {
-            weights_reorder_run(p, scale ? scaled : w, weights, 0);
+            if (kept) {
+                layout_weights = cached_weights(p, s, w, scale);
+            } else {
+                weights_reorder_run(p, scale ? scaled : w, weights, 0);
+                layout_weights = weights;
+            }
             transformed = p;
         }
         for (int i = 0; i < s->n; i++) {
             const float *img = x + (size_t)i * s->h * s->w * s->c;
             float *out = y + ((size_t)i * s->ho + r0) * s->wo * s->o;
-            band_run(p, out, band_input(img, s, r0, n_rows, staging), weights, shift, buffers,
-                     4 * (total - (size_t)(buffers - workspace)));
+            band_run(p, out, band_input(img, s, r0, n_rows, staging), layout_weights, shift,
+                     buffers, 4 * (total - (size_t)(buffers - workspace)));
         }
     }
 }

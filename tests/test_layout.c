@@ -183,6 +183,31 @@ static int wino_2x3_offered(int c, int o, int h, int w) {
 }
 #endif
 
+/* Tagged weights (a model's, in inference): where the transformed weights are small
+ * enough to be kept, the second call takes them from the cache. Each result must equal the
+ * untagged call's bit for bit: with the scale changed in place (a new forward's folded
+ * BatchNorm in the same buffer, other values) and with new weights after
+ * cs_cpu_conv_forget. */
+static void test_winograd_kept(const cs_conv_shape *fast, const float *x, float *wt,
+                               float *scale, const float *shift, float *want, float *got) {
+    cs_conv_shape tagged = *fast;
+    tagged.weights_tag = cs_cpu_conv_new_tag();
+    const size_t out = (size_t)fast->n * fast->o * fast->ho * fast->wo;
+    const size_t weights = (size_t)fast->o * fast->c * 9;
+    float *ws = g_new(float, cs_cpu_conv2d_forward_workspace(fast) + 1);
+    float *tws = g_new(float, cs_cpu_conv2d_forward_workspace(&tagged) + 1);
+    for (int round = 0; round < 4; round++) {
+        if (round == 2) scale[0] *= 1.5f;                      /* same buffer, new values */
+        if (round == 3) cs_cpu_conv_forget(tagged.weights_tag), wt[weights / 2] += 0.25f;
+        cs_cpu_conv2d_forward(want, x, wt, scale, shift, fast, 1, ws);
+        cs_cpu_conv2d_forward(got, x, wt, scale, shift, &tagged, 1, tws);
+        CHECK_MSG(memcmp(got, want, sizeof(float) * out) == 0,
+                  "Winograd with tagged weights, call %d: differs from the untagged call", round);
+    }
+    cs_cpu_conv_forget(tagged.weights_tag);
+    g_free(ws), g_free(tws);
+}
+
 static void test_conv_winograd(GRand *rng, int n, int c, int o, int h, int w) {
     cs_conv_shape s = {.n = n, .c = c, .h = h, .w = w, .o = o, .k = 3, .stride = 1, .pad = 1,
                        .dil = 1, .x_nhwc = 1, .y_nhwc = 1};
@@ -220,6 +245,7 @@ static void test_conv_winograd(GRand *rng, int n, int c, int o, int h, int w) {
         CHECK_MSG(err <= WINOGRAD_TOL, "Winograd %dx%dx%dx%d, epilogue %d: %.2e x scale", n, c,
                   h, w, e, err);
     }
+    test_winograd_kept(&fast, x, wt, scale, shift, want, got);
     g_free(x), g_free(wt), g_free(scale), g_free(shift), g_free(want), g_free(got);
 }
 
@@ -432,6 +458,7 @@ int main(void) {
     test_conv_winograd(rng, 3, 128, 96, 75, 100);
     test_conv_winograd(rng, 4, 128, 128, 64, 64);
     test_conv_winograd(rng, 1, 64, 64, 128, 128); /* the F(2x2, 3x3) kernel on every AVX-512 CPU seen */
+    test_conv_winograd(rng, 2, 32, 32, 128, 128); /* the compact preset's: weights kept */
     if (!cs_cpu_bf16_unsupported()) test_conv_nhwc(rng, 1);
     test_to_nchw_backward(rng, 2, 37, 45);
     test_upsample_backward(rng, 1, 16, 8, 8, 16, 16);
