@@ -256,10 +256,10 @@ def main():
                   and "spec" not in c and "Usage:" in c,
                   f"condseg {cmd} --help: plain ASCII, no '?' in the C locale, no 'spec'")
         rc, out, _ = run([exe, "predict", "--help"])
-        check("256x256 output" not in out and "128 for the default model" in out,
+        check("256x256 output" not in out and "256 for the paper's and for the default model" in out,
               "predict --help gives the output size of the default model too")
         rc, out, _ = run([exe, "eval", "--help"])
-        check("128 for the default" in out and "CONDSEG_DATA" in out,
+        check("and for the default" in out and "CONDSEG_DATA" in out,
               "eval --help: the default model's map size, CONDSEG_DATA")
 
         # ---- --device auto: where no GPU is usable (cuda fails), it says why, in every build

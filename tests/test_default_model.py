@@ -3,7 +3,7 @@
 
   * the file: under 25 MB, float tensors stored as float16 (float32 only where a value
     exceeds float16's range), metadata naming the network
-    (condseg.arch = condseg, condseg.preset = condseg-compact, condseg.input_size = 128) and
+    (condseg.arch = condseg, condseg.preset = condseg-compact, condseg.input_size = 256) and
     how it was trained (condseg.trained_on, condseg.recipe);
   * `condseg info` reads that metadata back;
   * `condseg predict IMAGE` without -w finds the model by itself (from the build tree) and
@@ -114,13 +114,13 @@ def main():
     check(not wide, f"parameters and statistics stored as float16 ({wide[:5]} are not; kept "
                     f"float32 for their range: {kept})")
     for key, want in (("condseg.arch", "condseg"), ("condseg.preset", "condseg-compact"),
-                      ("condseg.input_size", "128")):
+                      ("condseg.input_size", "256")):
         check(meta.get(key) == want, f"metadata {key} = {meta.get(key)!r} (expected {want!r})")
     for key in ("condseg.trained_on", "condseg.recipe"):
         check(bool(meta.get(key)), f"metadata {key} = {meta.get(key)!r}")
 
     rc, out, err = run([a.condseg, "info", WEIGHTS])
-    check(rc == 0 and "condseg-compact" in out and "128x128" in out,
+    check(rc == 0 and "condseg-compact" in out and "256x256" in out,
           f"condseg info reports the preset and the input size ({err.strip()})")
 
     # ---- the expected mask belongs to these weights

@@ -243,7 +243,7 @@ static GOptionContext *predict_context(predict_options *o) {
          "Probability above which a pixel is foreground (default 0.5)", "T"},
         {"prob", 0, 0, G_OPTION_ARG_FILENAME, &o->prob,
          "Also write the raw probabilities at the network's input size S (the size the "
-         "weights were trained at: 256 for the paper's, 128 for the default model) as a "
+         "weights were trained at: 256 for the paper's and for the default model) as a "
          "float32 NumPy array (K,S,S); a directory when there are several images",
          "FILE.npy"},
         {"all-outputs", 0, 0, G_OPTION_ARG_NONE, &o->all_outputs,
@@ -268,8 +268,8 @@ static GOptionContext *predict_context(predict_options *o) {
     return new_context(
         "IMAGE|DIR... - segment images with ConDSeg", entries, o,
         "Writes, for each image, the binary mask (PNG, 0/255) at the image's own size: the\n"
-        "network's output (SxS, S the size the weights were trained at: 256 for the paper's,\n"
-        "128 for the default model) resized back and thresholded, and prints a line per image.\n"
+        "network's output (SxS, S the size the weights were trained at: 256 for the paper's\n"
+        "and for the default model) resized back and thresholded, and prints a line per image.\n"
         "A folder stands for the images in it (JPEG, PNG, BMP, TIFF, by name). Reads JPEG,\n"
         "PNG, BMP and TIFF. The line says how much of the frame is marked, or \"no polyp\n"
         "found\" when nothing is.\n\n"
@@ -1117,7 +1117,7 @@ static GOptionContext *eval_context(eval_options *o) {
     return new_context(
         "- evaluate weights on a dataset split", entries, o,
         "Metrics as the original ConDSeg code's test.py: per image on the network's SxS maps\n"
-        "(S the size the weights were trained at: 256 for the paper's, 128 for the default\n"
+        "(S the size the weights were trained at: 256 for the paper's and for the default\n"
         "model), a pixel counts as foreground above 0.5; mIoU, mDSC, recall, precision,\n"
         "accuracy and F2 are means over the images. An empty mask or prediction: a ratio 0/0\n"
         "counts 1 (nothing to find and nothing found is right). When the split holds\n"
