@@ -585,9 +585,9 @@ static size_t band_staging_floats(const cs_conv_shape *s, int rows) {
 }
 
 /* Tagged weights whose transformed copy is this small are transformed once and kept (the
- * weights cache) instead of on every call: all of the compact preset's (32-64 channels,
- * 64-144 KB each), whose transforms took 2.85 of 13.4 ms of Winograd per forward (AMD Zen
- * 5, 256x256); not the paper network's 128-channel ones (1 MB each, 18 MB in all, which
+ * weights cache) instead of on every call: all of the compact preset's (32-64 channels),
+ * whose transforms took 2.4-2.9 of 13.4 ms of Winograd per forward (AMD Zen 5, 256x256);
+ * not the paper network's 128-channel ones (1 MB each, 18 MB in all, which
  * would take its peak memory over this engine's limit). */
 #define CS_WINOGRAD_KEEP_BYTES ((size_t)256 << 10)
 
