@@ -496,8 +496,14 @@ void cs_cpu_conv_forget(uint64_t weights_tag) {
     g_mutex_unlock(&cache_lock);
 }
 
-/* The weights w (each output channel's row times its scale, when given) in the plan's
- * layout, made once for the tag. */
+/* dst = w with each output channel's row times its scale (Winograd's kernel has no
+ * per-channel output scale, so the folded BatchNorm goes into its weights). */
+static void weights_times_scale(float *dst, const float *w, const float *scale,
+                                const cs_conv_shape *s) {
+    cs_cpu_mul_channel(dst, w, scale, 1, s->o, s->c * s->k * s->k);
+}
+
+/* The weights w (times the scale, when given) in the plan's layout, made once for the tag. */
 static const void *cached_weights(const plan *p, const cs_conv_shape *s, const float *w,
                                   const float *scale) {
     weights_key key;
@@ -508,9 +514,8 @@ static const void *cached_weights(const plan *p, const cs_conv_shape *s, const f
         weights_cache = g_hash_table_new_full(weights_key_hash, weights_key_equal, g_free, g_free);
     void *cached = g_hash_table_lookup(weights_cache, &key);
     if (!cached) {
-        const int row = s->c * s->k * s->k;
-        float *scaled = scale ? g_new(float, (size_t)s->o * row) : NULL;
-        if (scale) cs_cpu_mul_channel(scaled, w, scale, 1, s->o, row);
+        float *scaled = scale ? g_new(float, (size_t)s->o * s->c * s->k * s->k) : NULL;
+        if (scale) weights_times_scale(scaled, w, scale, s);
         cached = g_malloc(dnnl_memory_desc_get_size(p->md.weights));
         weights_reorder_run(p, scale ? scaled : w, cached, 0);
         g_free(scaled);
@@ -724,7 +729,7 @@ static void winograd_forward(float *y, const float *x, const float *w, const flo
     float *weights = staging + band_staging_floats(s, rows);
     const plan *transformed = NULL; /* whose weights layout `layout_weights` holds */
     const void *layout_weights = NULL;
-    if (scale && !kept) cs_cpu_mul_channel(scaled, w, scale, 1, s->o, s->c * 9); /* rows x scale */
+    if (scale && !kept) weights_times_scale(scaled, w, scale, s);
     for (int r0 = 0; r0 < s->ho; r0 += rows) {
         const int n_rows = r0 + rows < s->ho ? rows : s->ho - r0;
         const plan *p = band_plan(s, n_rows, epilogue);
