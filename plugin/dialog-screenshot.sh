@@ -152,9 +152,15 @@ type_threshold() {   # the threshold entry has the focus: select all, type, Tab 
 # Quits GIMP as a user does (Ctrl+Q on its main window), so that it saves its settings.
 quit_gimp() {
   local main
-  main=$(xdotool search --onlyvisible --name "GNU Image Manipulation Program|GIMP" 2> /dev/null | tail -1)
-  xdotool windowfocus --sync "$main" 2> /dev/null || true
-  xdotool key ctrl+q
+  # No visible main window found (a closing message box can hide it a moment) fails the
+  # search, which under pipefail and set -e ended the script without a word: Ctrl+Q goes
+  # to the focused GIMP window then.
+  main=$(xdotool search --onlyvisible --name "GNU Image Manipulation Program|GIMP" 2> /dev/null |
+    tail -1) || main=""
+  [ -z "$main" ] || xdotool windowfocus --sync "$main" 2> /dev/null || true
+  # A key xdotool could not send must not end the script unexplained (set -e): whether
+  # GIMP quit is the check, with its message.
+  xdotool key ctrl+q 2> /dev/null || echo "dialog-screenshot: xdotool could not send Ctrl+Q" >&2
   wait_for 60 sh -c "! kill -0 $gimp_pid 2> /dev/null" || fail "GIMP did not quit"
   gimp_pid=""
 }
